@@ -1,0 +1,245 @@
+//! ggml block formats on plain slices: no FFI, no ggml.
+//!
+//! Every format is described by a [`Format`]: its ggml type id, elements per
+//! block, bytes per block, and a row quantizer and dequantizer that produce
+//! exactly the bytes (and floats) ggml's own reference code produces.
+//! [`format`] is the registry; [`quantize_rows`] and [`dequantize_rows`]
+//! apply a format to whole matrices, one row per task, in parallel.
+
+pub mod float;
+pub mod iq4;
+pub mod kquants;
+pub mod legacy;
+pub mod search;
+
+use rayon::prelude::*;
+
+/// ggml type ids of the formats this crate knows; values equal `enum ggml_type`.
+#[allow(non_camel_case_types)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(i32)]
+pub enum QuantType {
+    F32 = 0,
+    F16 = 1,
+    Q4_0 = 2,
+    Q4_1 = 3,
+    Q5_0 = 6,
+    Q5_1 = 7,
+    Q8_0 = 8,
+    Q2_K = 10,
+    Q3_K = 11,
+    Q4_K = 12,
+    Q5_K = 13,
+    Q6_K = 14,
+    IQ4_NL = 20,
+    IQ4_XS = 23,
+    BF16 = 30,
+}
+
+impl QuantType {
+    /// Every type the registry knows, F32 included.
+    pub const ALL: [QuantType; 15] = [
+        QuantType::F32,
+        QuantType::F16,
+        QuantType::Q4_0,
+        QuantType::Q4_1,
+        QuantType::Q5_0,
+        QuantType::Q5_1,
+        QuantType::Q8_0,
+        QuantType::Q2_K,
+        QuantType::Q3_K,
+        QuantType::Q4_K,
+        QuantType::Q5_K,
+        QuantType::Q6_K,
+        QuantType::IQ4_NL,
+        QuantType::IQ4_XS,
+        QuantType::BF16,
+    ];
+
+    /// The type with this ggml id, if this crate implements it.
+    pub fn from_ggml(id: i32) -> Option<QuantType> {
+        Self::ALL.iter().copied().find(|t| *t as i32 == id)
+    }
+
+    /// The ggml id (`enum ggml_type` value).
+    pub fn ggml_id(self) -> i32 {
+        self as i32
+    }
+
+    /// The registry entry of this type.
+    pub fn format(self) -> &'static Format {
+        format(self)
+    }
+}
+
+/// Quantize one row: `src.len()` is a multiple of the block size, `dst.len()`
+/// is `src.len() / block_size * block_bytes`; `imatrix`, when given, has one
+/// non-negative importance weight per element of the row.
+pub type QuantizeRowFn = fn(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>);
+
+/// Dequantize one row: the inverse shapes of [`QuantizeRowFn`].
+pub type DequantizeRowFn = fn(src: &[u8], dst: &mut [f32]);
+
+/// A block format: geometry and its two row functions.
+#[derive(Debug)]
+pub struct Format {
+    pub ty: QuantType,
+    /// ggml's name of the type (`"q4_K"`, `"f16"`, ...).
+    pub name: &'static str,
+    /// Elements per block.
+    pub block_size: usize,
+    /// Bytes per block.
+    pub block_bytes: usize,
+    pub quantize_row: QuantizeRowFn,
+    pub dequantize_row: DequantizeRowFn,
+}
+
+impl Format {
+    /// Bytes of one row of `n` elements, or `None` when `n` is not a multiple
+    /// of the block size.
+    pub fn row_bytes(&self, n: usize) -> Option<usize> {
+        if n % self.block_size != 0 {
+            return None;
+        }
+        (n / self.block_size).checked_mul(self.block_bytes)
+    }
+}
+
+fn all_formats() -> impl Iterator<Item = &'static Format> {
+    float::FORMATS
+        .iter()
+        .chain(legacy::FORMATS)
+        .chain(kquants::FORMATS)
+        .chain(iq4::FORMATS)
+}
+
+/// The registry entry of `ty`.
+///
+/// # Panics
+/// When a family module has not registered `ty` (a bug caught by the tests).
+pub fn format(ty: QuantType) -> &'static Format {
+    all_formats()
+        .find(|f| f.ty == ty)
+        .unwrap_or_else(|| panic!("format {ty:?} is not registered"))
+}
+
+/// Whether `ty` has a registered implementation.
+pub fn is_implemented(ty: QuantType) -> bool {
+    all_formats().any(|f| f.ty == ty)
+}
+
+/// Why a whole-matrix quantization could not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuantError {
+    #[error("row length {n_per_row} is not a multiple of the {ty:?} block size {block}")]
+    RowNotBlockAligned {
+        ty: QuantType,
+        n_per_row: usize,
+        block: usize,
+    },
+    #[error("buffer of {got} elements/bytes where {want} were expected")]
+    BadLength { got: usize, want: usize },
+    #[error("importance matrix has {got} weights, one per column ({want}) is needed")]
+    BadImatrix { got: usize, want: usize },
+    #[error("{ty:?} is not implemented")]
+    NotImplemented { ty: QuantType },
+}
+
+/// Quantize `src` (rows of `n_per_row` floats) into `dst`, rows in parallel on
+/// the current rayon pool. Same bytes as
+/// `ggml_quantize_chunk(ty, src, dst, 0, nrows, n_per_row, imatrix)`.
+pub fn quantize_rows(
+    ty: QuantType,
+    src: &[f32],
+    n_per_row: usize,
+    dst: &mut [u8],
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantError> {
+    if !is_implemented(ty) {
+        return Err(QuantError::NotImplemented { ty });
+    }
+    let f = format(ty);
+    let row_bytes = f.row_bytes(n_per_row).filter(|_| n_per_row > 0).ok_or(
+        QuantError::RowNotBlockAligned {
+            ty,
+            n_per_row,
+            block: f.block_size,
+        },
+    )?;
+    if src.len() % n_per_row != 0 {
+        return Err(QuantError::BadLength {
+            got: src.len(),
+            want: src.len().div_ceil(n_per_row) * n_per_row,
+        });
+    }
+    let nrows = src.len() / n_per_row;
+    if dst.len() != nrows * row_bytes {
+        return Err(QuantError::BadLength {
+            got: dst.len(),
+            want: nrows * row_bytes,
+        });
+    }
+    if let Some(w) = imatrix {
+        if w.len() != n_per_row {
+            return Err(QuantError::BadImatrix {
+                got: w.len(),
+                want: n_per_row,
+            });
+        }
+    }
+    src.par_chunks(n_per_row)
+        .zip(dst.par_chunks_mut(row_bytes))
+        .with_min_len(rows_per_task(n_per_row))
+        .for_each(|(s, d)| (f.quantize_row)(s, d, imatrix));
+    Ok(())
+}
+
+/// Dequantize `src` (rows of `n_per_row` elements of type `ty`) into `dst`.
+pub fn dequantize_rows(
+    ty: QuantType,
+    src: &[u8],
+    n_per_row: usize,
+    dst: &mut [f32],
+) -> Result<(), QuantError> {
+    if !is_implemented(ty) {
+        return Err(QuantError::NotImplemented { ty });
+    }
+    let f = format(ty);
+    let row_bytes = f.row_bytes(n_per_row).filter(|_| n_per_row > 0).ok_or(
+        QuantError::RowNotBlockAligned {
+            ty,
+            n_per_row,
+            block: f.block_size,
+        },
+    )?;
+    if dst.len() % n_per_row != 0 || src.len() != dst.len() / n_per_row * row_bytes {
+        return Err(QuantError::BadLength {
+            got: src.len(),
+            want: dst.len() / n_per_row * row_bytes,
+        });
+    }
+    src.par_chunks(row_bytes)
+        .zip(dst.par_chunks_mut(n_per_row))
+        .with_min_len(rows_per_task(n_per_row))
+        .for_each(|(s, d)| (f.dequantize_row)(s, d));
+    Ok(())
+}
+
+/// Rows per rayon task: enough work (~64k elements) to amortize scheduling.
+fn rows_per_task(n_per_row: usize) -> usize {
+    (65536 / n_per_row.max(1)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip() {
+        for t in QuantType::ALL {
+            assert_eq!(QuantType::from_ggml(t.ggml_id()), Some(t));
+        }
+        assert_eq!(QuantType::from_ggml(4), None);
+        assert_eq!(QuantType::from_ggml(-1), None);
+    }
+}

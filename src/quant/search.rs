@@ -1,0 +1,1 @@
+//! Shared scale-search helpers of ggml-quants.c (placeholder: being written).
