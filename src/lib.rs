@@ -7,4 +7,6 @@
 //! - [`ggml`]: the only code that touches libggml.
 //! - [`capi`]: the `ggml_qat_*` C ABI declared in `include/ggml-qat.h`.
 
+pub mod error;
+pub mod ggml;
 pub mod quant;
