@@ -28,9 +28,8 @@ impl Context {
     /// A new context of `mem_size` bytes that is freed on drop.
     pub fn new_owned(mem_size: usize) -> Result<Context> {
         let raw = unsafe { ffi::qat_shim_init(mem_size, false) };
-        let raw = NonNull::new(raw).ok_or_else(|| {
-            Error::Ggml(format!("ggml_init could not allocate {mem_size} bytes"))
-        })?;
+        let raw = NonNull::new(raw)
+            .ok_or_else(|| Error::Ggml(format!("ggml_init could not allocate {mem_size} bytes")))?;
         Ok(Context { raw, owned: true })
     }
 
@@ -48,8 +47,7 @@ impl Context {
     /// `data_bytes` data (an upper bound, alignment included).
     pub fn tensor_cost(data_bytes: usize) -> usize {
         let align = unsafe { ffi::qat_shim_mem_align() };
-        unsafe { ffi::ggml_tensor_overhead() }
-            .saturating_add(data_bytes.saturating_add(2 * align))
+        unsafe { ffi::ggml_tensor_overhead() }.saturating_add(data_bytes.saturating_add(2 * align))
     }
 
     /// Bytes of the data of a tensor of type `ty` and shape `ne`, or an error
@@ -59,20 +57,34 @@ impl Context {
         let (blck, size) = type_geometry(ty)
             .ok_or_else(|| Error::Unsupported(format!("ggml type {ty} is not a known type")))?;
         if ne.is_empty() || ne.len() > 4 {
-            return Err(Error::invalid("n_dims", format!("{} (must be 1 to 4)", ne.len())));
+            return Err(Error::invalid(
+                "n_dims",
+                format!("{} (must be 1 to 4)", ne.len()),
+            ));
         }
         if let Some(bad) = ne.iter().find(|&&n| n <= 0) {
-            return Err(Error::invalid("shape", format!("dimension {bad} (must be at least 1)")));
+            return Err(Error::invalid(
+                "shape",
+                format!("dimension {bad} (must be at least 1)"),
+            ));
         }
         if ne[0] as usize % blck != 0 {
             return Err(Error::invalid(
                 "shape",
-                format!("ne[0] = {} is not a multiple of the {} block size {blck}", ne[0], type_name(ty)),
+                format!(
+                    "ne[0] = {} is not a multiple of the {} block size {blck}",
+                    ne[0],
+                    type_name(ty)
+                ),
             ));
         }
         (ne[0] as usize / blck)
             .checked_mul(size)
-            .and_then(|row| ne[1..].iter().try_fold(row, |acc, &n| acc.checked_mul(n as usize)))
+            .and_then(|row| {
+                ne[1..]
+                    .iter()
+                    .try_fold(row, |acc, &n| acc.checked_mul(n as usize))
+            })
             .filter(|&b| b <= isize::MAX as usize / 2)
             .ok_or_else(|| Error::invalid("shape", format!("{ne:?} is too large")))
     }
@@ -92,7 +104,8 @@ impl Context {
         if need > free {
             return Err(Error::NoRoom { need, free });
         }
-        let t = unsafe { ffi::ggml_new_tensor(self.raw.as_ptr(), ty, ne.len() as i32, ne.as_ptr()) };
+        let t =
+            unsafe { ffi::ggml_new_tensor(self.raw.as_ptr(), ty, ne.len() as i32, ne.as_ptr()) };
         unsafe { Tensor::from_raw(t, "new tensor") }
     }
 }

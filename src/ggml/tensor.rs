@@ -34,8 +34,16 @@ impl Tensor {
                 t.info.ne
             )));
         }
-        if t.info.ne.iter().try_fold(1i64, |a, &n| a.checked_mul(n)).is_none() {
-            return Err(Error::Tensor(format!("tensor '{}' has too many elements", t.name())));
+        if t.info
+            .ne
+            .iter()
+            .try_fold(1i64, |a, &n| a.checked_mul(n))
+            .is_none()
+        {
+            return Err(Error::Tensor(format!(
+                "tensor '{}' has too many elements",
+                t.name()
+            )));
         }
         Ok(t)
     }
@@ -70,7 +78,10 @@ impl Tensor {
 
     /// Number of dimensions as `ggml_n_dims` counts them (at least 1).
     pub fn n_dims(&self) -> usize {
-        (1..4).rev().find(|&i| self.info.ne[i] > 1).map_or(1, |i| i + 1)
+        (1..4)
+            .rev()
+            .find(|&i| self.info.ne[i] > 1)
+            .map_or(1, |i| i + 1)
     }
 
     /// Elements per row (`ne[0]`).
@@ -193,7 +204,8 @@ impl Tensor {
         } else if f.block_size == 1 {
             for (row, dst) in self.row_ptrs().zip(out.chunks_mut(n)) {
                 for (i, d) in dst.iter_mut().enumerate() {
-                    let src = unsafe { std::slice::from_raw_parts(row.add(i * nb0), f.block_bytes) };
+                    let src =
+                        unsafe { std::slice::from_raw_parts(row.add(i * nb0), f.block_bytes) };
                     (f.dequantize_row)(src, std::slice::from_mut(d));
                 }
             }
@@ -211,7 +223,10 @@ impl Tensor {
     pub fn bytes(&self) -> Result<&[u8]> {
         self.check_host_data()?;
         if !self.is_contiguous() {
-            return Err(Error::Tensor(format!("tensor '{}' is not contiguous", self.name())));
+            return Err(Error::Tensor(format!(
+                "tensor '{}' is not contiguous",
+                self.name()
+            )));
         }
         Ok(unsafe { std::slice::from_raw_parts(self.data_ptr(), self.nbytes()) })
     }
