@@ -19,6 +19,8 @@ pub mod q3k;
 pub mod q4k;
 pub mod q5k;
 pub mod q6k;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 
 /// Values per super-block (`QK_K`).
 pub const QK_K: usize = 256;
@@ -138,7 +140,6 @@ pub(crate) fn super_blocks(x: &[f32]) -> impl Iterator<Item = &[f32; QK_K]> {
 
 /// Whether the AVX2 kernels may run on this machine (checked once).
 #[cfg(target_arch = "x86_64")]
-#[allow(dead_code)]
 #[inline]
 pub(crate) fn has_avx2() -> bool {
     use std::sync::atomic::{AtomicU8, Ordering};

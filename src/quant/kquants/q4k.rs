@@ -190,8 +190,9 @@ pub(crate) fn search_impl(
 }
 
 /// Final pass shared by both paths: requantize every sub-block with its
-/// stored (fp16 · 6-bit) scale and min; sub-blocks whose scale is zero keep
-/// the levels of the search.
+/// stored (fp16 · 6-bit) scale and min. Sub-blocks whose scale is zero keep
+/// the levels of the search: `search_levels(j, l_j)` must leave them in
+/// `l_j` (a no-op when `l` already holds them).
 #[inline(always)]
 pub(crate) fn requantize(
     x: &[f32; QK_K],
@@ -200,20 +201,34 @@ pub(crate) fn requantize(
     dmin: [u8; 2],
     nmax: i32,
     l: &mut [u8; QK_K],
+    mut search_levels: impl FnMut(usize, &mut [u8]),
 ) {
     let dd = f16_value(d);
     let dm = f16_value(dmin);
     for j in 0..QK_K / 32 {
         let (sc, m) = get_scale_min_k4(j, packed);
         let d = dd * sc as f32;
+        let lj = &mut l[32 * j..32 * j + 32];
         if d == 0.0 {
+            search_levels(j, lj);
             continue;
         }
         let dm = dm * m as f32;
-        for ii in 0..32 {
-            let q = nearest_int((x[32 * j + ii] + dm) / d);
-            l[32 * j + ii] = q.min(nmax).max(0) as u8;
-        }
+        requantize_sub_block(&x[32 * j..32 * j + 32], d, dm, nmax, lj);
+    }
+}
+
+/// `l = clamp(nearest_int((x + dm) / d), 0, nmax)` over one sub-block.
+#[inline(always)]
+fn requantize_sub_block(x: &[f32], d: f32, dm: f32, nmax: i32, l: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        // SAFETY: AVX2 is available.
+        unsafe { avx2::requantize_sub_block(x, d, dm, nmax, l) };
+        return;
+    }
+    for (li, &xi) in l.iter_mut().zip(x) {
+        *li = nearest_int((xi + dm) / d).clamp(0, nmax) as u8;
     }
 }
 
@@ -231,7 +246,7 @@ pub fn quantize_block_ref_scalar(x: &[f32; QK_K], y: &mut BlockQ4K) {
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
     search_ref(x, 15, -1.0, 0.1, 20, &mut l, &mut scales, &mut mins);
-    finish_ref(x, &scales, &mins, &mut l, y);
+    finish_ref(x, &scales, &mins, &mut l, y, |_, _| {});
 }
 
 /// Scale quantization, requantization and packing after the search.
@@ -242,12 +257,13 @@ pub(crate) fn finish_ref(
     mins: &[f32; 8],
     l: &mut [u8; QK_K],
     y: &mut BlockQ4K,
+    search_levels: impl FnMut(usize, &mut [u8]),
 ) {
     let (packed, d, dmin) = finish_scales_common(scales, mins);
     y.scales = packed;
     y.d = d;
     y.dmin = dmin;
-    requantize(x, &packed, d, dmin, 15, l);
+    requantize(x, &packed, d, dmin, 15, l, search_levels);
     pack_q4(l, &mut y.qs);
 }
 
@@ -259,8 +275,27 @@ pub fn quantize_block_impl_scalar(x: &[f32; QK_K], qw: &[f32], y: &mut BlockQ4K)
     y.scales = packed;
     y.d = f16_bytes(d_block);
     y.dmin = f16_bytes(m_block);
-    requantize(x, &packed, y.d, y.dmin, 15, &mut l);
+    requantize(x, &packed, y.d, y.dmin, 15, &mut l, |_, _| {});
     pack_q4(&l, &mut y.qs);
+}
+
+/// Quantize one row with the portable scalar code only (for tests).
+pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    let blocks = as_blocks_mut::<BlockQ4K>(dst);
+    assert_eq!(blocks.len() * QK_K, src.len(), "row length");
+    match imatrix {
+        None => {
+            for (x, y) in super_blocks(src).zip(blocks) {
+                quantize_block_ref_scalar(x, y);
+            }
+        }
+        Some(qw) => {
+            assert_eq!(qw.len(), src.len(), "imatrix length");
+            for ((x, y), w) in super_blocks(src).zip(blocks).zip(qw.chunks_exact(QK_K)) {
+                quantize_block_impl_scalar(x, w, y);
+            }
+        }
+    }
 }
 
 /// Quantize one row (ggml's `quantize_q4_K` on a single row).
@@ -269,6 +304,20 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     assert_eq!(blocks.len() * QK_K, src.len(), "row length");
     match imatrix {
         None => {
+            #[cfg(target_arch = "x86_64")]
+            if super::has_avx2() {
+                // SAFETY: AVX2 is available.
+                return unsafe {
+                    avx2::quantize_blocks_ref::<15, _>(
+                        src,
+                        blocks,
+                        -1.0,
+                        0.1,
+                        20,
+                        |x, s, m, l, y, f| finish_ref(x, s, m, l, y, f),
+                    )
+                };
+            }
             for (x, y) in super_blocks(src).zip(blocks) {
                 quantize_block_ref_scalar(x, y);
             }
@@ -301,5 +350,120 @@ pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
                 y[k + 32] = d2 * (q[k] >> 4) as f32 - m2;
             }
         }
+    }
+}
+
+/// AVX2 paths of Q4_K and Q5_K.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use super::super::simd::{self, F8};
+    use super::super::{super_blocks, QK_K};
+    use crate::quant::search::nearest_int;
+    use std::arch::x86_64::*;
+
+    /// Winning parameters of each sub-block's search, to rebuild its levels
+    /// on demand (ggml keeps the levels of the search for sub-blocks whose
+    /// final scale is zero).
+    pub(crate) struct SearchLevels {
+        pub iscale: [f32; 8],
+        pub min: [f32; 8],
+        pub degenerate: [f32; 8],
+    }
+
+    impl SearchLevels {
+        /// Levels of sub-block `j` (`x` its 32 values).
+        pub(crate) fn fill(&self, j: usize, x: &[f32], nmax: i32, l: &mut [u8]) {
+            if self.degenerate[j] != 0.0 {
+                l.fill(0);
+                return;
+            }
+            for (li, &xi) in l.iter_mut().zip(x) {
+                *li = nearest_int(self.iscale[j] * (xi - self.min[j])).clamp(0, nmax) as u8;
+            }
+        }
+    }
+
+    /// The reference-path search of one super-block: per sub-block weights
+    /// `sqrt(mean x²) + |x|`, then `make_qkx2_quants` with these parameters.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn search_ref<const NMAX: i32>(
+        x: &[f32; QK_K],
+        rmin: f32,
+        rdelta: f32,
+        nstep: i32,
+    ) -> ([f32; 8], [f32; 8], SearchLevels) {
+        let xt = simd::load_transposed::<32, 1>(x);
+        let mut sum_x2 = _mm256_setzero_ps();
+        for v in &xt {
+            sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(v[0], v[0]));
+        }
+        let av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.0)));
+        let mut w = [[_mm256_setzero_ps(); 1]; 32];
+        for i in 0..32 {
+            w[i][0] = _mm256_add_ps(av_x, simd::abs(xt[i][0]));
+        }
+        let r = simd::qkx_search::<32, 1, false, false>(&xt, &w, NMAX, rmin, rdelta, nstep);
+        (
+            simd::lanes(r.scale[0]),
+            simd::lanes(r.the_min[0]),
+            SearchLevels {
+                iscale: simd::lanes(r.win_iscale[0]),
+                min: simd::lanes(r.win_min[0]),
+                degenerate: simd::lanes(r.degenerate[0]),
+            },
+        )
+    }
+
+    /// Reference path over a row.
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn quantize_blocks_ref<const NMAX: i32, B>(
+        src: &[f32],
+        blocks: &mut [B],
+        rmin: f32,
+        rdelta: f32,
+        nstep: i32,
+        finish: impl Fn(
+            &[f32; QK_K],
+            &[f32; 8],
+            &[f32; 8],
+            &mut [u8; QK_K],
+            &mut B,
+            &mut dyn FnMut(usize, &mut [u8]),
+        ),
+    ) {
+        let mut l = [0u8; QK_K];
+        for (x, y) in super_blocks(src).zip(blocks) {
+            let (scales, mins, levels) = search_ref::<NMAX>(x, rmin, rdelta, nstep);
+            finish(x, &scales, &mins, &mut l, y, &mut |j, lj| {
+                levels.fill(j, &x[32 * j..32 * j + 32], NMAX, lj)
+            });
+        }
+    }
+
+    /// `l = clamp(nearest_int((x + dm) / d), 0, nmax)` over 32 values.
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn requantize_sub_block(x: &[f32], d: f32, dm: f32, nmax: i32, l: &mut [u8]) {
+        assert!(x.len() == 32 && l.len() == 32);
+        let dv = _mm256_set1_ps(d);
+        let mv = _mm256_set1_ps(dm);
+        let lo = _mm256_setzero_si256();
+        let hi = _mm256_set1_epi32(nmax);
+        let mut q = [_mm256_setzero_si256(); 4];
+        for k in 0..4 {
+            // SAFETY: x has 32 elements.
+            let v: F8 = unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * k)) };
+            q[k] = _mm256_max_epi32(
+                _mm256_min_epi32(simd::nint(_mm256_div_ps(_mm256_add_ps(v, mv), dv)), hi),
+                lo,
+            );
+        }
+        // i32 -> u8 with in-lane packs, then restore the order.
+        let a = _mm256_packs_epi32(q[0], q[1]);
+        let b = _mm256_packs_epi32(q[2], q[3]);
+        let p = _mm256_packus_epi16(a, b);
+        let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        // SAFETY: l has 32 bytes.
+        unsafe { _mm256_storeu_si256(l.as_mut_ptr().cast(), p) };
     }
 }

@@ -61,7 +61,7 @@ pub fn quantize_block_ref_scalar(x: &[f32; QK_K], y: &mut BlockQ5K) {
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
     search_ref(x, 31, -0.5, 0.1, 15, &mut l, &mut scales, &mut mins);
-    finish_ref(x, &scales, &mins, &mut l, y);
+    finish_ref(x, &scales, &mins, &mut l, y, |_, _| {});
 }
 
 /// Scale quantization, requantization and packing after the search.
@@ -72,12 +72,13 @@ pub(crate) fn finish_ref(
     mins: &[f32; 8],
     l: &mut [u8; QK_K],
     y: &mut BlockQ5K,
+    search_levels: impl FnMut(usize, &mut [u8]),
 ) {
     let (packed, d, dmin) = finish_scales_common(scales, mins);
     y.scales = packed;
     y.d = d;
     y.dmin = dmin;
-    requantize(x, &packed, d, dmin, 31, l);
+    requantize(x, &packed, d, dmin, 31, l, search_levels);
     pack_q5(l, &mut y.qh, &mut y.qs);
 }
 
@@ -93,8 +94,27 @@ pub fn quantize_block_impl_scalar(x: &[f32; QK_K], qw: &[f32], y: &mut BlockQ5K)
     y.scales = packed;
     y.d = f16_bytes(d_block);
     y.dmin = f16_bytes(m_block);
-    requantize(x, &packed, y.d, y.dmin, 31, &mut l);
+    requantize(x, &packed, y.d, y.dmin, 31, &mut l, |_, _| {});
     pack_q5(&l, &mut y.qh, &mut y.qs);
+}
+
+/// Quantize one row with the portable scalar code only (for tests).
+pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    let blocks = as_blocks_mut::<BlockQ5K>(dst);
+    assert_eq!(blocks.len() * QK_K, src.len(), "row length");
+    match imatrix {
+        None => {
+            for (x, y) in super_blocks(src).zip(blocks) {
+                quantize_block_ref_scalar(x, y);
+            }
+        }
+        Some(qw) => {
+            assert_eq!(qw.len(), src.len(), "imatrix length");
+            for ((x, y), w) in super_blocks(src).zip(blocks).zip(qw.chunks_exact(QK_K)) {
+                quantize_block_impl_scalar(x, w, y);
+            }
+        }
+    }
 }
 
 /// Quantize one row (ggml's `quantize_q5_K` on a single row).
@@ -103,6 +123,20 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     assert_eq!(blocks.len() * QK_K, src.len(), "row length");
     match imatrix {
         None => {
+            #[cfg(target_arch = "x86_64")]
+            if super::has_avx2() {
+                // SAFETY: AVX2 is available.
+                return unsafe {
+                    super::q4k::avx2::quantize_blocks_ref::<31, _>(
+                        src,
+                        blocks,
+                        -0.5,
+                        0.1,
+                        15,
+                        |x, s, m, l, y, f| finish_ref(x, s, m, l, y, f),
+                    )
+                };
+            }
             for (x, y) in super_blocks(src).zip(blocks) {
                 quantize_block_ref_scalar(x, y);
             }
