@@ -132,6 +132,33 @@ pub(crate) fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8; QK_K / 4]) {
     }
 }
 
+/// Requantize one sub-block of 16 or 32 values with its final scale:
+/// `l = clamp(nearest_int((x [+ m]) / d), lo, hi) + off` (`ADD_M` adds `m`
+/// first, as the asymmetric formats do). `SIMD` selects the AVX2 version
+/// (when the CPU has it); the results are the same.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn requantize_sub_block<const SIMD: bool, const ADD_M: bool>(
+    x: &[f32],
+    d: f32,
+    m: f32,
+    lo: i32,
+    hi: i32,
+    off: i32,
+    l: &mut [u8],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if SIMD && has_avx2() {
+        // SAFETY: AVX2 is available.
+        unsafe { simd::requantize::<ADD_M>(x, d, m, lo, hi, off, l) };
+        return;
+    }
+    for (li, &xi) in l.iter_mut().zip(x) {
+        let v = if ADD_M { xi + m } else { xi };
+        *li = (crate::quant::search::nearest_int(v / d).clamp(lo, hi) + off) as u8;
+    }
+}
+
 /// Split `x` into its super-blocks (the row is a multiple of 256 long).
 #[inline]
 pub(crate) fn super_blocks(x: &[f32]) -> impl Iterator<Item = &[f32; QK_K]> {

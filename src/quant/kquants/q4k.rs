@@ -194,7 +194,7 @@ pub(crate) fn search_impl(
 /// the levels of the search: `search_levels(j, l_j)` must leave them in
 /// `l_j` (a no-op when `l` already holds them).
 #[inline(always)]
-pub(crate) fn requantize(
+pub(crate) fn requantize<const SIMD: bool>(
     x: &[f32; QK_K],
     packed: &[u8; K_SCALE_SIZE],
     d: [u8; 2],
@@ -214,21 +214,7 @@ pub(crate) fn requantize(
             continue;
         }
         let dm = dm * m as f32;
-        requantize_sub_block(&x[32 * j..32 * j + 32], d, dm, nmax, lj);
-    }
-}
-
-/// `l = clamp(nearest_int((x + dm) / d), 0, nmax)` over one sub-block.
-#[inline(always)]
-fn requantize_sub_block(x: &[f32], d: f32, dm: f32, nmax: i32, l: &mut [u8]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
-        // SAFETY: AVX2 is available.
-        unsafe { avx2::requantize_sub_block(x, d, dm, nmax, l) };
-        return;
-    }
-    for (li, &xi) in l.iter_mut().zip(x) {
-        *li = nearest_int((xi + dm) / d).clamp(0, nmax) as u8;
+        super::requantize_sub_block::<SIMD, true>(&x[32 * j..32 * j + 32], d, dm, 0, nmax, 0, lj);
     }
 }
 
@@ -246,12 +232,12 @@ pub fn quantize_block_ref_scalar(x: &[f32; QK_K], y: &mut BlockQ4K) {
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
     search_ref(x, 15, -1.0, 0.1, 20, &mut l, &mut scales, &mut mins);
-    finish_ref(x, &scales, &mins, &mut l, y, |_, _| {});
+    finish_ref::<false>(x, &scales, &mins, &mut l, y, |_, _| {});
 }
 
 /// Scale quantization, requantization and packing after the search.
 #[inline(always)]
-pub(crate) fn finish_ref(
+pub(crate) fn finish_ref<const SIMD: bool>(
     x: &[f32; QK_K],
     scales: &[f32; 8],
     mins: &[f32; 8],
@@ -263,7 +249,7 @@ pub(crate) fn finish_ref(
     y.scales = packed;
     y.d = d;
     y.dmin = dmin;
-    requantize(x, &packed, d, dmin, 15, l, search_levels);
+    requantize::<SIMD>(x, &packed, d, dmin, 15, l, search_levels);
     pack_q4(l, &mut y.qs);
 }
 
@@ -275,7 +261,7 @@ pub fn quantize_block_impl_scalar(x: &[f32; QK_K], qw: &[f32], y: &mut BlockQ4K)
     y.scales = packed;
     y.d = f16_bytes(d_block);
     y.dmin = f16_bytes(m_block);
-    requantize(x, &packed, y.d, y.dmin, 15, &mut l, |_, _| {});
+    requantize::<false>(x, &packed, y.d, y.dmin, 15, &mut l, |_, _| {});
     pack_q4(&l, &mut y.qs);
 }
 
@@ -314,7 +300,7 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
                         -1.0,
                         0.1,
                         20,
-                        |x, s, m, l, y, f| finish_ref(x, s, m, l, y, f),
+                        |x, s, m, l, y, f| finish_ref::<true>(x, s, m, l, y, f),
                     )
                 };
             }
@@ -356,32 +342,9 @@ pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
 /// AVX2 paths of Q4_K and Q5_K.
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
-    use super::super::simd::{self, F8};
+    use super::super::simd::{self, QkxLevels};
     use super::super::{super_blocks, QK_K};
-    use crate::quant::search::nearest_int;
     use std::arch::x86_64::*;
-
-    /// Winning parameters of each sub-block's search, to rebuild its levels
-    /// on demand (ggml keeps the levels of the search for sub-blocks whose
-    /// final scale is zero).
-    pub(crate) struct SearchLevels {
-        pub iscale: [f32; 8],
-        pub min: [f32; 8],
-        pub degenerate: [f32; 8],
-    }
-
-    impl SearchLevels {
-        /// Levels of sub-block `j` (`x` its 32 values).
-        pub(crate) fn fill(&self, j: usize, x: &[f32], nmax: i32, l: &mut [u8]) {
-            if self.degenerate[j] != 0.0 {
-                l.fill(0);
-                return;
-            }
-            for (li, &xi) in l.iter_mut().zip(x) {
-                *li = nearest_int(self.iscale[j] * (xi - self.min[j])).clamp(0, nmax) as u8;
-            }
-        }
-    }
 
     /// The reference-path search of one super-block: per sub-block weights
     /// `sqrt(mean x²) + |x|`, then `make_qkx2_quants` with these parameters.
@@ -392,7 +355,7 @@ pub(crate) mod avx2 {
         rmin: f32,
         rdelta: f32,
         nstep: i32,
-    ) -> ([f32; 8], [f32; 8], SearchLevels) {
+    ) -> ([f32; 8], [f32; 8], QkxLevels<1>) {
         let xt = simd::load_transposed::<32, 1>(x);
         let mut sum_x2 = _mm256_setzero_ps();
         for v in &xt {
@@ -407,15 +370,12 @@ pub(crate) mod avx2 {
         (
             simd::lanes(r.scale[0]),
             simd::lanes(r.the_min[0]),
-            SearchLevels {
-                iscale: simd::lanes(r.win_iscale[0]),
-                min: simd::lanes(r.win_min[0]),
-                degenerate: simd::lanes(r.degenerate[0]),
-            },
+            QkxLevels::new(&r),
         )
     }
 
-    /// Reference path over a row.
+    /// Reference path over a row; `finish` is the format's tail after the
+    /// search (scales, requantization, packing).
     #[target_feature(enable = "avx2")]
     pub(crate) fn quantize_blocks_ref<const NMAX: i32, B>(
         src: &[f32],
@@ -439,31 +399,5 @@ pub(crate) mod avx2 {
                 levels.fill(j, &x[32 * j..32 * j + 32], NMAX, lj)
             });
         }
-    }
-
-    /// `l = clamp(nearest_int((x + dm) / d), 0, nmax)` over 32 values.
-    #[target_feature(enable = "avx2")]
-    pub(crate) fn requantize_sub_block(x: &[f32], d: f32, dm: f32, nmax: i32, l: &mut [u8]) {
-        assert!(x.len() == 32 && l.len() == 32);
-        let dv = _mm256_set1_ps(d);
-        let mv = _mm256_set1_ps(dm);
-        let lo = _mm256_setzero_si256();
-        let hi = _mm256_set1_epi32(nmax);
-        let mut q = [_mm256_setzero_si256(); 4];
-        for k in 0..4 {
-            // SAFETY: x has 32 elements.
-            let v: F8 = unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * k)) };
-            q[k] = _mm256_max_epi32(
-                _mm256_min_epi32(simd::nint(_mm256_div_ps(_mm256_add_ps(v, mv), dv)), hi),
-                lo,
-            );
-        }
-        // i32 -> u8 with in-lane packs, then restore the order.
-        let a = _mm256_packs_epi32(q[0], q[1]);
-        let b = _mm256_packs_epi32(q[2], q[3]);
-        let p = _mm256_packus_epi16(a, b);
-        let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        // SAFETY: l has 32 bytes.
-        unsafe { _mm256_storeu_si256(l.as_mut_ptr().cast(), p) };
     }
 }

@@ -61,12 +61,12 @@ pub fn quantize_block_ref_scalar(x: &[f32; QK_K], y: &mut BlockQ5K) {
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
     search_ref(x, 31, -0.5, 0.1, 15, &mut l, &mut scales, &mut mins);
-    finish_ref(x, &scales, &mins, &mut l, y, |_, _| {});
+    finish_ref::<false>(x, &scales, &mins, &mut l, y, |_, _| {});
 }
 
 /// Scale quantization, requantization and packing after the search.
 #[inline(always)]
-pub(crate) fn finish_ref(
+pub(crate) fn finish_ref<const SIMD: bool>(
     x: &[f32; QK_K],
     scales: &[f32; 8],
     mins: &[f32; 8],
@@ -78,7 +78,7 @@ pub(crate) fn finish_ref(
     y.scales = packed;
     y.d = d;
     y.dmin = dmin;
-    requantize(x, &packed, d, dmin, 31, l, search_levels);
+    requantize::<SIMD>(x, &packed, d, dmin, 31, l, search_levels);
     pack_q5(l, &mut y.qh, &mut y.qs);
 }
 
@@ -94,7 +94,7 @@ pub fn quantize_block_impl_scalar(x: &[f32; QK_K], qw: &[f32], y: &mut BlockQ5K)
     y.scales = packed;
     y.d = f16_bytes(d_block);
     y.dmin = f16_bytes(m_block);
-    requantize(x, &packed, y.d, y.dmin, 31, &mut l, |_, _| {});
+    requantize::<false>(x, &packed, y.d, y.dmin, 31, &mut l, |_, _| {});
     pack_q5(&l, &mut y.qh, &mut y.qs);
 }
 
@@ -133,7 +133,7 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
                         -0.5,
                         0.1,
                         15,
-                        |x, s, m, l, y, f| finish_ref(x, s, m, l, y, f),
+                        |x, s, m, l, y, f| finish_ref::<true>(x, s, m, l, y, f),
                     )
                 };
             }

@@ -30,7 +30,13 @@ unsafe impl Block for BlockQ6K {}
 /// requantization and packing. `scales` are the 16 sub-block scales, `l`
 /// their levels (offset by 32).
 #[inline(always)]
-pub(crate) fn finish(x: &[f32; QK_K], scales: &[f32; 16], l: &mut [u8; QK_K], y: &mut BlockQ6K) {
+pub(crate) fn finish<const SIMD: bool>(
+    x: &[f32; QK_K],
+    scales: &[f32; 16],
+    l: &mut [u8; QK_K],
+    y: &mut BlockQ6K,
+    mut search_levels: impl FnMut(usize, &mut [u8]),
+) {
     let mut max_scale = 0f32;
     let mut max_abs_scale = 0f32;
     for &s in scales {
@@ -57,13 +63,20 @@ pub(crate) fn finish(x: &[f32; QK_K], scales: &[f32; 16], l: &mut [u8; QK_K], y:
     let dd = f16_value(y.d);
     for j in 0..16 {
         let d = dd * (y.scales[j] as i8) as f32;
+        let lj = &mut l[16 * j..16 * j + 16];
         if d == 0.0 {
+            search_levels(j, lj);
             continue;
         }
-        for ii in 0..16 {
-            let q = nearest_int(x[16 * j + ii] / d).clamp(-32, 31);
-            l[16 * j + ii] = (q + 32) as u8;
-        }
+        super::requantize_sub_block::<SIMD, false>(
+            &x[16 * j..16 * j + 16],
+            d,
+            0.0,
+            -32,
+            31,
+            32,
+            lj,
+        );
     }
     for (h, j) in (0..QK_K).step_by(128).enumerate() {
         let ql = &mut y.ql[64 * h..64 * h + 64];
@@ -96,11 +109,26 @@ pub fn quantize_block_scalar(x: &[f32; QK_K], qw: Option<&[f32]>, y: &mut BlockQ
             l[16 * ib + k] = li[k] as u8;
         }
     }
-    finish(x, &scales, &mut l, y);
+    finish::<false>(x, &scales, &mut l, y, |_, _| {});
 }
 
 /// Quantize one row (ggml's `quantize_q6_K` on a single row).
 pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        let blocks = as_blocks_mut::<BlockQ6K>(dst);
+        assert_eq!(blocks.len() * QK_K, src.len(), "row length");
+        if let Some(qw) = imatrix {
+            assert_eq!(qw.len(), src.len(), "imatrix length");
+        }
+        // SAFETY: AVX2 is available.
+        return unsafe { avx2::quantize_blocks(src, blocks, imatrix) };
+    }
+    quantize_row_scalar(src, dst, imatrix)
+}
+
+/// Quantize one row with the portable scalar code only (for tests).
+pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     let blocks = as_blocks_mut::<BlockQ6K>(dst);
     assert_eq!(blocks.len() * QK_K, src.len(), "row length");
     if let Some(qw) = imatrix {
@@ -133,6 +161,41 @@ pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
                 y[k + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
                 y[k + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
             }
+        }
+    }
+}
+
+/// AVX2 path: the 16 sub-block searches run as 16 lanes.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::super::simd::{self, Levels16};
+    use super::super::{super_blocks, QK_K};
+    use super::{finish, BlockQ6K};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn quantize_blocks(src: &[f32], blocks: &mut [BlockQ6K], imatrix: Option<&[f32]>) {
+        let mut l = [0u8; QK_K];
+        for (i, (x, y)) in super_blocks(src).zip(blocks).enumerate() {
+            let xt = simd::load_transposed::<16, 2>(x);
+            let w = match imatrix {
+                Some(qw) => {
+                    simd::load_transposed::<16, 2>(qw[QK_K * i..QK_K * (i + 1)].try_into().unwrap())
+                }
+                None => {
+                    let mut w = [[_mm256_setzero_ps(); 2]; 16];
+                    for k in 0..16 {
+                        for g in 0..2 {
+                            w[k][g] = _mm256_mul_ps(xt[k][g], xt[k][g]);
+                        }
+                    }
+                    w
+                }
+            };
+            let r = simd::qx_search::<2>(&xt, &w, 32);
+            let scales = simd::lanes16(&r.scale);
+            let levels = Levels16::new(&r.l);
+            finish::<true>(x, &scales, &mut l, y, |j, lj| levels.fill(j, lj));
         }
     }
 }

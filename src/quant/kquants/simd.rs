@@ -489,12 +489,121 @@ pub(crate) fn lanes(v: F8) -> [f32; 8] {
     out
 }
 
-/// Integer lane values of a vector.
+/// Levels of `8·G` sub-blocks of 16 held lane-wise, to read one sub-block
+/// back on demand.
+pub(crate) struct Levels16<const G: usize> {
+    l: [[[i32; 8]; G]; 16],
+}
+
+impl<const G: usize> Levels16<G> {
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn new(v: &[[__m256i; G]; 16]) -> Self {
+        let mut l = [[[0i32; 8]; G]; 16];
+        for i in 0..16 {
+            for g in 0..G {
+                // SAFETY: 8 i32 into an 8-i32 array.
+                unsafe { _mm256_storeu_si256(l[i][g].as_mut_ptr().cast(), v[i][g]) };
+            }
+        }
+        Levels16 { l }
+    }
+
+    /// Levels of sub-block `j` into `out` (16 bytes).
+    pub(crate) fn fill(&self, j: usize, out: &mut [u8]) {
+        let (g, lane) = (j / 8, j % 8);
+        for (i, o) in out.iter_mut().enumerate().take(16) {
+            *o = self.l[i][g][lane] as u8;
+        }
+    }
+}
+
+/// Search parameters of `8·G` sub-blocks from [`qkx_search`], to rebuild
+/// one sub-block's levels on demand:
+/// `l = clamp(nearest_int(iscale·(x - min)), 0, nmax)`, 0 when degenerate.
+pub(crate) struct QkxLevels<const G: usize> {
+    iscale: [[f32; 8]; G],
+    min: [[f32; 8]; G],
+    degenerate: [[f32; 8]; G],
+}
+
+impl<const G: usize> QkxLevels<G> {
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn new(r: &QkxOut<G>) -> Self {
+        let mut out = QkxLevels {
+            iscale: [[0.0; 8]; G],
+            min: [[0.0; 8]; G],
+            degenerate: [[0.0; 8]; G],
+        };
+        for g in 0..G {
+            out.iscale[g] = lanes(r.win_iscale[g]);
+            out.min[g] = lanes(r.win_min[g]);
+            out.degenerate[g] = lanes(r.degenerate[g]);
+        }
+        out
+    }
+
+    /// Levels of sub-block `j` (`x` its values) into `out`.
+    pub(crate) fn fill(&self, j: usize, x: &[f32], nmax: i32, out: &mut [u8]) {
+        let (g, lane) = (j / 8, j % 8);
+        if self.degenerate[g][lane] != 0.0 {
+            out.fill(0);
+            return;
+        }
+        let (iscale, min) = (self.iscale[g][lane], self.min[g][lane]);
+        for (o, &xi) in out.iter_mut().zip(x) {
+            *o = crate::quant::search::nearest_int(iscale * (xi - min)).clamp(0, nmax) as u8;
+        }
+    }
+}
+
+/// Two lane vectors of f32 as one array of 16.
 #[inline]
 #[target_feature(enable = "avx2")]
-pub(crate) fn ilanes(v: __m256i) -> [i32; 8] {
-    let mut out = [0i32; 8];
-    // SAFETY: 8 i32 into an 8-i32 array.
-    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), v) };
+pub(crate) fn lanes16(v: &[F8; 2]) -> [f32; 16] {
+    let mut out = [0f32; 16];
+    out[..8].copy_from_slice(&lanes(v[0]));
+    out[8..].copy_from_slice(&lanes(v[1]));
     out
+}
+
+/// Requantization of one sub-block of 16 or 32 contiguous values with a
+/// fixed scale: `l = clamp(nearest_int((x [+ m]) / d), lo, hi) + off`
+/// (`ADD_M` selects the `+ m`, as the asymmetric formats do).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn requantize<const ADD_M: bool>(
+    x: &[f32],
+    d: f32,
+    m: f32,
+    lo: i32,
+    hi: i32,
+    off: i32,
+    l: &mut [u8],
+) {
+    let n = x.len();
+    assert!((n == 16 || n == 32) && l.len() == n);
+    let dv = splat(d);
+    let mv = splat(m);
+    let lov = _mm256_set1_epi32(lo);
+    let hiv = _mm256_set1_epi32(hi);
+    let offv = _mm256_set1_epi32(off);
+    let mut q = [_mm256_setzero_si256(); 4];
+    for k in 0..n / 8 {
+        // SAFETY: 8 * k + 8 <= n == x.len().
+        let v = unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * k)) };
+        let v = if ADD_M { add(v, mv) } else { v };
+        let t = _mm256_max_epi32(_mm256_min_epi32(nint(div(v, dv)), hiv), lov);
+        q[k] = _mm256_add_epi32(t, offv);
+    }
+    // i32 -> u8 with in-lane packs, then restore the order.
+    let a = _mm256_packs_epi32(q[0], q[1]);
+    let b = _mm256_packs_epi32(q[2], q[3]);
+    let p = _mm256_packus_epi16(a, b);
+    let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    let mut bytes = [0u8; 32];
+    // SAFETY: 32 bytes into a 32-byte array.
+    unsafe { _mm256_storeu_si256(bytes.as_mut_ptr().cast(), p) };
+    l.copy_from_slice(&bytes[..n]);
 }
