@@ -140,20 +140,16 @@ pub(crate) fn finish_scales_common(
 }
 
 /// Importance-weighted path, first half (`quantize_row_qN_K_impl`): weights
-/// `qw·sqrt(σ² + x²)`, `make_qkx3_quants` per sub-block, then the scales and
-/// mins quantized by `make_qp_quants`. Returns `(ls, lm, d_block, m_block)`.
+/// `qw·sqrt(σ² + x²)`, `make_qkx3_quants` per sub-block. Returns the
+/// sub-block scales, mins and weight sums.
 #[inline(always)]
 pub(crate) fn search_impl(
     x: &[f32; QK_K],
     qw: &[f32],
     nmax: i32,
     l: &mut [u8; QK_K],
-) -> ([u8; 8], [u8; 8], f32, f32) {
-    let mut sum_x2 = 0f32;
-    for v in x {
-        sum_x2 += v * v;
-    }
-    let sigma2 = 2.0 * sum_x2 / QK_K as f32;
+) -> ([f32; 8], [f32; 8], [f32; 8]) {
+    let sigma2 = impl_sigma2(x);
     let mut weights = [0f32; 32];
     let mut sw = [0f32; 8];
     let mut scales = [0f32; 8];
@@ -182,10 +178,32 @@ pub(crate) fn search_impl(
         scales[j] = s;
         mins[j] = m;
     }
+    (scales, mins, sw)
+}
+
+/// `σ² = 2·Σx²/256` of the weighted Q3_K/Q4_K/Q5_K paths (sum in order).
+#[inline(always)]
+pub(crate) fn impl_sigma2(x: &[f32; QK_K]) -> f32 {
+    let mut sum_x2 = 0f32;
+    for v in x {
+        sum_x2 += v * v;
+    }
+    2.0 * sum_x2 / QK_K as f32
+}
+
+/// Importance-weighted path, second half: the 6-bit scales and mins by
+/// `make_qp_quants`, weighted by the sub-block weight sums. Returns
+/// `(ls, lm, d_block, m_block)`.
+#[inline(always)]
+pub(crate) fn quantize_scales_impl(
+    scales: &[f32; 8],
+    mins: &[f32; 8],
+    sw: &[f32; 8],
+) -> ([u8; 8], [u8; 8], f32, f32) {
     let mut ls = [0u8; 8];
     let mut lm = [0u8; 8];
-    let d_block = make_qp_quants(63, &scales, &mut ls, &sw);
-    let m_block = make_qp_quants(63, &mins, &mut lm, &sw);
+    let d_block = make_qp_quants(63, scales, &mut ls, sw);
+    let m_block = make_qp_quants(63, mins, &mut lm, sw);
     (ls, lm, d_block, m_block)
 }
 
@@ -256,13 +274,28 @@ pub(crate) fn finish_ref<const SIMD: bool>(
 /// `quantize_row_q4_K_impl` on one super-block with its 256 weights, scalar.
 pub fn quantize_block_impl_scalar(x: &[f32; QK_K], qw: &[f32], y: &mut BlockQ4K) {
     let mut l = [0u8; QK_K];
-    let (ls, lm, d_block, m_block) = search_impl(x, qw, 15, &mut l);
+    let (scales, mins, sw) = search_impl(x, qw, 15, &mut l);
+    finish_impl::<false>(x, &scales, &mins, &sw, &mut l, y, |_, _| {});
+}
+
+/// The weighted path after the search.
+#[inline(always)]
+pub(crate) fn finish_impl<const SIMD: bool>(
+    x: &[f32; QK_K],
+    scales: &[f32; 8],
+    mins: &[f32; 8],
+    sw: &[f32; 8],
+    l: &mut [u8; QK_K],
+    y: &mut BlockQ4K,
+    search_levels: impl FnMut(usize, &mut [u8]),
+) {
+    let (ls, lm, d_block, m_block) = quantize_scales_impl(scales, mins, sw);
     let packed = pack_scales_mins(&ls, &lm);
     y.scales = packed;
     y.d = f16_bytes(d_block);
     y.dmin = f16_bytes(m_block);
-    requantize::<false>(x, &packed, y.d, y.dmin, 15, &mut l, |_, _| {});
-    pack_q4(&l, &mut y.qs);
+    requantize::<SIMD>(x, &packed, y.d, y.dmin, 15, l, search_levels);
+    pack_q4(l, &mut y.qs);
 }
 
 /// Quantize one row with the portable scalar code only (for tests).
@@ -310,6 +343,15 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
         }
         Some(qw) => {
             assert_eq!(qw.len(), src.len(), "imatrix length");
+            #[cfg(target_arch = "x86_64")]
+            if super::has_avx2() {
+                // SAFETY: AVX2 is available.
+                return unsafe {
+                    avx2::quantize_blocks_impl::<15, _>(src, blocks, qw, |x, s, m, w, l, y, f| {
+                        finish_impl::<true>(x, s, m, w, l, y, f)
+                    })
+                };
+            }
             for ((x, y), w) in super_blocks(src).zip(blocks).zip(qw.chunks_exact(QK_K)) {
                 quantize_block_impl_scalar(x, w, y);
             }
@@ -398,6 +440,50 @@ pub(crate) mod avx2 {
             finish(x, &scales, &mins, &mut l, y, &mut |j, lj| {
                 levels.fill(j, &x[32 * j..32 * j + 32], NMAX, lj)
             });
+        }
+    }
+
+    /// Importance-weighted path over a row; `finish` is the format's tail
+    /// after the search.
+    #[allow(clippy::type_complexity)]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn quantize_blocks_impl<const NMAX: i32, B>(
+        src: &[f32],
+        blocks: &mut [B],
+        qw: &[f32],
+        finish: impl Fn(
+            &[f32; QK_K],
+            &[f32; 8],
+            &[f32; 8],
+            &[f32; 8],
+            &mut [u8; QK_K],
+            &mut B,
+            &mut dyn FnMut(usize, &mut [u8]),
+        ),
+    ) {
+        let mut l = [0u8; QK_K];
+        for ((x, y), q) in super_blocks(src).zip(blocks).zip(qw.chunks_exact(QK_K)) {
+            let sigma2 = _mm256_set1_ps(super::impl_sigma2(x));
+            let xt = simd::load_transposed::<32, 1>(x);
+            let qt = simd::load_transposed::<32, 1>(q.try_into().unwrap());
+            let mut w = [[_mm256_setzero_ps(); 1]; 32];
+            let mut sw = _mm256_setzero_ps();
+            for i in 0..32 {
+                let x2 = _mm256_add_ps(sigma2, _mm256_mul_ps(xt[i][0], xt[i][0]));
+                w[i][0] = _mm256_mul_ps(qt[i][0], _mm256_sqrt_ps(x2));
+                sw = _mm256_add_ps(sw, w[i][0]);
+            }
+            let r = simd::qkx_search::<32, 1, false, true>(&xt, &w, NMAX, -0.9, 0.05, 36);
+            let levels = QkxLevels::new(&r);
+            finish(
+                x,
+                &simd::lanes(r.scale[0]),
+                &simd::lanes(r.the_min[0]),
+                &simd::lanes(sw),
+                &mut l,
+                y,
+                &mut |j, lj| levels.fill(j, &x[32 * j..32 * j + 32], NMAX, lj),
+            );
         }
     }
 }

@@ -6,7 +6,8 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::q4k::{
-    finish_scales_common, get_scale_min_k4, pack_scales_mins, requantize, search_impl, search_ref,
+    finish_scales_common, get_scale_min_k4, pack_scales_mins, quantize_scales_impl, requantize,
+    search_impl, search_ref,
 };
 use super::{
     as_blocks, as_blocks_mut, f16_bytes, f16_value, super_blocks, Block, K_SCALE_SIZE, QK_K,
@@ -85,7 +86,22 @@ pub(crate) fn finish_ref<const SIMD: bool>(
 /// `quantize_row_q5_K_impl` on one super-block with its 256 weights, scalar.
 pub fn quantize_block_impl_scalar(x: &[f32; QK_K], qw: &[f32], y: &mut BlockQ5K) {
     let mut l = [0u8; QK_K];
-    let (mut ls, mut lm, d_block, m_block) = search_impl(x, qw, 31, &mut l);
+    let (scales, mins, sw) = search_impl(x, qw, 31, &mut l);
+    finish_impl::<false>(x, &scales, &mins, &sw, &mut l, y, |_, _| {});
+}
+
+/// The weighted path after the search.
+#[inline(always)]
+pub(crate) fn finish_impl<const SIMD: bool>(
+    x: &[f32; QK_K],
+    scales: &[f32; 8],
+    mins: &[f32; 8],
+    sw: &[f32; 8],
+    l: &mut [u8; QK_K],
+    y: &mut BlockQ5K,
+    search_levels: impl FnMut(usize, &mut [u8]),
+) {
+    let (mut ls, mut lm, d_block, m_block) = quantize_scales_impl(scales, mins, sw);
     for j in 0..8 {
         ls[j] = ls[j].min(63);
         lm[j] = lm[j].min(63);
@@ -94,8 +110,8 @@ pub fn quantize_block_impl_scalar(x: &[f32; QK_K], qw: &[f32], y: &mut BlockQ5K)
     y.scales = packed;
     y.d = f16_bytes(d_block);
     y.dmin = f16_bytes(m_block);
-    requantize::<false>(x, &packed, y.d, y.dmin, 31, &mut l, |_, _| {});
-    pack_q5(&l, &mut y.qh, &mut y.qs);
+    requantize::<SIMD>(x, &packed, y.d, y.dmin, 31, l, search_levels);
+    pack_q5(l, &mut y.qh, &mut y.qs);
 }
 
 /// Quantize one row with the portable scalar code only (for tests).
@@ -143,6 +159,18 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
         }
         Some(qw) => {
             assert_eq!(qw.len(), src.len(), "imatrix length");
+            #[cfg(target_arch = "x86_64")]
+            if super::has_avx2() {
+                // SAFETY: AVX2 is available.
+                return unsafe {
+                    super::q4k::avx2::quantize_blocks_impl::<31, _>(
+                        src,
+                        blocks,
+                        qw,
+                        |x, s, m, w, l, y, f| finish_impl::<true>(x, s, m, w, l, y, f),
+                    )
+                };
+            }
             for ((x, y), w) in super_blocks(src).zip(blocks).zip(qw.chunks_exact(QK_K)) {
                 quantize_block_impl_scalar(x, w, y);
             }
