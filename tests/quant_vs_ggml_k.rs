@@ -8,6 +8,7 @@ mod common;
 
 use common::{make_imatrix, make_input, shapes, Input};
 use ggml_qat::ggml::reference;
+use ggml_qat::quant::kquants::{q2k, q3k, q4k, q5k, q6k};
 use ggml_qat::quant::{dequantize_rows, format, quantize_rows, QuantType};
 
 const K_TYPES: [QuantType; 5] = [
@@ -17,6 +18,19 @@ const K_TYPES: [QuantType; 5] = [
     QuantType::Q5_K,
     QuantType::Q6_K,
 ];
+
+/// The portable scalar row quantizer of `ty` (the registry's row function
+/// takes the AVX2 path when the CPU has it; both must equal ggml).
+fn scalar_row_fn(ty: QuantType) -> fn(&[f32], &mut [u8], Option<&[f32]>) {
+    match ty {
+        QuantType::Q2_K => q2k::quantize_row_scalar,
+        QuantType::Q3_K => q3k::quantize_row_scalar,
+        QuantType::Q4_K => q4k::quantize_row_scalar,
+        QuantType::Q5_K => q5k::quantize_row_scalar,
+        QuantType::Q6_K => q6k::quantize_row_scalar,
+        _ => unreachable!(),
+    }
+}
 
 /// Position and values of the first differing byte, if any.
 fn first_byte_diff(a: &[u8], b: &[u8]) -> Option<(usize, u8, u8)> {
@@ -63,6 +77,19 @@ fn check_type(ty: QuantType) -> usize {
                         i / f.block_bytes,
                         i % f.block_bytes
                     ));
+                }
+                // The scalar fallback, on the shapes that are not the largest.
+                if nrows * n_per_row <= 1 << 16 {
+                    let row_bytes = want.len() / nrows;
+                    let mut scalar = vec![0u8; want.len()];
+                    for (x, y) in src.chunks(n_per_row).zip(scalar.chunks_mut(row_bytes)) {
+                        scalar_row_fn(ty)(x, y, imat);
+                    }
+                    if let Some((i, g, w)) = first_byte_diff(&scalar, &want) {
+                        failures.push(format!(
+                            "{what} (scalar path): byte {i}: ours {g:#04x} ggml {w:#04x}"
+                        ));
+                    }
                 }
                 let want_f = reference::to_float(ty, &want, nrows * n_per_row);
                 let mut got_f = vec![0f32; want_f.len()];

@@ -28,17 +28,23 @@ unsafe impl Block for BlockQ2K {}
 /// Requantize every sub-block with its stored scale and min (`dm`, `mm` are
 /// the fp16 super-block scales as f32), then pack.
 #[inline(always)]
-fn requantize_and_pack(x: &[f32; QK_K], dm: f32, mm: f32, l: &mut [u8; QK_K], y: &mut BlockQ2K) {
+fn requantize_and_pack<const SIMD: bool>(
+    x: &[f32; QK_K],
+    dm: f32,
+    mm: f32,
+    l: &mut [u8; QK_K],
+    y: &mut BlockQ2K,
+    mut search_levels: impl FnMut(usize, &mut [u8]),
+) {
     for j in 0..16 {
         let d = dm * (y.scales[j] & 0xF) as f32;
+        let lj = &mut l[16 * j..16 * j + 16];
         if d == 0.0 {
+            search_levels(j, lj);
             continue;
         }
         let m = mm * (y.scales[j] >> 4) as f32;
-        for ii in 0..16 {
-            let q = nearest_int((x[16 * j + ii] + m) / d);
-            l[16 * j + ii] = q.clamp(0, 3) as u8;
-        }
+        super::requantize_sub_block::<SIMD, true>(&x[16 * j..16 * j + 16], d, m, 0, 3, 0, lj);
     }
     pack_2bit(l, &mut y.qs);
 }
@@ -46,12 +52,13 @@ fn requantize_and_pack(x: &[f32; QK_K], dm: f32, mm: f32, l: &mut [u8; QK_K], y:
 /// Reference path after the search: 4-bit scales and mins against their
 /// maxima, requantization, packing.
 #[inline(always)]
-pub(crate) fn finish_ref(
+pub(crate) fn finish_ref<const SIMD: bool>(
     x: &[f32; QK_K],
     scales: &[f32; 16],
     mins: &[f32; 16],
     l: &mut [u8; QK_K],
     y: &mut BlockQ2K,
+    search_levels: impl FnMut(usize, &mut [u8]),
 ) {
     const Q4SCALE: f32 = 15.0;
     let mut max_scale = 0f32;
@@ -84,7 +91,7 @@ pub(crate) fn finish_ref(
     } else {
         y.dmin = f16_bytes(0.0);
     }
-    requantize_and_pack(x, f16_value(y.d), f16_value(y.dmin), l, y);
+    requantize_and_pack::<SIMD>(x, f16_value(y.d), f16_value(y.dmin), l, y, search_levels);
 }
 
 /// `quantize_row_q2_K_ref` on one super-block, scalar.
@@ -111,19 +118,20 @@ pub fn quantize_block_ref_scalar(x: &[f32; QK_K], y: &mut BlockQ2K) {
         scales[j] = s;
         mins[j] = m;
     }
-    finish_ref(x, &scales, &mins, &mut l, y);
+    finish_ref::<false>(x, &scales, &mins, &mut l, y, |_, _| {});
 }
 
 /// Weighted path after the search: `make_qp_quants` over the scales and the
 /// mins, then requantization and packing.
 #[inline(always)]
-pub(crate) fn finish_impl(
+pub(crate) fn finish_impl<const SIMD: bool>(
     x: &[f32; QK_K],
     scales: &[f32; 16],
     mins: &[f32; 16],
     sw: &[f32; 16],
     l: &mut [u8; QK_K],
     y: &mut BlockQ2K,
+    search_levels: impl FnMut(usize, &mut [u8]),
 ) {
     let mut ls = [0u8; 16];
     let mut lm = [0u8; 16];
@@ -134,7 +142,7 @@ pub(crate) fn finish_impl(
     for j in 0..16 {
         y.scales[j] = ls[j] | (lm[j] << 4);
     }
-    requantize_and_pack(x, f16_value(y.d), f16_value(y.dmin), l, y);
+    requantize_and_pack::<SIMD>(x, f16_value(y.d), f16_value(y.dmin), l, y, search_levels);
 }
 
 /// `quantize_row_q2_K_impl` on one super-block with its 256 weights, scalar.
@@ -171,11 +179,26 @@ pub fn quantize_block_impl_scalar(x: &[f32; QK_K], qw: &[f32], y: &mut BlockQ2K)
         scales[j] = s;
         mins[j] = m;
     }
-    finish_impl(x, &scales, &mins, &sw, &mut l, y);
+    finish_impl::<false>(x, &scales, &mins, &sw, &mut l, y, |_, _| {});
 }
 
 /// Quantize one row (ggml's `quantize_q2_K` on a single row).
 pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        let blocks = as_blocks_mut::<BlockQ2K>(dst);
+        assert_eq!(blocks.len() * QK_K, src.len(), "row length");
+        if let Some(qw) = imatrix {
+            assert_eq!(qw.len(), src.len(), "imatrix length");
+        }
+        // SAFETY: AVX2 is available.
+        return unsafe { avx2::quantize_blocks(src, blocks, imatrix) };
+    }
+    quantize_row_scalar(src, dst, imatrix)
+}
+
+/// Quantize one row with the portable scalar code only (for tests).
+pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     let blocks = as_blocks_mut::<BlockQ2K>(dst);
     assert_eq!(blocks.len() * QK_K, src.len(), "row length");
     match imatrix {
@@ -217,6 +240,69 @@ pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
                     }
                 }
                 shift += 2;
+            }
+        }
+    }
+}
+
+/// AVX2 paths: the 16 sub-block searches run as 16 lanes.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::super::simd::{self, QkxLevels};
+    use super::super::{super_blocks, QK_K};
+    use super::{finish_impl, finish_ref, BlockQ2K};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn quantize_blocks(src: &[f32], blocks: &mut [BlockQ2K], imatrix: Option<&[f32]>) {
+        let mut l = [0u8; QK_K];
+        for (i, (x, y)) in super_blocks(src).zip(blocks).enumerate() {
+            let xt = simd::load_transposed::<16, 2>(x);
+            let mut w = [[_mm256_setzero_ps(); 2]; 16];
+            match imatrix {
+                None => {
+                    for k in 0..16 {
+                        for g in 0..2 {
+                            w[k][g] = simd::abs(xt[k][g]);
+                        }
+                    }
+                    let r = simd::qkx_search::<16, 2, true, false>(&xt, &w, 3, -0.5, 0.1, 15);
+                    let levels = QkxLevels::new(&r);
+                    let (scales, mins) = (simd::lanes16(&r.scale), simd::lanes16(&r.the_min));
+                    finish_ref::<true>(x, &scales, &mins, &mut l, y, |j, lj| {
+                        levels.fill(j, &x[16 * j..16 * j + 16], 3, lj)
+                    });
+                }
+                Some(qw) => {
+                    let mut sumx2 = 0f32;
+                    for v in x {
+                        sumx2 += v * v;
+                    }
+                    let sigma2 = _mm256_set1_ps(sumx2 / QK_K as f32);
+                    let qt = simd::load_transposed::<16, 2>(
+                        qw[QK_K * i..QK_K * (i + 1)].try_into().unwrap(),
+                    );
+                    let mut sw = [_mm256_setzero_ps(); 2];
+                    for k in 0..16 {
+                        for g in 0..2 {
+                            let x2 = _mm256_add_ps(sigma2, _mm256_mul_ps(xt[k][g], xt[k][g]));
+                            w[k][g] = _mm256_mul_ps(qt[k][g], _mm256_sqrt_ps(x2));
+                            sw[g] = _mm256_add_ps(sw[g], w[k][g]);
+                        }
+                    }
+                    let r = simd::qkx_search::<16, 2, false, true>(&xt, &w, 3, -0.9, 0.05, 36);
+                    let levels = QkxLevels::new(&r);
+                    let (scales, mins) = (simd::lanes16(&r.scale), simd::lanes16(&r.the_min));
+                    finish_impl::<true>(
+                        x,
+                        &scales,
+                        &mins,
+                        &simd::lanes16(&sw),
+                        &mut l,
+                        y,
+                        |j, lj| levels.fill(j, &x[16 * j..16 * j + 16], 3, lj),
+                    );
+                }
             }
         }
     }

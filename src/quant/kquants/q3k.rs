@@ -50,17 +50,21 @@ pub(crate) fn get_scale(s: &[u8; 12], j: usize) -> i32 {
 /// Requantization with the stored scales, then the hmask/qs packing, shared
 /// by both paths. `l` holds levels 0..=7 from the search.
 #[inline(always)]
-pub(crate) fn finish(x: &[f32; QK_K], l: &mut [u8; QK_K], y: &mut BlockQ3K) {
+pub(crate) fn finish<const SIMD: bool>(
+    x: &[f32; QK_K],
+    l: &mut [u8; QK_K],
+    y: &mut BlockQ3K,
+    mut search_levels: impl FnMut(usize, &mut [u8]),
+) {
     let dd = f16_value(y.d);
     for j in 0..16 {
         let d = dd * get_scale(&y.scales, j) as f32;
+        let lj = &mut l[16 * j..16 * j + 16];
         if d == 0.0 {
+            search_levels(j, lj);
             continue;
         }
-        for ii in 0..16 {
-            let q = nearest_int(x[16 * j + ii] / d).clamp(-4, 3);
-            l[16 * j + ii] = (q + 4) as u8;
-        }
+        super::requantize_sub_block::<SIMD, false>(&x[16 * j..16 * j + 16], d, 0.0, -4, 3, 4, lj);
     }
     y.hmask = [0; QK_K / 8];
     for j in 0..QK_K {
@@ -110,7 +114,7 @@ pub fn quantize_block_ref_scalar(x: &[f32; QK_K], y: &mut BlockQ3K) {
         }
     }
     quantize_scales_ref(&scales, y);
-    finish(x, &mut l, y);
+    finish::<false>(x, &mut l, y, |_, _| {});
 }
 
 /// `quantize_row_q3_K_impl` on one super-block with its 256 weights, scalar.
@@ -141,18 +145,19 @@ pub fn quantize_block_impl_scalar(x: &[f32; QK_K], qw: &[f32], y: &mut BlockQ3K)
             l[16 * j + k] = li[k] as u8;
         }
     }
-    finish_impl(x, &scales, &sw, &mut l, y);
+    finish_impl::<false>(x, &scales, &sw, &mut l, y, |_, _| {});
 }
 
 /// Scale quantization of the weighted path (`make_qx_quants` over the
 /// scales, weighted by the sub-block weight sums), then [`finish`].
 #[inline(always)]
-pub(crate) fn finish_impl(
+pub(crate) fn finish_impl<const SIMD: bool>(
     x: &[f32; QK_K],
     scales: &[f32; 16],
     sw: &[f32; 16],
     l: &mut [u8; QK_K],
     y: &mut BlockQ3K,
+    search_levels: impl FnMut(usize, &mut [u8]),
 ) {
     let mut ls = [0i8; 16];
     y.scales = [0; 12];
@@ -161,11 +166,26 @@ pub(crate) fn finish_impl(
         put_scale(&mut y.scales, j, ls[j] as i32);
     }
     y.d = f16_bytes(d_block);
-    finish(x, l, y);
+    finish::<SIMD>(x, l, y, search_levels);
 }
 
 /// Quantize one row (ggml's `quantize_q3_K` on a single row).
 pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        let blocks = as_blocks_mut::<BlockQ3K>(dst);
+        assert_eq!(blocks.len() * QK_K, src.len(), "row length");
+        if let Some(qw) = imatrix {
+            assert_eq!(qw.len(), src.len(), "imatrix length");
+        }
+        // SAFETY: AVX2 is available.
+        return unsafe { avx2::quantize_blocks(src, blocks, imatrix) };
+    }
+    quantize_row_scalar(src, dst, imatrix)
+}
+
+/// Quantize one row with the portable scalar code only (for tests).
+pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     let blocks = as_blocks_mut::<BlockQ3K>(dst);
     assert_eq!(blocks.len() * QK_K, src.len(), "row length");
     match imatrix {
@@ -208,6 +228,52 @@ pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
                 }
                 shift += 2;
                 m <<= 1;
+            }
+        }
+    }
+}
+
+/// AVX2 paths: the 16 sub-block searches run as 16 lanes.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::super::simd::{self, Levels16};
+    use super::super::{super_blocks, QK_K};
+    use super::{finish, finish_impl, quantize_scales_ref, BlockQ3K};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn quantize_blocks(src: &[f32], blocks: &mut [BlockQ3K], imatrix: Option<&[f32]>) {
+        let mut l = [0u8; QK_K];
+        for (i, (x, y)) in super_blocks(src).zip(blocks).enumerate() {
+            let xt = simd::load_transposed::<16, 2>(x);
+            match imatrix {
+                None => {
+                    let r = simd::q3_search::<2>(&xt, 4);
+                    let levels = Levels16::new(&r.l);
+                    quantize_scales_ref(&simd::lanes16(&r.scale), y);
+                    finish::<true>(x, &mut l, y, |j, lj| levels.fill(j, lj));
+                }
+                Some(qw) => {
+                    let sigma2 = _mm256_set1_ps(super::super::q4k::impl_sigma2(x));
+                    let qt = simd::load_transposed::<16, 2>(
+                        qw[QK_K * i..QK_K * (i + 1)].try_into().unwrap(),
+                    );
+                    let mut w = [[_mm256_setzero_ps(); 2]; 16];
+                    let mut sw = [_mm256_setzero_ps(); 2];
+                    for k in 0..16 {
+                        for g in 0..2 {
+                            let x2 = _mm256_add_ps(sigma2, _mm256_mul_ps(xt[k][g], xt[k][g]));
+                            w[k][g] = _mm256_mul_ps(qt[k][g], _mm256_sqrt_ps(x2));
+                            sw[g] = _mm256_add_ps(sw[g], w[k][g]);
+                        }
+                    }
+                    let r = simd::qx_search::<2>(&xt, &w, 4);
+                    let levels = Levels16::new(&r.l);
+                    let scales = simd::lanes16(&r.scale);
+                    finish_impl::<true>(x, &scales, &simd::lanes16(&sw), &mut l, y, |j, lj| {
+                        levels.fill(j, lj)
+                    });
+                }
             }
         }
     }
