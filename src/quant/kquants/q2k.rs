@@ -46,6 +46,12 @@ fn requantize_and_pack<const SIMD: bool>(
         let m = mm * (y.scales[j] >> 4) as f32;
         super::requantize_sub_block::<SIMD, true>(&x[16 * j..16 * j + 16], d, m, 0, 3, 0, lj);
     }
+    #[cfg(target_arch = "x86_64")]
+    if SIMD && super::has_avx2() {
+        // SAFETY: AVX2 is available.
+        unsafe { super::simd::pack_2bit(l, &mut y.qs) };
+        return;
+    }
     pack_2bit(l, &mut y.qs);
 }
 

@@ -66,12 +66,21 @@ pub(crate) fn finish<const SIMD: bool>(
         }
         super::requantize_sub_block::<SIMD, false>(&x[16 * j..16 * j + 16], d, 0.0, -4, 3, 4, lj);
     }
+    #[cfg(target_arch = "x86_64")]
+    if SIMD && super::has_avx2() {
+        // SAFETY: AVX2 is available.
+        unsafe {
+            super::simd::split_hmask(l, &mut y.hmask);
+            super::simd::pack_2bit(l, &mut y.qs);
+        }
+        return;
+    }
     y.hmask = [0; QK_K / 8];
     for j in 0..QK_K {
-        if l[j] > 3 {
-            y.hmask[j % 32] |= 1 << (j / 32);
-            l[j] -= 4;
-        }
+        // Branch-free: the test is unpredictable.
+        let high = (l[j] > 3) as u8;
+        y.hmask[j % 32] |= high << (j / 32);
+        l[j] -= 4 * high;
     }
     pack_2bit(l, &mut y.qs);
 }

@@ -236,7 +236,14 @@ pub(crate) fn requantize<const SIMD: bool>(
     }
 }
 
-fn pack_q4(l: &[u8; QK_K], qs: &mut [u8; QK_K / 2]) {
+#[inline(always)]
+fn pack_q4<const SIMD: bool>(l: &[u8; QK_K], qs: &mut [u8; QK_K / 2]) {
+    #[cfg(target_arch = "x86_64")]
+    if SIMD && super::has_avx2() {
+        // SAFETY: AVX2 is available.
+        unsafe { super::simd::pack_q4(l, qs) };
+        return;
+    }
     for (g, j) in (0..QK_K).step_by(64).enumerate() {
         for k in 0..32 {
             qs[32 * g + k] = l[j + k] | (l[j + k + 32] << 4);
@@ -268,7 +275,7 @@ pub(crate) fn finish_ref<const SIMD: bool>(
     y.d = d;
     y.dmin = dmin;
     requantize::<SIMD>(x, &packed, d, dmin, 15, l, search_levels);
-    pack_q4(l, &mut y.qs);
+    pack_q4::<SIMD>(l, &mut y.qs);
 }
 
 /// `quantize_row_q4_K_impl` on one super-block with its 256 weights, scalar.
@@ -295,7 +302,7 @@ pub(crate) fn finish_impl<const SIMD: bool>(
     y.d = f16_bytes(d_block);
     y.dmin = f16_bytes(m_block);
     requantize::<SIMD>(x, &packed, y.d, y.dmin, 15, l, search_levels);
-    pack_q4(l, &mut y.qs);
+    pack_q4::<SIMD>(l, &mut y.qs);
 }
 
 /// Quantize one row with the portable scalar code only (for tests).

@@ -34,22 +34,23 @@ const _: () = assert!(std::mem::align_of::<BlockQ5K>() == 1);
 // SAFETY: repr(C) of u8 arrays only.
 unsafe impl Block for BlockQ5K {}
 
-fn pack_q5(l: &[u8; QK_K], qh: &mut [u8; QK_K / 8], qs: &mut [u8; QK_K / 2]) {
+#[inline(always)]
+fn pack_q5<const SIMD: bool>(l: &[u8; QK_K], qh: &mut [u8; QK_K / 8], qs: &mut [u8; QK_K / 2]) {
+    #[cfg(target_arch = "x86_64")]
+    if SIMD && super::has_avx2() {
+        // SAFETY: AVX2 is available.
+        unsafe { super::simd::pack_q5(l, qh, qs) };
+        return;
+    }
     qh.fill(0);
     let (mut m1, mut m2) = (1u8, 2u8);
     for (g, n) in (0..QK_K).step_by(64).enumerate() {
         for j in 0..32 {
-            let mut l1 = l[n + j];
-            if l1 > 15 {
-                l1 -= 16;
-                qh[j] |= m1;
-            }
-            let mut l2 = l[n + j + 32];
-            if l2 > 15 {
-                l2 -= 16;
-                qh[j] |= m2;
-            }
-            qs[32 * g + j] = l1 | (l2 << 4);
+            // Branch-free: the tests are unpredictable.
+            let (l1, l2) = (l[n + j], l[n + j + 32]);
+            let (h1, h2) = ((l1 > 15) as u8, (l2 > 15) as u8);
+            qh[j] |= (m1 * h1) | (m2 * h2);
+            qs[32 * g + j] = (l1 - 16 * h1) | ((l2 - 16 * h2) << 4);
         }
         m1 <<= 2;
         m2 <<= 2;
@@ -80,7 +81,7 @@ pub(crate) fn finish_ref<const SIMD: bool>(
     y.d = d;
     y.dmin = dmin;
     requantize::<SIMD>(x, &packed, d, dmin, 31, l, search_levels);
-    pack_q5(l, &mut y.qh, &mut y.qs);
+    pack_q5::<SIMD>(l, &mut y.qh, &mut y.qs);
 }
 
 /// `quantize_row_q5_K_impl` on one super-block with its 256 weights, scalar.
@@ -111,7 +112,7 @@ pub(crate) fn finish_impl<const SIMD: bool>(
     y.d = f16_bytes(d_block);
     y.dmin = f16_bytes(m_block);
     requantize::<SIMD>(x, &packed, y.d, y.dmin, 31, l, search_levels);
-    pack_q5(l, &mut y.qh, &mut y.qs);
+    pack_q5::<SIMD>(l, &mut y.qh, &mut y.qs);
 }
 
 /// Quantize one row with the portable scalar code only (for tests).

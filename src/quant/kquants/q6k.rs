@@ -81,6 +81,12 @@ pub(crate) fn finish<const SIMD: bool>(
     for (h, j) in (0..QK_K).step_by(128).enumerate() {
         let ql = &mut y.ql[64 * h..64 * h + 64];
         let qh = &mut y.qh[32 * h..32 * h + 32];
+        #[cfg(target_arch = "x86_64")]
+        if SIMD && super::has_avx2() {
+            // SAFETY: AVX2 is available.
+            unsafe { super::simd::pack_q6_half(&l[j..j + 128], ql, qh) };
+            continue;
+        }
         for k in 0..32 {
             let q1 = l[j + k] & 0xF;
             let q2 = l[j + k + 32] & 0xF;

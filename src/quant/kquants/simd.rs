@@ -607,3 +607,123 @@ pub(crate) fn requantize<const ADD_M: bool>(
     unsafe { _mm256_storeu_si256(bytes.as_mut_ptr().cast(), p) };
     l.copy_from_slice(&bytes[..n]);
 }
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn load32(b: &[u8]) -> __m256i {
+    assert!(b.len() >= 32);
+    // SAFETY: at least 32 bytes.
+    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn store32(b: &mut [u8], v: __m256i) {
+    assert!(b.len() >= 32);
+    // SAFETY: at least 32 bytes.
+    unsafe { _mm256_storeu_si256(b.as_mut_ptr().cast(), v) }
+}
+
+/// `a | b << s` for bytes whose shifted values stay below 256.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn or_shl<const S: i32>(a: __m256i, b: __m256i) -> __m256i {
+    _mm256_or_si256(a, _mm256_slli_epi16::<S>(b))
+}
+
+/// 2-bit packing of Q2_K/Q3_K (levels 0..=3), as [`super::pack_2bit`].
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn pack_2bit(l: &[u8; 256], qs: &mut [u8; 64]) {
+    for h in 0..2 {
+        let b = 128 * h;
+        let q = or_shl::<6>(
+            or_shl::<4>(
+                or_shl::<2>(load32(&l[b..]), load32(&l[b + 32..])),
+                load32(&l[b + 64..]),
+            ),
+            load32(&l[b + 96..]),
+        );
+        store32(&mut qs[32 * h..], q);
+    }
+}
+
+/// Q3_K's high bits: bit `j / 32` of `hmask[j % 32]` is set and 4 taken off
+/// `l[j]` when `l[j] > 3` (levels 0..=7).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn split_hmask(l: &mut [u8; 256], hmask: &mut [u8; 32]) {
+    let three = _mm256_set1_epi8(3);
+    let four = _mm256_set1_epi8(4);
+    let mut hm = _mm256_setzero_si256();
+    for k in 0..8 {
+        let v = load32(&l[32 * k..]);
+        let m = _mm256_cmpgt_epi8(v, three);
+        hm = _mm256_or_si256(hm, _mm256_and_si256(m, _mm256_set1_epi8((1u8 << k) as i8)));
+        store32(
+            &mut l[32 * k..],
+            _mm256_sub_epi8(v, _mm256_and_si256(m, four)),
+        );
+    }
+    store32(hmask, hm);
+}
+
+/// Q4_K packing: byte `32g + k` = `l[64g + k] | l[64g + 32 + k] << 4`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn pack_q4(l: &[u8; 256], qs: &mut [u8; 128]) {
+    for g in 0..4 {
+        let q = or_shl::<4>(load32(&l[64 * g..]), load32(&l[64 * g + 32..]));
+        store32(&mut qs[32 * g..], q);
+    }
+}
+
+/// Q5_K packing (levels 0..=31): low nibbles as Q4_K, bit 4 of value
+/// `64g + k` into bit `2g` of `qh[k]`, of `64g + 32 + k` into bit `2g + 1`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn pack_q5(l: &[u8; 256], qh: &mut [u8; 32], qs: &mut [u8; 128]) {
+    let fifteen = _mm256_set1_epi8(15);
+    let sixteen = _mm256_set1_epi8(16);
+    let mut h = _mm256_setzero_si256();
+    for g in 0..4 {
+        let a = load32(&l[64 * g..]);
+        let b = load32(&l[64 * g + 32..]);
+        let ma = _mm256_cmpgt_epi8(a, fifteen);
+        let mb = _mm256_cmpgt_epi8(b, fifteen);
+        h = _mm256_or_si256(
+            h,
+            _mm256_and_si256(ma, _mm256_set1_epi8((1u8 << (2 * g)) as i8)),
+        );
+        h = _mm256_or_si256(
+            h,
+            _mm256_and_si256(mb, _mm256_set1_epi8((1u8 << (2 * g + 1)) as i8)),
+        );
+        let a = _mm256_sub_epi8(a, _mm256_and_si256(ma, sixteen));
+        let b = _mm256_sub_epi8(b, _mm256_and_si256(mb, sixteen));
+        store32(&mut qs[32 * g..], or_shl::<4>(a, b));
+    }
+    store32(qh, h);
+}
+
+/// Q6_K packing (levels 0..=63) of one 128-value half: low nibbles of
+/// values `k`, `k+64` into `ql[k]`, of `k+32`, `k+96` into `ql[k+32]`; the
+/// high 2 bits of `k`, `k+32`, `k+64`, `k+96` into `qh[k]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn pack_q6_half(l: &[u8], ql: &mut [u8], qh: &mut [u8]) {
+    let lo = _mm256_set1_epi8(0x0F);
+    let q1 = load32(&l[0..]);
+    let q2 = load32(&l[32..]);
+    let q3 = load32(&l[64..]);
+    let q4 = load32(&l[96..]);
+    let low = |v: __m256i| _mm256_and_si256(v, lo);
+    let high = |v: __m256i| _mm256_and_si256(_mm256_srli_epi16::<4>(v), lo);
+    store32(&mut ql[0..], or_shl::<4>(low(q1), low(q3)));
+    store32(&mut ql[32..], or_shl::<4>(low(q2), low(q4)));
+    let h = or_shl::<6>(
+        or_shl::<4>(or_shl::<2>(high(q1), high(q2)), high(q3)),
+        high(q4),
+    );
+    store32(qh, h);
+}
