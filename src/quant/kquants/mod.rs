@@ -165,6 +165,12 @@ pub(crate) fn super_blocks(x: &[f32]) -> impl Iterator<Item = &[f32; QK_K]> {
     x.chunks_exact(QK_K).map(|c| c.try_into().unwrap())
 }
 
+/// Super-block `i` of a row.
+#[inline(always)]
+pub(crate) fn block_at(v: &[f32], i: usize) -> &[f32; QK_K] {
+    v[QK_K * i..QK_K * (i + 1)].try_into().unwrap()
+}
+
 /// Whether the AVX2 kernels may run on this machine (checked once).
 #[cfg(target_arch = "x86_64")]
 #[inline]

@@ -245,43 +245,75 @@ pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
 /// AVX2 paths: the 16 sub-block searches run as 16 lanes.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::super::simd::{self, Levels16};
-    use super::super::{super_blocks, QK_K};
+    use super::super::q4k::impl_sigma2;
+    use super::super::simd::{self, Levels16, F8};
+    use super::super::{block_at, QK_K};
     use super::{finish, finish_impl, quantize_scales_ref, BlockQ3K};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2")]
     pub(super) fn quantize_blocks(src: &[f32], blocks: &mut [BlockQ3K], imatrix: Option<&[f32]>) {
+        // Two super-blocks at a time: independent lanes hide the latency of
+        // the sequential searches.
+        let nb = blocks.len();
+        let mut i = 0;
+        while i + 2 <= nb {
+            run::<2, 4>(src, blocks, imatrix, i);
+            i += 2;
+        }
+        if i < nb {
+            run::<1, 2>(src, blocks, imatrix, i);
+        }
+    }
+
+    /// Super-blocks `i0 .. i0 + P` (`G = 2P` lane groups).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn run<const P: usize, const G: usize>(
+        src: &[f32],
+        blocks: &mut [BlockQ3K],
+        imatrix: Option<&[f32]>,
+        i0: usize,
+    ) {
+        let xs: [&[f32; QK_K]; P] = std::array::from_fn(|p| block_at(src, i0 + p));
+        let xt = simd::load_transposed_multi::<16, G, P>(xs);
         let mut l = [0u8; QK_K];
-        for (i, (x, y)) in super_blocks(src).zip(blocks).enumerate() {
-            let xt = simd::load_transposed::<16, 2>(x);
-            match imatrix {
-                None => {
-                    let r = simd::q3_search::<2>(&xt, 4);
-                    let levels = Levels16::new(&r.l);
-                    quantize_scales_ref(&simd::lanes16(&r.scale), y);
-                    finish::<true>(x, &mut l, y, |j, lj| levels.fill(j, lj));
+        match imatrix {
+            None => {
+                let r = simd::q3_search::<G>(&xt, 4);
+                let levels = Levels16::new(&r.l);
+                for p in 0..P {
+                    let y = &mut blocks[i0 + p];
+                    quantize_scales_ref(&simd::lanes16(&[r.scale[2 * p], r.scale[2 * p + 1]]), y);
+                    finish::<true>(xs[p], &mut l, y, |j, lj| levels.fill(16 * p + j, lj));
                 }
-                Some(qw) => {
-                    let sigma2 = _mm256_set1_ps(super::super::q4k::impl_sigma2(x));
-                    let qt = simd::load_transposed::<16, 2>(
-                        qw[QK_K * i..QK_K * (i + 1)].try_into().unwrap(),
-                    );
-                    let mut w = [[_mm256_setzero_ps(); 2]; 16];
-                    let mut sw = [_mm256_setzero_ps(); 2];
-                    for k in 0..16 {
-                        for g in 0..2 {
-                            let x2 = _mm256_add_ps(sigma2, _mm256_mul_ps(xt[k][g], xt[k][g]));
-                            w[k][g] = _mm256_mul_ps(qt[k][g], _mm256_sqrt_ps(x2));
-                            sw[g] = _mm256_add_ps(sw[g], w[k][g]);
-                        }
+            }
+            Some(qw) => {
+                let qs: [&[f32; QK_K]; P] = std::array::from_fn(|p| block_at(qw, i0 + p));
+                let qt = simd::load_transposed_multi::<16, G, P>(qs);
+                let sigma2: [F8; P] = std::array::from_fn(|p| _mm256_set1_ps(impl_sigma2(xs[p])));
+                let mut w = [[_mm256_setzero_ps(); G]; 16];
+                let mut sw = [_mm256_setzero_ps(); G];
+                for k in 0..16 {
+                    for g in 0..G {
+                        let x2 = _mm256_add_ps(sigma2[g / 2], _mm256_mul_ps(xt[k][g], xt[k][g]));
+                        w[k][g] = _mm256_mul_ps(qt[k][g], _mm256_sqrt_ps(x2));
+                        sw[g] = _mm256_add_ps(sw[g], w[k][g]);
                     }
-                    let r = simd::qx_search::<2>(&xt, &w, 4);
-                    let levels = Levels16::new(&r.l);
-                    let scales = simd::lanes16(&r.scale);
-                    finish_impl::<true>(x, &scales, &simd::lanes16(&sw), &mut l, y, |j, lj| {
-                        levels.fill(j, lj)
-                    });
+                }
+                let r = simd::qx_search::<G>(&xt, &w, 4);
+                let levels = Levels16::new(&r.l);
+                for p in 0..P {
+                    let scales = simd::lanes16(&[r.scale[2 * p], r.scale[2 * p + 1]]);
+                    let sws = simd::lanes16(&[sw[2 * p], sw[2 * p + 1]]);
+                    finish_impl::<true>(
+                        xs[p],
+                        &scales,
+                        &sws,
+                        &mut l,
+                        &mut blocks[i0 + p],
+                        |j, lj| levels.fill(16 * p + j, lj),
+                    );
                 }
             }
         }

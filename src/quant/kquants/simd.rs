@@ -150,6 +150,34 @@ pub(crate) fn load_transposed<const N: usize, const G: usize>(x: &[f32; 256]) ->
     out
 }
 
+/// [`load_transposed`] of `P` super-blocks side by side: block `p` fills
+/// groups `p·G/P .. (p+1)·G/P`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn load_transposed_multi<const N: usize, const G: usize, const P: usize>(
+    xs: [&[f32; 256]; P],
+) -> [[F8; G]; N] {
+    debug_assert_eq!(8 * G * N, 256 * P);
+    let gpb = G / P;
+    let mut out = [[_mm256_setzero_ps(); G]; N];
+    for g in 0..G {
+        let (p, gl) = (g / gpb, g % gpb);
+        for c in 0..N / 8 {
+            let mut rows = [_mm256_setzero_ps(); 8];
+            for j in 0..8 {
+                let off = N * (8 * gl + j) + 8 * c;
+                // SAFETY: off + 8 <= N * 8 * gpb == 256.
+                rows[j] = unsafe { _mm256_loadu_ps(xs[p].as_ptr().add(off)) };
+            }
+            let t = transpose8(rows);
+            for k in 0..8 {
+                out[8 * c + k][g] = t[k];
+            }
+        }
+    }
+    out
+}
+
 /// Per-lane result of [`qkx_search`].
 pub(crate) struct QkxOut<const G: usize> {
     /// The returned scale (0 for degenerate lanes).
