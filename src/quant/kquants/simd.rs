@@ -293,6 +293,11 @@ pub(crate) fn qkx_search<const N: usize, const G: usize, const MAD: bool, const 
         }
         for g in 0..G {
             let upd = and(dpos[g], lt(cur[g], best[g]));
+            // Branch over the common no-update case: the next candidate then
+            // does not wait for this one's error (its `min` is unchanged).
+            if _mm256_movemask_ps(upd) == 0 {
+                continue;
+            }
             best[g] = sel(best[g], cur[g], upd);
             scale[g] = sel(scale[g], this_scale[g], upd);
             win_iscale[g] = sel(win_iscale[g], iscale[g], upd);
@@ -441,6 +446,10 @@ pub(crate) fn q3_search<const G: usize>(x: &[[F8; G]; 16], nmax: i32) -> QxOut<G
     let mut w = [[zero; G]; 16];
     let mut wx = [[zero; G]; 16];
     let mut l = [[zero; G]; 16];
+    // Cached per-element terms `(w·x)·l` and `(w·l)·l` of the current
+    // levels, and `sumlx²`: the same products ggml recomputes.
+    let mut wxl = [[zero; G]; 16];
+    let mut wl2 = [[zero; G]; 16];
     let mut sumlx = [zero; G];
     let mut suml2 = [zero; G];
     let mut iscale = [zero; G];
@@ -453,32 +462,46 @@ pub(crate) fn q3_search<const G: usize>(x: &[[F8; G]; 16], nmax: i32) -> QxOut<G
             l[i][g] = q;
             w[i][g] = mul(x[i][g], x[i][g]);
             wx[i][g] = mul(w[i][g], x[i][g]);
-            sumlx[g] = add(sumlx[g], mul(wx[i][g], q));
-            suml2[g] = add(suml2[g], mul(mul(w[i][g], q), q));
+            wxl[i][g] = mul(wx[i][g], q);
+            wl2[i][g] = mul(mul(w[i][g], q), q);
+            sumlx[g] = add(sumlx[g], wxl[i][g]);
+            suml2[g] = add(suml2[g], wl2[i][g]);
         }
+    }
+    let mut sumlx2 = [zero; G];
+    for g in 0..G {
+        sumlx2[g] = mul(sumlx[g], sumlx[g]);
     }
     for _ in 0..5 {
         let mut changed = [zero; G];
         for i in 0..16 {
             for g in 0..G {
                 let li = l[i][g];
-                let slx = sub(sumlx[g], mul(wx[i][g], li));
-                let sl2 = sub(suml2[g], mul(mul(w[i][g], li), li));
+                let slx = sub(sumlx[g], wxl[i][g]);
+                let sl2 = sub(suml2[g], wl2[i][g]);
                 let new_l = nint_clamp(div(mul(x[i][g], sl2), slx), lo, hi);
-                let slx2 = add(slx, mul(wx[i][g], new_l));
-                let sl22 = add(sl2, mul(mul(w[i][g], new_l), new_l));
-                let better = gt(
-                    mul(mul(slx2, slx2), suml2[g]),
-                    mul(mul(sumlx[g], sumlx[g]), sl22),
-                );
+                let nwxl = mul(wx[i][g], new_l);
+                let nwl2 = mul(mul(w[i][g], new_l), new_l);
+                let slx2 = add(slx, nwxl);
+                let sl22 = add(sl2, nwl2);
+                let slx2sq = mul(slx2, slx2);
+                let better = gt(mul(slx2sq, suml2[g]), mul(sumlx2[g], sl22));
                 let upd = and(
                     and(gt(slx, zero), _mm256_cmp_ps::<_CMP_NEQ_OQ>(new_l, li)),
                     and(gt(sl22, zero), better),
                 );
-                l[i][g] = sel(li, new_l, upd);
-                sumlx[g] = sel(sumlx[g], slx2, upd);
-                suml2[g] = sel(suml2[g], sl22, upd);
-                changed[g] = _mm256_or_ps(changed[g], upd);
+                // Updates are rare after the first pass: branching over them
+                // lets the next elements start before this one is decided
+                // (the state is unchanged when no lane updates).
+                if _mm256_movemask_ps(upd) != 0 {
+                    l[i][g] = sel(li, new_l, upd);
+                    wxl[i][g] = sel(wxl[i][g], nwxl, upd);
+                    wl2[i][g] = sel(wl2[i][g], nwl2, upd);
+                    sumlx[g] = sel(sumlx[g], slx2, upd);
+                    suml2[g] = sel(suml2[g], sl22, upd);
+                    sumlx2[g] = sel(sumlx2[g], slx2sq, upd);
+                    changed[g] = _mm256_or_ps(changed[g], upd);
+                }
             }
         }
         let mut any = 0;
