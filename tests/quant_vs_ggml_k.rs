@@ -251,3 +251,60 @@ fn thread_count_does_not_change_bytes() {
         }
     }
 }
+
+/// Rows salted with special values (NaN, ±∞, ±0, subnormals, ±f32::MAX) and
+/// sub-blocks of wildly different magnitudes: same bytes as ggml.
+#[test]
+fn special_values_match_ggml() {
+    let specials = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        1e-40,
+        -1e-45,
+        f32::MAX,
+        -f32::MAX,
+        f32::MIN_POSITIVE,
+    ];
+    let n_per_row = 1024;
+    let nrows = 64;
+    let mut r = common::Rng::new(99);
+    let mut src = make_input(Input::Gaussian, nrows * n_per_row, 99);
+    for (i, v) in src.iter_mut().enumerate() {
+        // Sub-block magnitudes from 1e-30 to 1e30.
+        let scale = 10f32.powi(((i / 16) % 61) as i32 - 30);
+        *v *= scale;
+        if r.next_u64() % 97 == 0 {
+            *v = specials[(r.next_u64() % specials.len() as u64) as usize];
+        }
+    }
+    let w = make_imatrix(n_per_row, 99);
+    let mut failures = Vec::new();
+    for ty in K_TYPES {
+        for imat in [None, Some(w.as_slice())] {
+            let want = reference::quantize_chunk(ty, &src, nrows, n_per_row, imat);
+            let mut got = vec![0u8; want.len()];
+            quantize_rows(ty, &src, n_per_row, &mut got, imat).unwrap();
+            if let Some((i, g, w)) = first_byte_diff(&got, &want) {
+                failures.push(format!(
+                    "{ty:?} imatrix={}: byte {i}: ours {g:#04x} ggml {w:#04x}",
+                    imat.is_some()
+                ));
+            }
+            let row_bytes = want.len() / nrows;
+            let mut scalar = vec![0u8; want.len()];
+            for (x, y) in src.chunks(n_per_row).zip(scalar.chunks_mut(row_bytes)) {
+                scalar_row_fn(ty)(x, y, imat);
+            }
+            if let Some((i, g, w)) = first_byte_diff(&scalar, &want) {
+                failures.push(format!(
+                    "{ty:?} imatrix={} (scalar): byte {i}: ours {g:#04x} ggml {w:#04x}",
+                    imat.is_some()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
