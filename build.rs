@@ -37,7 +37,10 @@ fn main() {
     println!("cargo:rerun-if-changed=scripts/install-ggml-wheel.sh");
 
     let ggml = find_ggml(&root);
-    println!("cargo:rerun-if-changed={}", ggml.include.join("ggml.h").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        ggml.include.join("ggml.h").display()
+    );
 
     cc::Build::new()
         .file("src/ggml/shim.c")
@@ -57,7 +60,10 @@ fn main() {
         "cargo:rustc-env=GGML_QAT_GGML_INCLUDE_DIR={}",
         ggml.include.display()
     );
-    println!("cargo:rustc-env=GGML_QAT_GGML_LIB_DIR={}", ggml.lib.display());
+    println!(
+        "cargo:rustc-env=GGML_QAT_GGML_LIB_DIR={}",
+        ggml.lib.display()
+    );
 
     generate_header(&root);
 }
@@ -106,7 +112,8 @@ fn find_ggml(root: &Path) -> Ggml {
 
 /// `dir` is a CMake package folder `PREFIX/LIBDIR/cmake/ggml`.
 fn from_cmake_dir(dir: &Path) -> Option<Ggml> {
-    let has_config = dir.join("ggml-config.cmake").is_file() || dir.join("ggmlConfig.cmake").is_file();
+    let has_config =
+        dir.join("ggml-config.cmake").is_file() || dir.join("ggmlConfig.cmake").is_file();
     let lib = dir.parent()?.parent()?.to_path_buf();
     let include = lib.parent()?.join("include");
     (has_config && include.join("ggml.h").is_file()).then_some(Ggml { include, lib })

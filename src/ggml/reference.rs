@@ -35,7 +35,11 @@ pub fn quantize_chunk(
             imatrix.map_or(std::ptr::null(), |w| w.as_ptr()),
         )
     };
-    assert_eq!(written, dst.len(), "ggml_quantize_chunk wrote an unexpected size");
+    assert_eq!(
+        written,
+        dst.len(),
+        "ggml_quantize_chunk wrote an unexpected size"
+    );
     dst
 }
 
@@ -49,7 +53,14 @@ pub fn to_float(ty: QuantType, src: &[u8], n: usize) -> Vec<f32> {
     assert_eq!(n % blck, 0, "n not a multiple of the block size");
     assert_eq!(src.len(), n / blck * size, "src length");
     let mut dst = vec![0f32; n];
-    let ok = unsafe { ffi::qat_shim_to_float(ty.ggml_id(), src.as_ptr().cast(), dst.as_mut_ptr(), n as i64) };
+    let ok = unsafe {
+        ffi::qat_shim_to_float(
+            ty.ggml_id(),
+            src.as_ptr().cast(),
+            dst.as_mut_ptr(),
+            n as i64,
+        )
+    };
     assert!(ok, "ggml has no to_float for {ty:?}");
     dst
 }

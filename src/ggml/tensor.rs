@@ -34,8 +34,16 @@ impl Tensor {
                 t.info.ne
             )));
         }
-        if t.info.ne.iter().try_fold(1i64, |a, &n| a.checked_mul(n)).is_none() {
-            return Err(Error::Tensor(format!("tensor '{}' has too many elements", t.name())));
+        if t.info
+            .ne
+            .iter()
+            .try_fold(1i64, |a, &n| a.checked_mul(n))
+            .is_none()
+        {
+            return Err(Error::Tensor(format!(
+                "tensor '{}' has too many elements",
+                t.name()
+            )));
         }
         Ok(t)
     }
@@ -70,7 +78,10 @@ impl Tensor {
 
     /// Number of dimensions as `ggml_n_dims` counts them (at least 1).
     pub fn n_dims(&self) -> usize {
-        (1..4).rev().find(|&i| self.info.ne[i] > 1).map_or(1, |i| i + 1)
+        (1..4)
+            .rev()
+            .find(|&i| self.info.ne[i] > 1)
+            .map_or(1, |i| i + 1)
     }
 
     /// Elements per row (`ne[0]`).
@@ -193,7 +204,8 @@ impl Tensor {
         } else if f.block_size == 1 {
             for (row, dst) in self.row_ptrs().zip(out.chunks_mut(n)) {
                 for (i, d) in dst.iter_mut().enumerate() {
-                    let src = unsafe { std::slice::from_raw_parts(row.add(i * nb0), f.block_bytes) };
+                    let src =
+                        unsafe { std::slice::from_raw_parts(row.add(i * nb0), f.block_bytes) };
                     (f.dequantize_row)(src, std::slice::from_mut(d));
                 }
             }
@@ -207,27 +219,52 @@ impl Tensor {
         Ok(out)
     }
 
+    /// The values of a contiguous F32 host tensor, borrowed without a copy.
+    pub fn f32_data(&self) -> Option<&[f32]> {
+        let contiguous_f32 = self.info.ty == QuantType::F32.ggml_id() && self.is_contiguous();
+        (contiguous_f32 && self.has_host_data()).then(|| unsafe {
+            std::slice::from_raw_parts(self.data_ptr() as *const f32, self.nelements())
+        })
+    }
+
+    /// The logical values as F32: borrowed for contiguous F32 tensors,
+    /// converted otherwise (see [`Tensor::read_f32`]).
+    pub fn values(&self) -> Result<std::borrow::Cow<'_, [f32]>> {
+        match self.f32_data() {
+            Some(v) => Ok(std::borrow::Cow::Borrowed(v)),
+            None => self.read_f32().map(std::borrow::Cow::Owned),
+        }
+    }
+
+    /// The data of a contiguous host tensor, writable.
+    ///
+    /// # Safety
+    /// No other reference to this tensor's data may be alive while the
+    /// returned slice is used (true for a tensor we just created).
+    pub unsafe fn bytes_mut(&self) -> Result<&mut [u8]> {
+        self.check_host_data()?;
+        if !self.is_contiguous() {
+            return Err(Error::Tensor(format!(
+                "tensor '{}' is not contiguous",
+                self.name()
+            )));
+        }
+        Ok(std::slice::from_raw_parts_mut(
+            self.data_ptr(),
+            self.nbytes(),
+        ))
+    }
+
     /// The data bytes of a contiguous tensor.
     pub fn bytes(&self) -> Result<&[u8]> {
         self.check_host_data()?;
         if !self.is_contiguous() {
-            return Err(Error::Tensor(format!("tensor '{}' is not contiguous", self.name())));
-        }
-        Ok(unsafe { std::slice::from_raw_parts(self.data_ptr(), self.nbytes()) })
-    }
-
-    /// Writes `bytes` (exactly `nbytes`) into a contiguous host tensor.
-    pub fn write_bytes(&self, bytes: &[u8]) -> Result<()> {
-        self.check_host_data()?;
-        if !self.is_contiguous() || bytes.len() != self.nbytes() {
             return Err(Error::Tensor(format!(
-                "cannot write {} bytes into tensor '{}'",
-                bytes.len(),
+                "tensor '{}' is not contiguous",
                 self.name()
             )));
         }
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data_ptr(), bytes.len()) };
-        Ok(())
+        Ok(unsafe { std::slice::from_raw_parts(self.data_ptr(), self.nbytes()) })
     }
 }
 
