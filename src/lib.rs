@@ -9,9 +9,15 @@
 //! - [`capi`]: the `ggml_qat_*` C ABI declared in `include/ggml-qat.h`.
 
 pub mod capi;
+/// cbindgen:ignore
 pub mod error;
+/// cbindgen:ignore
 pub mod ggml;
+/// cbindgen:ignore
 pub mod opencog;
+/// cbindgen:ignore
 pub mod qat;
+/// cbindgen:ignore
 pub mod quant;
+/// cbindgen:ignore
 pub mod rng;
