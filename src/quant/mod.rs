@@ -159,13 +159,14 @@ pub fn quantize_rows(
         return Err(QuantError::NotImplemented { ty });
     }
     let f = format(ty);
-    let row_bytes = f.row_bytes(n_per_row).filter(|_| n_per_row > 0).ok_or(
-        QuantError::RowNotBlockAligned {
-            ty,
-            n_per_row,
-            block: f.block_size,
-        },
-    )?;
+    let row_bytes =
+        f.row_bytes(n_per_row)
+            .filter(|_| n_per_row > 0)
+            .ok_or(QuantError::RowNotBlockAligned {
+                ty,
+                n_per_row,
+                block: f.block_size,
+            })?;
     if src.len() % n_per_row != 0 {
         return Err(QuantError::BadLength {
             got: src.len(),
@@ -205,13 +206,14 @@ pub fn dequantize_rows(
         return Err(QuantError::NotImplemented { ty });
     }
     let f = format(ty);
-    let row_bytes = f.row_bytes(n_per_row).filter(|_| n_per_row > 0).ok_or(
-        QuantError::RowNotBlockAligned {
-            ty,
-            n_per_row,
-            block: f.block_size,
-        },
-    )?;
+    let row_bytes =
+        f.row_bytes(n_per_row)
+            .filter(|_| n_per_row > 0)
+            .ok_or(QuantError::RowNotBlockAligned {
+                ty,
+                n_per_row,
+                block: f.block_size,
+            })?;
     if dst.len() % n_per_row != 0 || src.len() != dst.len() / n_per_row * row_bytes {
         return Err(QuantError::BadLength {
             got: src.len(),
