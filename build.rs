@@ -1,1 +1,138 @@
-fn main() {}
+//! Build script: finds ggml, compiles the C shim of `src/ggml/` against its
+//! headers, links ggml, and generates the C header with cbindgen.
+//!
+//! ggml is looked for, in order:
+//! 1. `GGML_QAT_GGML_INCLUDE_DIR` + `GGML_QAT_GGML_LIB_DIR` (set by our CMake
+//!    build from `find_package(ggml)`),
+//! 2. `ggml_DIR` (the folder holding `ggml-config.cmake`),
+//! 3. each prefix of `CMAKE_PREFIX_PATH`,
+//! 4. the project-local wheel install `.deps/ggml` (installed on demand by
+//!    `scripts/install-ggml-wheel.sh`).
+//!
+//! The header goes to `$OUT_DIR/ggml-qat.h`; it is also written to
+//! `include/ggml-qat.h` when that file is missing or `GGML_QAT_UPDATE_HEADER`
+//! is set. A test fails when the committed header differs from the fresh one.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Ggml {
+    include: PathBuf,
+    lib: PathBuf,
+}
+
+fn main() {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    for var in [
+        "GGML_QAT_GGML_INCLUDE_DIR",
+        "GGML_QAT_GGML_LIB_DIR",
+        "ggml_DIR",
+        "CMAKE_PREFIX_PATH",
+        "GGML_QAT_UPDATE_HEADER",
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    println!("cargo:rerun-if-changed=src/ggml/shim.c");
+    println!("cargo:rerun-if-changed=scripts/install-ggml-wheel.sh");
+
+    let ggml = find_ggml(&root);
+    println!(
+        "cargo:rerun-if-changed={}",
+        ggml.include.join("ggml.h").display()
+    );
+
+    cc::Build::new()
+        .file("src/ggml/shim.c")
+        .include(&ggml.include)
+        .std("c11")
+        .warnings(true)
+        .compile("ggml_qat_shim");
+
+    println!("cargo:rustc-link-search=native={}", ggml.lib.display());
+    for lib in ["ggml", "ggml-cpu", "ggml-base"] {
+        println!("cargo:rustc-link-lib=dylib={lib}");
+    }
+    // Tests, benches and the shared library find ggml where it was found.
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", ggml.lib.display());
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libggml-qat.so.0");
+    println!(
+        "cargo:rustc-env=GGML_QAT_GGML_INCLUDE_DIR={}",
+        ggml.include.display()
+    );
+    println!(
+        "cargo:rustc-env=GGML_QAT_GGML_LIB_DIR={}",
+        ggml.lib.display()
+    );
+
+    generate_header(&root);
+}
+
+fn find_ggml(root: &Path) -> Ggml {
+    if let (Some(include), Some(lib)) = (
+        env::var_os("GGML_QAT_GGML_INCLUDE_DIR"),
+        env::var_os("GGML_QAT_GGML_LIB_DIR"),
+    ) {
+        return Ggml {
+            include: include.into(),
+            lib: lib.into(),
+        };
+    }
+    if let Some(dir) = env::var_os("ggml_DIR") {
+        if let Some(g) = from_cmake_dir(Path::new(&dir)) {
+            return g;
+        }
+        panic!("ggml_DIR={dir:?} holds no ggml-config.cmake with headers beside it");
+    }
+    if let Some(paths) = env::var_os("CMAKE_PREFIX_PATH") {
+        for prefix in env::split_paths(&paths) {
+            for libdir in ["lib", "lib64"] {
+                if let Some(g) = from_cmake_dir(&prefix.join(libdir).join("cmake").join("ggml")) {
+                    return g;
+                }
+            }
+        }
+    }
+    let dest = root.join(".deps").join("ggml");
+    let out = Command::new("sh")
+        .arg(root.join("scripts").join("install-ggml-wheel.sh"))
+        .arg(&dest)
+        .output()
+        .expect("cannot run scripts/install-ggml-wheel.sh");
+    if !out.status.success() {
+        panic!(
+            "no ggml found (set ggml_DIR or CMAKE_PREFIX_PATH) and installing the wheel failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let prefix = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    from_cmake_dir(&prefix.join("lib64").join("cmake").join("ggml"))
+        .expect("the ggml wheel has no CMake package")
+}
+
+/// `dir` is a CMake package folder `PREFIX/LIBDIR/cmake/ggml`.
+fn from_cmake_dir(dir: &Path) -> Option<Ggml> {
+    let has_config =
+        dir.join("ggml-config.cmake").is_file() || dir.join("ggmlConfig.cmake").is_file();
+    let lib = dir.parent()?.parent()?.to_path_buf();
+    let include = lib.parent()?.join("include");
+    (has_config && include.join("ggml.h").is_file()).then_some(Ggml { include, lib })
+}
+
+fn generate_header(root: &Path) {
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    println!("cargo:rerun-if-changed=src");
+    let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("ggml-qat.h");
+    cbindgen::Builder::new()
+        .with_crate(root)
+        .with_config(config)
+        .generate()
+        .expect("cbindgen could not generate the header")
+        .write_to_file(&out);
+    let committed = root.join("include").join("ggml-qat.h");
+    if !committed.exists() || env::var_os("GGML_QAT_UPDATE_HEADER").is_some() {
+        std::fs::create_dir_all(committed.parent().unwrap()).unwrap();
+        std::fs::copy(&out, &committed).expect("cannot write include/ggml-qat.h");
+    }
+}

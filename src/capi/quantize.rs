@@ -1,0 +1,145 @@
+//! Calibration data, layer quantization, memory estimates and type choice.
+
+use std::ffi::c_int;
+
+use super::context::{session, QatContext};
+use super::guard;
+use super::types::{GgmlBackendT, GgmlContext, GgmlTensor, GgmlType, LayerTypeArg};
+use crate::error::{Error, Result};
+use crate::ggml::{backend, Context, Tensor};
+
+/// Reads `n` C array elements, or fails naming `what` when the pointer is
+/// NULL (and `n > 0`).
+unsafe fn c_slice<'a, T>(ptr: *const T, n: usize, what: &'static str) -> Result<&'a [T]> {
+    match n {
+        0 => Ok(&[]),
+        _ if ptr.is_null() => Err(Error::Null(what)),
+        _ => Ok(std::slice::from_raw_parts(ptr, n)),
+    }
+}
+
+/// A new F32 tensor in `ggml_ctx` of `n_dims` (1 to 4) dimensions `shape`,
+/// filled with i.i.d. Normal(mean, std) values from the context's seeded
+/// generator (the same seed and calls give the same bytes, whatever the
+/// thread count; std == 0 gives all `mean`). NULL on bad arguments or when
+/// `ggml_ctx` has no room.
+#[no_mangle]
+pub unsafe extern "C" fn ggml_qat_generate_calibration_data(
+    ctx: *mut QatContext,
+    ggml_ctx: *mut GgmlContext,
+    shape: *mut i64,
+    n_dims: c_int,
+    mean: f32,
+    std: f32,
+) -> *mut GgmlTensor {
+    guard(
+        "ggml_qat_generate_calibration_data",
+        std::ptr::null_mut(),
+        || {
+            let s = session(ctx)?;
+            let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
+            if !(1..=4).contains(&n_dims) {
+                return Err(Error::invalid(
+                    "n_dims",
+                    format!("{n_dims} (must be 1 to 4)"),
+                ));
+            }
+            let shape = c_slice(shape, n_dims as usize, "shape")?;
+            Ok(s.calibration_data(&gctx, shape, mean, std)?.as_ptr())
+        },
+    )
+}
+
+/// A new tensor in `ggml_ctx`, same shape and name as `src`, holding `src`
+/// quantized to the type of `layer_type` (config types; ATOMSPACE and ECAN
+/// Q8_0, MOSES Q6_K), byte-identical to ggml_quantize_chunk() without
+/// imatrix. When ne[0] is not a multiple of the type's block, the type falls
+/// back as llama.cpp does (Q2_K, Q3_K -> Q4_0; IQ4_XS -> IQ4_NL; Q4_K ->
+/// Q5_0; Q5_K -> Q5_1; Q6_K -> Q8_0; then F16), listed by
+/// ggml_qat_get_fallbacks(). `src` may be F32, F16, BF16 or any type
+/// ggml-qat implements (dequantized first). NULL on bad arguments, non-finite
+/// data, or a ggml context without room.
+#[no_mangle]
+pub unsafe extern "C" fn ggml_qat_quantize_layer(
+    ctx: *mut QatContext,
+    ggml_ctx: *mut GgmlContext,
+    src: *mut GgmlTensor,
+    layer_type: LayerTypeArg,
+) -> *mut GgmlTensor {
+    guard("ggml_qat_quantize_layer", std::ptr::null_mut(), || {
+        let s = session(ctx)?;
+        let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
+        let src = Tensor::from_raw(src, "src")?;
+        let class = layer_type.class("layer_type")?;
+        Ok(s.quantize_layer(&gctx, &src, class)?.as_ptr())
+    })
+}
+
+/// The exact bytes (sum of ggml_nbytes) that ggml_qat_quantize_layer() would
+/// produce for `tensors[i]` as `layer_types[i]`, fallback included; tensors
+/// already block-quantized count as they are. 0 on bad arguments (and for
+/// n_tensors == 0).
+#[no_mangle]
+pub unsafe extern "C" fn ggml_qat_estimate_memory_usage(
+    ctx: *mut QatContext,
+    tensors: *mut *mut GgmlTensor,
+    layer_types: *mut LayerTypeArg,
+    n_tensors: c_int,
+) -> usize {
+    guard("ggml_qat_estimate_memory_usage", 0, || {
+        let s = session(ctx)?;
+        let n = usize::try_from(n_tensors)
+            .map_err(|_| Error::invalid("n_tensors", format!("{n_tensors} is negative")))?;
+        let ptrs = c_slice(tensors, n, "tensors")?;
+        let kinds = c_slice(layer_types, n, "layer_types")?;
+        let tensors = ptrs
+            .iter()
+            .map(|&p| Tensor::from_raw(p, "tensors[i]"))
+            .collect::<Result<Vec<_>>>()?;
+        let classes = kinds
+            .iter()
+            .map(|k| k.class("layer_types[i]"))
+            .collect::<Result<Vec<_>>>()?;
+        s.estimate_memory(&tensors, &classes)
+    })
+}
+
+/// The quantization type for `layer_type` on `backend`. NULL backend: the
+/// default table (embeddings Q8_0, attention Q4_K, FFN Q6_K, norms Q8_0,
+/// ATOMSPACE/ECAN Q8_0, MOSES Q6_K). Otherwise the first type of the class's
+/// preference list whose MUL_MAT the backend supports
+/// (ggml_backend_supports_op). GGML_TYPE_F32 with an error on bad arguments.
+#[no_mangle]
+pub unsafe extern "C" fn ggml_qat_get_optimal_qtype(
+    layer_type: LayerTypeArg,
+    backend: GgmlBackendT,
+) -> GgmlType {
+    guard("ggml_qat_get_optimal_qtype", GgmlType(0), || {
+        let class = layer_type.class("layer_type")?;
+        let ty = if backend.is_null() {
+            crate::qat::Config::default().qtype_for(class)
+        } else {
+            backend::first_supported(backend, &crate::qat::plan::preference(class))?
+        };
+        Ok(GgmlType(ty.ggml_id()))
+    })
+}
+
+/// Not available yet: returns false with an error message and leaves
+/// `layers` untouched.
+#[no_mangle]
+pub unsafe extern "C" fn ggml_qat_progressive_quantize(
+    ctx: *mut QatContext,
+    ggml_ctx: *mut GgmlContext,
+    layers: *mut *mut GgmlTensor,
+    layer_types: *mut LayerTypeArg,
+    n_layers: c_int,
+    current_layer: c_int,
+) -> bool {
+    let _ = (ctx, ggml_ctx, layers, layer_types, n_layers, current_layer);
+    guard("ggml_qat_progressive_quantize", false, || {
+        Err(Error::Unsupported(
+            "not available yet in this version".into(),
+        ))
+    })
+}

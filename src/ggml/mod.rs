@@ -1,0 +1,12 @@
+//! The only code that touches libggml: raw declarations ([`ffi`]), the C shim
+//! that reads ggml's structs, and safe wrappers for tensors, contexts and
+//! ggml's own reference quantizers.
+
+pub mod backend;
+pub mod context;
+pub mod ffi;
+pub mod reference;
+pub mod tensor;
+
+pub use context::Context;
+pub use tensor::Tensor;

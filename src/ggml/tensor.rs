@@ -1,0 +1,278 @@
+//! A checked view of a caller's `struct ggml_tensor`.
+
+use std::ffi::{CStr, CString};
+use std::ptr::NonNull;
+
+use super::ffi::{self, GgmlTensor, TensorInfo};
+use crate::error::{Error, Result};
+use crate::quant::{self, QuantType};
+
+/// A non-NULL ggml tensor whose fields were read through the shim.
+#[derive(Clone, Copy, Debug)]
+pub struct Tensor {
+    raw: NonNull<GgmlTensor>,
+    info: TensorInfo,
+}
+
+impl Tensor {
+    /// Wraps `ptr`; `what` names the argument in error messages.
+    ///
+    /// # Safety
+    /// `ptr` is NULL or points to a live `struct ggml_tensor`.
+    pub unsafe fn from_raw(ptr: *const GgmlTensor, what: &'static str) -> Result<Tensor> {
+        let raw = NonNull::new(ptr as *mut GgmlTensor).ok_or(Error::Null(what))?;
+        let mut info = std::mem::MaybeUninit::<TensorInfo>::uninit();
+        ffi::qat_shim_tensor_info(raw.as_ptr(), info.as_mut_ptr());
+        let t = Tensor {
+            raw,
+            info: info.assume_init(),
+        };
+        if t.info.ne.iter().any(|&n| n <= 0) {
+            return Err(Error::Tensor(format!(
+                "tensor '{}' has shape {:?}: every dimension must be at least 1",
+                t.name(),
+                t.info.ne
+            )));
+        }
+        if t.info
+            .ne
+            .iter()
+            .try_fold(1i64, |a, &n| a.checked_mul(n))
+            .is_none()
+        {
+            return Err(Error::Tensor(format!(
+                "tensor '{}' has too many elements",
+                t.name()
+            )));
+        }
+        Ok(t)
+    }
+
+    pub fn as_ptr(&self) -> *mut GgmlTensor {
+        self.raw.as_ptr()
+    }
+
+    /// The ggml type id.
+    pub fn type_id(&self) -> i32 {
+        self.info.ty
+    }
+
+    /// The type, when this crate implements it.
+    pub fn quant_type(&self) -> Result<QuantType> {
+        QuantType::from_ggml(self.info.ty)
+            .filter(|t| quant::is_implemented(*t))
+            .ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "tensor '{}' has ggml type {} ({}), which ggml-qat does not implement",
+                    self.name(),
+                    self.info.ty,
+                    type_name(self.info.ty)
+                ))
+            })
+    }
+
+    /// `ne[0..4]`.
+    pub fn ne(&self) -> [i64; 4] {
+        self.info.ne
+    }
+
+    /// Number of dimensions as `ggml_n_dims` counts them (at least 1).
+    pub fn n_dims(&self) -> usize {
+        (1..4)
+            .rev()
+            .find(|&i| self.info.ne[i] > 1)
+            .map_or(1, |i| i + 1)
+    }
+
+    /// Elements per row (`ne[0]`).
+    pub fn row_len(&self) -> usize {
+        self.info.ne[0] as usize
+    }
+
+    /// Rows (`ne[1] * ne[2] * ne[3]`).
+    pub fn nrows(&self) -> usize {
+        (self.info.ne[1] * self.info.ne[2] * self.info.ne[3]) as usize
+    }
+
+    /// Total elements.
+    pub fn nelements(&self) -> usize {
+        self.row_len() * self.nrows()
+    }
+
+    /// `ggml_nbytes`.
+    pub fn nbytes(&self) -> usize {
+        unsafe { ffi::ggml_nbytes(self.raw.as_ptr()) }
+    }
+
+    /// The tensor's name (empty when unnamed).
+    pub fn name(&self) -> String {
+        let p = unsafe { ffi::ggml_get_name(self.raw.as_ptr()) };
+        if p.is_null() {
+            return String::new();
+        }
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+
+    /// Sets the name (truncated by ggml to its maximum length).
+    pub fn set_name(&self, name: &str) {
+        let c = CString::new(name.replace('\0', "")).unwrap_or_default();
+        unsafe { ffi::ggml_set_name(self.raw.as_ptr(), c.as_ptr()) };
+    }
+
+    /// Raw data pointer (may be NULL).
+    pub fn data_ptr(&self) -> *mut u8 {
+        self.info.data.cast()
+    }
+
+    /// Whether the data lives in host memory we may read and write.
+    pub fn has_host_data(&self) -> bool {
+        !self.info.data.is_null()
+            && (self.info.buffer.is_null()
+                || unsafe { ffi::ggml_backend_buffer_is_host(self.info.buffer.cast()) })
+    }
+
+    fn check_host_data(&self) -> Result<()> {
+        if self.info.data.is_null() {
+            return Err(Error::Tensor(format!(
+                "tensor '{}' has no data (allocated in a no_alloc context?)",
+                self.name()
+            )));
+        }
+        if !self.has_host_data() {
+            return Err(Error::Tensor(format!(
+                "tensor '{}' lives in a non-host backend buffer; copy it to host memory first",
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether rows are stored one after the other without gaps.
+    pub fn is_contiguous(&self) -> bool {
+        let Ok(ty) = self.quant_type() else {
+            return false;
+        };
+        let f = ty.format();
+        let Some(row) = f.row_bytes(self.row_len()) else {
+            return false;
+        };
+        let nb = self.info.nb;
+        let ne = self.info.ne;
+        nb[0] as usize == f.block_bytes
+            && nb[1] as usize == row
+            && nb[2] == nb[1] * ne[1] as u64
+            && nb[3] == nb[2] * ne[2] as u64
+    }
+
+    /// The address of each row, in logical order.
+    fn row_ptrs(&self) -> impl Iterator<Item = *const u8> + '_ {
+        let [_, n1, n2, n3] = self.info.ne;
+        let nb = self.info.nb;
+        let base = self.info.data as *const u8;
+        (0..n3).flat_map(move |i3| {
+            (0..n2).flat_map(move |i2| {
+                (0..n1).map(move |i1| unsafe {
+                    base.add((i1 as u64 * nb[1] + i2 as u64 * nb[2] + i3 as u64 * nb[3]) as usize)
+                })
+            })
+        })
+    }
+
+    /// The logical values as F32, row after row, dequantizing when needed.
+    /// Views with arbitrary strides are read element by element for F32, F16
+    /// and BF16; quantized views must keep each row's blocks together.
+    pub fn read_f32(&self) -> Result<Vec<f32>> {
+        self.check_host_data()?;
+        let ty = self.quant_type()?;
+        let f = ty.format();
+        let n = self.row_len();
+        let row_bytes = f.row_bytes(n).ok_or_else(|| {
+            Error::Tensor(format!(
+                "tensor '{}': row of {n} is not a multiple of the {} block size {}",
+                self.name(),
+                f.name,
+                f.block_size
+            ))
+        })?;
+        let mut out = vec![0f32; self.nelements()];
+        let nb0 = self.info.nb[0] as usize;
+        if nb0 == f.block_bytes {
+            for (row, dst) in self.row_ptrs().zip(out.chunks_mut(n)) {
+                let src = unsafe { std::slice::from_raw_parts(row, row_bytes) };
+                (f.dequantize_row)(src, dst);
+            }
+        } else if f.block_size == 1 {
+            for (row, dst) in self.row_ptrs().zip(out.chunks_mut(n)) {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    let src =
+                        unsafe { std::slice::from_raw_parts(row.add(i * nb0), f.block_bytes) };
+                    (f.dequantize_row)(src, std::slice::from_mut(d));
+                }
+            }
+        } else {
+            return Err(Error::Tensor(format!(
+                "tensor '{}' is a view whose {} blocks are not stored together",
+                self.name(),
+                f.name
+            )));
+        }
+        Ok(out)
+    }
+
+    /// The values of a contiguous F32 host tensor, borrowed without a copy.
+    pub fn f32_data(&self) -> Option<&[f32]> {
+        let contiguous_f32 = self.info.ty == QuantType::F32.ggml_id() && self.is_contiguous();
+        (contiguous_f32 && self.has_host_data()).then(|| unsafe {
+            std::slice::from_raw_parts(self.data_ptr() as *const f32, self.nelements())
+        })
+    }
+
+    /// The logical values as F32: borrowed for contiguous F32 tensors,
+    /// converted otherwise (see [`Tensor::read_f32`]).
+    pub fn values(&self) -> Result<std::borrow::Cow<'_, [f32]>> {
+        match self.f32_data() {
+            Some(v) => Ok(std::borrow::Cow::Borrowed(v)),
+            None => self.read_f32().map(std::borrow::Cow::Owned),
+        }
+    }
+
+    /// The data of a contiguous host tensor, writable.
+    ///
+    /// # Safety
+    /// No other reference to this tensor's data may be alive while the
+    /// returned slice is used (true for a tensor we just created).
+    pub unsafe fn bytes_mut(&self) -> Result<&mut [u8]> {
+        self.check_host_data()?;
+        if !self.is_contiguous() {
+            return Err(Error::Tensor(format!(
+                "tensor '{}' is not contiguous",
+                self.name()
+            )));
+        }
+        Ok(std::slice::from_raw_parts_mut(
+            self.data_ptr(),
+            self.nbytes(),
+        ))
+    }
+
+    /// The data bytes of a contiguous tensor.
+    pub fn bytes(&self) -> Result<&[u8]> {
+        self.check_host_data()?;
+        if !self.is_contiguous() {
+            return Err(Error::Tensor(format!(
+                "tensor '{}' is not contiguous",
+                self.name()
+            )));
+        }
+        Ok(unsafe { std::slice::from_raw_parts(self.data_ptr(), self.nbytes()) })
+    }
+}
+
+/// ggml's name of a type id ("unknown" for ids ggml does not know).
+pub fn type_name(id: i32) -> String {
+    let p = unsafe { ffi::qat_shim_type_name(id) };
+    if p.is_null() {
+        return "unknown".into();
+    }
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
