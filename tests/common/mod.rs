@@ -128,11 +128,5 @@ pub fn make_imatrix(n: usize, seed: u64) -> Vec<f32> {
 /// one row of several blocks, and many rows.
 pub fn shapes(block: usize) -> Vec<(usize, usize)> {
     let bs = block.max(32);
-    vec![
-        (1, bs),
-        (1, bs * 8),
-        (3, bs * 2),
-        (17, bs * 4),
-        (2048, bs),
-    ]
+    vec![(1, bs), (1, bs * 8), (3, bs * 2), (17, bs * 4), (2048, bs)]
 }
