@@ -300,6 +300,14 @@ struct ggml_tensor *ggml_qat_quantize_layer(ggml_qat_context_t *ctx,
                                             struct ggml_tensor *src,
                                             ggml_qat_layer_type_t layer_type);
 
+// Like ggml_qat_quantize_layer() with an explicit type instead of a layer
+// class (the same fallback applies): for applying a plan from
+// ggml_qat_plan_mixed_precision(). NULL on bad arguments.
+struct ggml_tensor *ggml_qat_quantize_tensor(ggml_qat_context_t *ctx,
+                                             struct ggml_context *ggml_ctx,
+                                             struct ggml_tensor *src,
+                                             enum ggml_type qtype);
+
 // The exact bytes (sum of ggml_nbytes) that ggml_qat_quantize_layer() would
 // produce for `tensors[i]` as `layer_types[i]`, fallback included; tensors
 // already block-quantized count as they are. 0 on bad arguments (and for

@@ -8,18 +8,6 @@ use super::quantize::c_slice;
 use super::types::{GgmlTensor, GgmlType};
 use crate::error::{Error, Result};
 use crate::ggml::Tensor;
-use crate::quant::{self, QuantType};
-
-fn quant_type(t: GgmlType) -> Result<QuantType> {
-    QuantType::from_ggml(t.0)
-        .filter(|q| quant::is_implemented(*q))
-        .ok_or_else(|| {
-            Error::invalid(
-                "type",
-                format!("ggml type {} cannot be produced by ggml-qat", t.0),
-            )
-        })
-}
 
 /// Sensitivity of `layer` to quantization to `qtype` (after fallback): its
 /// output error on config calibration_samples synthetic N(0,1) inputs
@@ -36,7 +24,7 @@ pub unsafe extern "C" fn ggml_qat_layer_sensitivity(
     guard("ggml_qat_layer_sensitivity", f32::NAN, || {
         let s = session(ctx)?;
         let t = Tensor::from_raw(layer, "layer")?;
-        Ok(s.sensitivity(&t, quant_type(qtype)?)? as f32)
+        Ok(s.sensitivity(&t, crate::qat::config::producible("qtype", qtype.0)?)? as f32)
     })
 }
 

@@ -79,6 +79,25 @@ pub unsafe extern "C" fn ggml_qat_quantize_layer(
     })
 }
 
+/// Like ggml_qat_quantize_layer() with an explicit type instead of a layer
+/// class (the same fallback applies): for applying a plan from
+/// ggml_qat_plan_mixed_precision(). NULL on bad arguments.
+#[no_mangle]
+pub unsafe extern "C" fn ggml_qat_quantize_tensor(
+    ctx: *mut QatContext,
+    ggml_ctx: *mut GgmlContext,
+    src: *mut GgmlTensor,
+    qtype: GgmlType,
+) -> *mut GgmlTensor {
+    guard("ggml_qat_quantize_tensor", std::ptr::null_mut(), || {
+        let s = session(ctx)?;
+        let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
+        let src = Tensor::from_raw(src, "src")?;
+        let ty = crate::qat::config::producible("qtype", qtype.0)?;
+        Ok(s.quantize_as(&gctx, &src, ty)?.as_ptr())
+    })
+}
+
 /// The exact bytes (sum of ggml_nbytes) that ggml_qat_quantize_layer() would
 /// produce for `tensors[i]` as `layer_types[i]`, fallback included; tensors
 /// already block-quantized count as they are. 0 on bad arguments (and for

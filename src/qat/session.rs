@@ -230,7 +230,12 @@ impl Session {
         src: &Tensor,
         class: LayerClass,
     ) -> Result<Tensor> {
-        let wanted = self.config.qtype_for(class);
+        self.quantize_as(gctx, src, self.config.qtype_for(class))
+    }
+
+    /// `src` quantized to `wanted` (after fallback) as a new tensor of
+    /// `gctx` with the same shape and name.
+    pub fn quantize_as(&self, gctx: &Context, src: &Tensor, wanted: QuantType) -> Result<Tensor> {
         let values = self.checked_values(src)?;
         let row_len = src.row_len();
         let ty = plan::type_for_row(wanted, row_len);
