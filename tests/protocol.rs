@@ -382,7 +382,10 @@ fn memory_reduction_target_bounds_the_plan() {
         .collect();
     let f32_total: usize = ts.iter().map(|t| t.nbytes()).sum();
     for target in [0.5f32, 0.75, 0.85] {
-        let s = session(|c| c.memory_reduction_target = target);
+        let s = session(|c| {
+            c.memory_reduction_target = target;
+            c.accuracy_threshold = f32::MIN_POSITIVE;
+        });
         let plan = s.plan_mixed_precision(&ts).unwrap();
         let bytes: usize = ts
             .iter()
@@ -396,6 +399,21 @@ fn memory_reduction_target_bounds_the_plan() {
     }
     let s = session(|c| c.memory_reduction_target = 0.95);
     assert!(s.plan_mixed_precision(&ts).is_err(), "95% is below Q2_K");
+
+    // With the accuracy gate, every planned type keeps the agreement on the
+    // synthetic inputs (the same ones: same seed, same calls).
+    let s = session(|c| c.accuracy_threshold = 0.9);
+    s.set_seed(5);
+    let plan = s.plan_mixed_precision(&ts).unwrap();
+    s.set_seed(5);
+    for (t, ty) in ts.iter().zip(&plan) {
+        let e = s.layer_error(t, *ty).unwrap();
+        assert!(
+            e.top1 >= 0.9 || *ty == QuantType::F16,
+            "{ty:?}: top-1 {}",
+            e.top1
+        );
+    }
 }
 
 #[test]

@@ -34,6 +34,8 @@ pub const PLAN_LADDER: [QuantType; 7] = [
 pub struct OutputError {
     pub kl: f64,
     pub rel_mse: f64,
+    /// Top-1 agreement of the outputs (not part of the blended error).
+    pub top1: f64,
 }
 
 /// One layer's candidates: (type, bytes, blended error), least precise first.
@@ -71,6 +73,7 @@ impl Session {
         Ok(OutputError {
             kl: metrics::mean_kl(&c.y_a, &c.y_b, reference.ne1, t),
             rel_mse: if den > 0.0 { num / den } else { 0.0 },
+            top1: metrics::top1_agreement(&c.y_a, &c.y_b, reference.ne1),
         })
     }
 
@@ -118,11 +121,17 @@ impl Session {
             .map(|&t| plan::type_for_row(t, ne0))
             .collect();
         types.dedup();
+        let threshold = self.config().accuracy_threshold as f64;
+        let most_precise = *types.last().expect("the ladder is not empty");
         let mut out = Vec::with_capacity(types.len());
         for ty in types {
             let bytes = Context::data_bytes(ty.ggml_id(), &layer.ne())?;
             let e = self.output_error(backend, &reference, ty, &values, &x, n)?;
-            out.push((ty, bytes, self.blended(e)));
+            // The accuracy gate: a type whose top-1 agreement misses the
+            // threshold is not a candidate (the most precise always is).
+            if e.top1 >= threshold || ty == most_precise {
+                out.push((ty, bytes, self.blended(e)));
+            }
         }
         // Keep sizes strictly increasing (a fallback may map two rungs to
         // types of equal size).
@@ -134,7 +143,8 @@ impl Session {
     /// of the layers' F32 size, with the least total blended error: starting
     /// from the most precise type of every layer, the step down with the least
     /// added error per byte saved (the least sensitive layer) is taken first,
-    /// until the target is met.
+    /// until the target is met. Types whose top-1 agreement on the synthetic
+    /// inputs is below `accuracy_threshold` are not considered (F16 always is).
     pub fn plan_mixed_precision(&self, layers: &[Tensor]) -> Result<Vec<QuantType>> {
         let backend = self.cpu_backend()?;
         let cands = layers
