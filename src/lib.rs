@@ -1,12 +1,23 @@
 //! ggml-qat: data-free, architecture-aware quantization of ggml tensors.
 //!
-//! Module map (dependencies point one way: `capi → (qat, opencog, ggml) → quant`):
+//! Module map (dependencies point one way: `capi → (qat, opencog) → ggml → quant`):
 //! - [`quant`]: ggml block formats on plain slices (no FFI).
-//! - [`qat`]: calibration, metrics, planning, statistics.
+//! - [`rng`]: seeded counter-based random streams.
+//! - [`qat`]: calibration, metrics, planning, statistics, sessions.
 //! - [`opencog`]: AtomSpace, MOSES tree and ECAN structures.
 //! - [`ggml`]: the only code that touches libggml.
 //! - [`capi`]: the `ggml_qat_*` C ABI declared in `include/ggml-qat.h`.
 
+pub mod capi;
+/// cbindgen:ignore
 pub mod error;
+/// cbindgen:ignore
 pub mod ggml;
+/// cbindgen:ignore
+pub mod opencog;
+/// cbindgen:ignore
+pub mod qat;
+/// cbindgen:ignore
 pub mod quant;
+/// cbindgen:ignore
+pub mod rng;

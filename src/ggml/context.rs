@@ -25,9 +25,10 @@ impl Context {
         Ok(Context { raw, owned: false })
     }
 
-    /// A new context of `mem_size` bytes that is freed on drop.
-    pub fn new_owned(mem_size: usize) -> Result<Context> {
-        let raw = unsafe { ffi::qat_shim_init(mem_size, false) };
+    /// A new context of `mem_size` bytes that is freed on drop; a `no_alloc`
+    /// context holds tensor metadata only.
+    pub fn new_owned(mem_size: usize, no_alloc: bool) -> Result<Context> {
+        let raw = unsafe { ffi::qat_shim_init(mem_size, no_alloc) };
         let raw = NonNull::new(raw)
             .ok_or_else(|| Error::Ggml(format!("ggml_init could not allocate {mem_size} bytes")))?;
         Ok(Context { raw, owned: true })
@@ -89,17 +90,29 @@ impl Context {
             .ok_or_else(|| Error::invalid("shape", format!("{ne:?} is too large")))
     }
 
-    /// `ggml_new_tensor`, after checking everything it would abort on: the
-    /// type, the shape, that the context allocates data, and that it has room.
+    /// Whether tensors created here get no data (`no_alloc`).
+    pub fn is_no_alloc(&self) -> bool {
+        unsafe { ffi::ggml_get_no_alloc(self.raw.as_ptr()) }
+    }
+
+    /// `ggml_new_tensor` of a tensor that must hold data, after checking
+    /// everything it would abort on: the type, the shape, that the context
+    /// allocates data, and that it has room.
     pub fn new_tensor(&self, ty: i32, ne: &[i64]) -> Result<Tensor> {
-        let bytes = Self::data_bytes(ty, ne)?;
-        if unsafe { ffi::ggml_get_no_alloc(self.raw.as_ptr()) } {
+        if self.is_no_alloc() {
             return Err(Error::invalid(
-                "ctx",
+                "ggml_ctx",
                 "the ggml context is no_alloc: the result needs data; pass a context that allocates",
             ));
         }
-        let need = Self::tensor_cost(bytes);
+        self.new_tensor_any(ty, ne)
+    }
+
+    /// `ggml_new_tensor` after checking the type, the shape and the room;
+    /// in a `no_alloc` context the tensor has no data.
+    pub fn new_tensor_any(&self, ty: i32, ne: &[i64]) -> Result<Tensor> {
+        let bytes = Self::data_bytes(ty, ne)?;
+        let need = Self::tensor_cost(if self.is_no_alloc() { 0 } else { bytes });
         let free = self.free_bytes();
         if need > free {
             return Err(Error::NoRoom { need, free });

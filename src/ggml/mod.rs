@@ -2,6 +2,8 @@
 //! that reads ggml's structs, and safe wrappers for tensors, contexts and
 //! ggml's own reference quantizers.
 
+pub mod backend;
+pub mod compute;
 pub mod context;
 pub mod ffi;
 pub mod reference;

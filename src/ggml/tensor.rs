@@ -219,6 +219,42 @@ impl Tensor {
         Ok(out)
     }
 
+    /// The values of a contiguous F32 host tensor, borrowed without a copy.
+    pub fn f32_data(&self) -> Option<&[f32]> {
+        let contiguous_f32 = self.info.ty == QuantType::F32.ggml_id() && self.is_contiguous();
+        (contiguous_f32 && self.has_host_data()).then(|| unsafe {
+            std::slice::from_raw_parts(self.data_ptr() as *const f32, self.nelements())
+        })
+    }
+
+    /// The logical values as F32: borrowed for contiguous F32 tensors,
+    /// converted otherwise (see [`Tensor::read_f32`]).
+    pub fn values(&self) -> Result<std::borrow::Cow<'_, [f32]>> {
+        match self.f32_data() {
+            Some(v) => Ok(std::borrow::Cow::Borrowed(v)),
+            None => self.read_f32().map(std::borrow::Cow::Owned),
+        }
+    }
+
+    /// The data of a contiguous host tensor, writable.
+    ///
+    /// # Safety
+    /// No other reference to this tensor's data may be alive while the
+    /// returned slice is used (true for a tensor we just created).
+    pub unsafe fn bytes_mut(&self) -> Result<&mut [u8]> {
+        self.check_host_data()?;
+        if !self.is_contiguous() {
+            return Err(Error::Tensor(format!(
+                "tensor '{}' is not contiguous",
+                self.name()
+            )));
+        }
+        Ok(std::slice::from_raw_parts_mut(
+            self.data_ptr(),
+            self.nbytes(),
+        ))
+    }
+
     /// The data bytes of a contiguous tensor.
     pub fn bytes(&self) -> Result<&[u8]> {
         self.check_host_data()?;
@@ -229,20 +265,6 @@ impl Tensor {
             )));
         }
         Ok(unsafe { std::slice::from_raw_parts(self.data_ptr(), self.nbytes()) })
-    }
-
-    /// Writes `bytes` (exactly `nbytes`) into a contiguous host tensor.
-    pub fn write_bytes(&self, bytes: &[u8]) -> Result<()> {
-        self.check_host_data()?;
-        if !self.is_contiguous() || bytes.len() != self.nbytes() {
-            return Err(Error::Tensor(format!(
-                "cannot write {} bytes into tensor '{}'",
-                bytes.len(),
-                self.name()
-            )));
-        }
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data_ptr(), bytes.len()) };
-        Ok(())
     }
 }
 

@@ -1,0 +1,24 @@
+//! Synthetic calibration data: i.i.d. normal values from a seeded stream.
+
+use rayon::prelude::*;
+
+use crate::rng::Stream;
+
+/// Fills `out` with Normal(mean, std) values: element `i` is
+/// `mean + std * stream.normal_at(i)`, so the bytes do not depend on how many
+/// threads fill them. `std == 0` gives exactly `mean`.
+pub fn fill_normal(out: &mut [f32], stream: &Stream, mean: f32, std: f32) {
+    const CHUNK: usize = 1 << 14;
+    out.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let base = (c * CHUNK) as u64;
+            for (j, v) in chunk.iter_mut().enumerate() {
+                *v = if std == 0.0 {
+                    mean
+                } else {
+                    (mean as f64 + std as f64 * stream.normal_at(base + j as u64)) as f32
+                };
+            }
+        });
+}

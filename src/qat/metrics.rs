@@ -1,0 +1,112 @@
+//! Distribution metrics: KL divergence of row softmaxes and top-1 agreement.
+//! Rows are independent and computed in parallel; sums are in f64.
+
+use rayon::prelude::*;
+
+/// `KL(P‖Q)` of one row, `P = softmax(p/T)`, `Q = softmax(q/T)`, computed
+/// with log-sum-exp in f64. Identical rows give exactly 0.
+pub fn kl_row(p: &[f32], q: &[f32], inv_t: f64) -> f64 {
+    let lse = |x: &[f32]| {
+        let m = x
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64 * inv_t));
+        m + x
+            .iter()
+            .map(|&v| (v as f64 * inv_t - m).exp())
+            .sum::<f64>()
+            .ln()
+    };
+    let (lp, lq) = (lse(p), lse(q));
+    let kl: f64 = p
+        .iter()
+        .zip(q)
+        .map(|(&a, &b)| {
+            let log_p = a as f64 * inv_t - lp;
+            let log_q = b as f64 * inv_t - lq;
+            log_p.exp() * (log_p - log_q)
+        })
+        .sum();
+    kl.max(0.0)
+}
+
+/// Mean over rows of [`kl_row`]; `p` and `q` hold the same number of rows of
+/// `row_len` values.
+pub fn mean_kl(p: &[f32], q: &[f32], row_len: usize, temperature: f64) -> f64 {
+    assert_eq!(p.len(), q.len());
+    let rows = p.len() / row_len;
+    if rows == 0 {
+        return 0.0;
+    }
+    let inv_t = 1.0 / temperature;
+    let total: f64 = p
+        .par_chunks(row_len)
+        .zip(q.par_chunks(row_len))
+        .map(|(a, b)| kl_row(a, b, inv_t))
+        .sum();
+    total / rows as f64
+}
+
+/// Index of the largest value (the first on ties).
+pub fn argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Share of rows whose argmax agrees (llama.cpp's "same top").
+pub fn top1_agreement(p: &[f32], q: &[f32], row_len: usize) -> f64 {
+    let rows = p.len() / row_len;
+    if rows == 0 {
+        return 1.0;
+    }
+    let same = p
+        .par_chunks(row_len)
+        .zip(q.par_chunks(row_len))
+        .filter(|(a, b)| argmax(a) == argmax(b))
+        .count();
+    same as f64 / rows as f64
+}
+
+/// Index and value of the first non-finite element, if any.
+pub fn first_non_finite(x: &[f32]) -> Option<(usize, f32)> {
+    x.par_iter()
+        .position_first(|v| !v.is_finite())
+        .map(|i| (i, x[i]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kl_of_identical_rows_is_zero() {
+        let x: Vec<f32> = (0..64).map(|i| (i as f32).sin() * 5.0).collect();
+        assert_eq!(mean_kl(&x, &x, 16, 1.0), 0.0);
+    }
+
+    #[test]
+    fn kl_matches_direct_formula() {
+        let p = [1.0f32, 2.0, 3.0];
+        let q = [1.5f32, 1.0, 3.5];
+        let sm = |x: &[f32]| {
+            let s: f64 = x.iter().map(|&v| (v as f64 / 2.0).exp()).sum();
+            x.iter()
+                .map(|&v| (v as f64 / 2.0).exp() / s)
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (sm(&p), sm(&q));
+        let want: f64 = a.iter().zip(&b).map(|(x, y)| x * (x / y).ln()).sum();
+        assert!((kl_row(&p, &q, 0.5) - want).abs() < 1e-12);
+    }
+
+    #[test]
+    fn agreement_counts_rows() {
+        let p = [0.0f32, 1.0, 1.0, 0.0];
+        let q = [0.0f32, 1.0, 0.0, 1.0];
+        assert_eq!(top1_agreement(&p, &q, 2), 0.5);
+    }
+}

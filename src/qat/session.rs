@@ -1,0 +1,305 @@
+//! The state behind a `ggml_qat_context_t`: the validated configuration, the
+//! seeded generator, running statistics, and the tensor-level operations.
+//! Every method takes `&self` and is safe to call from several threads.
+
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use super::calibration::fill_normal;
+use super::config::Config;
+use super::layer::LayerClass;
+use super::measure::BenchmarkTimes;
+use super::metrics;
+use super::plan;
+use crate::error::{Error, Result};
+use crate::ggml::{Context, Tensor};
+use crate::quant::{self, QuantType};
+use crate::rng::{SeedSequence, Stream};
+
+/// The seed a new context starts from.
+pub const DEFAULT_SEED: u64 = 12345;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The six figures of `ggml_qat_stats_t`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stats {
+    pub original_size_mb: f32,
+    pub quantized_size_mb: f32,
+    pub compression_ratio: f32,
+    pub accuracy_retention: f32,
+    pub kl_divergence_loss: f32,
+    pub inference_speedup: f32,
+}
+
+#[derive(Default)]
+struct Totals {
+    original_bytes: u64,
+    quantized_bytes: u64,
+    measured: Stats,
+    benchmark: BenchmarkTimes,
+    fallbacks: Vec<String>,
+    /// Addresses of the tensors this session produced.
+    produced: std::collections::HashSet<usize>,
+}
+
+/// One QAT session (a `ggml_qat_context_t`).
+pub struct Session {
+    config: Config,
+    seeds: Mutex<SeedSequence>,
+    totals: Mutex<Totals>,
+    pool: RwLock<Option<Arc<rayon::ThreadPool>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Session {
+    pub fn new(config: Config) -> Session {
+        Session {
+            config,
+            seeds: Mutex::new(SeedSequence::new(DEFAULT_SEED)),
+            totals: Mutex::new(Totals::default()),
+            pool: RwLock::new(None),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Restarts the generator from `seed`.
+    pub fn set_seed(&self, seed: u64) {
+        *lock(&self.seeds) = SeedSequence::new(seed);
+    }
+
+    /// The next random stream of this session.
+    pub fn next_stream(&self) -> Stream {
+        lock(&self.seeds).next_stream()
+    }
+
+    /// Uses `n` worker threads for this session's parallel work; 0 returns
+    /// to the global pool (sized by `RAYON_NUM_THREADS` or the CPU count).
+    pub fn set_n_threads(&self, n: usize) -> Result<()> {
+        let pool = if n == 0 {
+            None
+        } else {
+            let p = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .map_err(|e| Error::Ggml(format!("cannot start {n} threads: {e}")))?;
+            Some(Arc::new(p))
+        };
+        *self.pool.write().unwrap_or_else(|e| e.into_inner()) = pool;
+        Ok(())
+    }
+
+    /// Runs `f` on this session's thread pool.
+    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        let pool = self.pool.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match pool {
+            Some(p) => p.install(f),
+            None => f(),
+        }
+    }
+
+    /// Sizes of everything quantized so far, with the latest measured figures.
+    pub fn stats(&self) -> Stats {
+        let t = lock(&self.totals);
+        let mut s = t.measured;
+        s.original_size_mb = (t.original_bytes as f64 / MIB) as f32;
+        s.quantized_size_mb = (t.quantized_bytes as f64 / MIB) as f32;
+        s.compression_ratio = if t.original_bytes == 0 {
+            0.0
+        } else {
+            (t.quantized_bytes as f64 / t.original_bytes as f64) as f32
+        };
+        s
+    }
+
+    /// Records measured figures (accuracy, KL, speedup) for [`Session::stats`].
+    pub fn record_measurement(&self, s: Stats) {
+        lock(&self.totals).measured = s;
+    }
+
+    /// Records the absolute figures of a benchmark.
+    pub fn record_benchmark(&self, b: BenchmarkTimes) {
+        lock(&self.totals).benchmark = b;
+    }
+
+    /// The absolute figures of the latest benchmark (zeros before any).
+    pub fn benchmark_times(&self) -> BenchmarkTimes {
+        lock(&self.totals).benchmark
+    }
+
+    /// One line per tensor that fell back to another type than its class's.
+    pub fn fallbacks(&self) -> Vec<String> {
+        lock(&self.totals).fallbacks.clone()
+    }
+
+    /// A new F32 tensor of `shape` in `gctx`, filled with Normal(mean, std).
+    pub fn calibration_data(
+        &self,
+        gctx: &Context,
+        shape: &[i64],
+        mean: f32,
+        std: f32,
+    ) -> Result<Tensor> {
+        if !mean.is_finite() {
+            return Err(Error::invalid("mean", format!("{mean} is not finite")));
+        }
+        if !(std.is_finite() && std >= 0.0) {
+            return Err(Error::invalid(
+                "std",
+                format!("{std} is not a finite value >= 0"),
+            ));
+        }
+        let t = gctx.new_tensor(QuantType::F32.ggml_id(), shape)?;
+        let stream = self.next_stream();
+        let bytes = unsafe { t.bytes_mut()? };
+        let out = unsafe {
+            std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut f32, t.nelements())
+        };
+        self.run(|| fill_normal(out, &stream, mean, std));
+        Ok(t)
+    }
+
+    /// The type a tensor of `class` with rows of `row_len` gets.
+    pub fn planned_type(&self, class: LayerClass, row_len: usize) -> QuantType {
+        plan::type_for_row(self.config.qtype_for(class), row_len)
+    }
+
+    /// The logical values of `src` as F32, refusing non-finite data (the
+    /// error names the first bad element).
+    pub fn checked_values<'t>(&self, src: &'t Tensor) -> Result<std::borrow::Cow<'t, [f32]>> {
+        src.quant_type()?;
+        let values = src.values()?;
+        if let Some((index, value)) = self.run(|| metrics::first_non_finite(&values)) {
+            return Err(Error::NonFinite {
+                tensor: src.name(),
+                index,
+                value,
+            });
+        }
+        Ok(values)
+    }
+
+    /// A new tensor of `gctx` of type `ty` with the shape and name of `src`.
+    pub fn new_like(&self, gctx: &Context, src: &Tensor, ty: QuantType) -> Result<Tensor> {
+        let dst = gctx.new_tensor(ty.ggml_id(), &src.ne()[..src.n_dims()])?;
+        dst.set_name(&src.name());
+        Ok(dst)
+    }
+
+    /// Counts `dst` (made from `src`) in the statistics, notes why its type
+    /// differs from `wanted` when it does, and remembers it as produced here.
+    pub fn record_quantized(
+        &self,
+        src: &Tensor,
+        dst: &Tensor,
+        wanted: QuantType,
+        why: Option<String>,
+    ) {
+        let mut t = lock(&self.totals);
+        t.original_bytes += src.nbytes() as u64;
+        t.quantized_bytes += dst.nbytes() as u64;
+        t.produced.insert(dst.as_ptr() as usize);
+        let ty = dst.quant_type().map(|t| t.format().name).unwrap_or("?");
+        if let Some(why) = why {
+            t.fallbacks.push(format!(
+                "{}: {} -> {} ({why})",
+                display_name(&src.name()),
+                wanted.format().name,
+                ty
+            ));
+        }
+    }
+
+    /// Whether `t` was produced by this session or already holds
+    /// block-quantized weights.
+    pub fn is_quantized(&self, t: &Tensor) -> bool {
+        lock(&self.totals).produced.contains(&(t.as_ptr() as usize))
+            || t.quant_type().is_ok_and(plan::is_block_quantized)
+    }
+
+    /// `src` quantized to its class's type (after fallback) as a new tensor
+    /// of `gctx` with the same shape and name.
+    pub fn quantize_layer(
+        &self,
+        gctx: &Context,
+        src: &Tensor,
+        class: LayerClass,
+    ) -> Result<Tensor> {
+        self.quantize_as(gctx, src, self.config.qtype_for(class))
+    }
+
+    /// `src` quantized to `wanted` (after fallback) as a new tensor of
+    /// `gctx` with the same shape and name.
+    pub fn quantize_as(&self, gctx: &Context, src: &Tensor, wanted: QuantType) -> Result<Tensor> {
+        let values = self.checked_values(src)?;
+        let row_len = src.row_len();
+        let ty = plan::type_for_row(wanted, row_len);
+        let dst = self.new_like(gctx, src, ty)?;
+        let out = unsafe { dst.bytes_mut()? };
+        self.run(|| quant::quantize_rows(ty, &values, row_len, out, None))?;
+        let why = (ty != wanted).then(|| plan::fallback_reason(wanted, row_len));
+        self.record_quantized(src, &dst, wanted, why);
+        Ok(dst)
+    }
+
+    /// Mean over rows of KL(softmax(original/T) ‖ softmax(quantized/T)).
+    pub fn kl_divergence(
+        &self,
+        original: &Tensor,
+        quantized: &Tensor,
+        temperature: f32,
+    ) -> Result<f64> {
+        if original.ne() != quantized.ne() {
+            return Err(Error::invalid(
+                "quantized",
+                format!(
+                    "shape {:?} differs from the original's {:?}",
+                    quantized.ne(),
+                    original.ne()
+                ),
+            ));
+        }
+        let p = original.values()?;
+        let q = quantized.values()?;
+        for (t, v) in [(original, &p), (quantized, &q)] {
+            if let Some((index, value)) = self.run(|| metrics::first_non_finite(v)) {
+                return Err(Error::NonFinite {
+                    tensor: t.name(),
+                    index,
+                    value,
+                });
+            }
+        }
+        let row_len = original.row_len();
+        Ok(self.run(|| metrics::mean_kl(&p, &q, row_len, temperature as f64)))
+    }
+
+    /// Exact bytes the tensors take once quantized by this session (fallback
+    /// included); block-quantized tensors count as they are.
+    pub fn estimate_memory(&self, tensors: &[Tensor], classes: &[LayerClass]) -> Result<usize> {
+        let mut total = 0usize;
+        for (t, &class) in tensors.iter().zip(classes) {
+            let bytes = match t.quant_type()? {
+                ty if plan::is_block_quantized(ty) => t.nbytes(),
+                _ => Context::data_bytes(self.planned_type(class, t.row_len()).ggml_id(), &t.ne())?,
+            };
+            total = total
+                .checked_add(bytes)
+                .ok_or_else(|| Error::invalid("tensors", "total size overflows size_t"))?;
+        }
+        Ok(total)
+    }
+}
+
+fn display_name(name: &str) -> &str {
+    if name.is_empty() {
+        "(unnamed)"
+    } else {
+        name
+    }
+}
