@@ -1,7 +1,7 @@
 #!/usr/bin/env sh
-# Runs every test: the Rust suite (unit, differential against ggml, header
-# drift, exported symbols) and the C suite through CMake and ctest (C tests,
-# ABI checks, the demo, and consumers of the installed package).
+# Runs every test: the Rust suite (unit, differential against ggml, protocol,
+# header drift) and the C suite through CMake and ctest (C tests, ABI checks,
+# exported symbols, the demo, and consumers of the installed package).
 # Installs cmake and ggml first when the machine lacks them.
 set -eu
 . "$(dirname "$0")/env.sh"

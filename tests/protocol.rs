@@ -216,14 +216,12 @@ fn benchmark_times_both_models() {
 fn optimal_type_asks_the_backend() {
     let backend = Backend::cpu(1).unwrap();
     let ty = ggml_qat::ggml::backend::first_supported(
-        backend.as_ptr(),
+        &backend,
         &ggml_qat::qat::plan::preference(LayerClass::Attention),
     )
     .unwrap();
     assert_eq!(ty, QuantType::Q4_K);
-    assert!(
-        ggml_qat::ggml::backend::supports_mul_mat(backend.as_ptr(), QuantType::IQ4_XS).unwrap()
-    );
+    assert!(ggml_qat::ggml::backend::supports_mul_mat(&backend, QuantType::IQ4_XS).unwrap());
 }
 
 fn layers(ctx: &Context, n: usize, seed: u64) -> Vec<*mut ggml_qat::ggml::ffi::GgmlTensor> {

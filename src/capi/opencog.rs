@@ -72,8 +72,8 @@ fn enabled(s: &Session, class: LayerClass, field: &'static str) -> Result<()> {
     }
 }
 
-/// A new AtomSpace of `n_atoms` atoms and `n_connections` connections (both
-/// >= 1), synthetic data from the context's generator: truth values on the
+/// A new AtomSpace of `n_atoms` atoms and `n_connections` connections (each
+/// at least 1), synthetic data from the context's generator: truth values on the
 /// 8-bit grid k/255, types in [0, 10), connections between existing atoms.
 /// `ggml_ctx` is not used and may be NULL. NULL on bad sizes or when
 /// enable_atomspace is false. Free with ggml_qat_free_atomspace().
@@ -135,7 +135,7 @@ pub unsafe extern "C" fn ggml_qat_create_moses_tree(
     })
 }
 
-/// New ECAN attention values for `n_elements` (>= 1) elements: STI and LTI
+/// New ECAN attention values for `n_elements` (at least 1) elements: STI and LTI
 /// on the 8-bit grid k/255; attention scores (0.7 STI + 0.3 LTI) quantized
 /// 8-bit relative to their maximum, never below one step, renormalized to
 /// sum to 1. NULL on bad sizes or when enable_ecan is false. Free with

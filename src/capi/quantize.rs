@@ -6,6 +6,7 @@ use super::context::{session, QatContext};
 use super::guard;
 use super::types::{GgmlBackendT, GgmlContext, GgmlTensor, GgmlType, LayerTypeArg};
 use crate::error::{Error, Result};
+use crate::ggml::compute::Backend;
 use crate::ggml::{backend, Context, Tensor};
 
 /// Reads `n` C array elements, or fails naming `what` when the pointer is
@@ -142,7 +143,10 @@ pub unsafe extern "C" fn ggml_qat_get_optimal_qtype(
         let ty = if backend.is_null() {
             crate::qat::Config::default().qtype_for(class)
         } else {
-            backend::first_supported(backend, &crate::qat::plan::preference(class))?
+            backend::first_supported(
+                &Backend::borrowed(backend)?,
+                &crate::qat::plan::preference(class),
+            )?
         };
         Ok(GgmlType(ty.ggml_id()))
     })

@@ -26,6 +26,15 @@ impl Backend {
         Ok(Backend { raw, owned: true })
     }
 
+    /// The caller's backend (not freed on drop).
+    ///
+    /// # Safety
+    /// `raw` is a live backend.
+    pub unsafe fn borrowed(raw: GgmlBackendT) -> Result<Backend> {
+        let raw = NonNull::new(raw).ok_or(Error::Null("backend"))?;
+        Ok(Backend { raw, owned: false })
+    }
+
     /// The caller's backend, or a CPU backend when `raw` is NULL.
     ///
     /// # Safety

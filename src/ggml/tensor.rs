@@ -241,6 +241,7 @@ impl Tensor {
     /// # Safety
     /// No other reference to this tensor's data may be alive while the
     /// returned slice is used (true for a tensor we just created).
+    #[allow(clippy::mut_from_ref)] // the data is C memory, not part of `self`
     pub unsafe fn bytes_mut(&self) -> Result<&mut [u8]> {
         self.check_host_data()?;
         if !self.is_contiguous() {
