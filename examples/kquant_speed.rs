@@ -34,13 +34,22 @@ fn mbps(bytes: usize, reps: usize, mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let with_imatrix = std::env::args().any(|a| a == "imatrix");
-    let only: Vec<String> = std::env::args().skip(1).filter(|a| a != "imatrix").collect();
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "imatrix")
+        .collect();
     let n_per_row = 4096;
     let nrows = 8 * 1024 * 1024 / 4 / n_per_row;
     let src = gaussian(nrows * n_per_row, 1);
-    let imatrix: Vec<f32> = gaussian(n_per_row, 2).iter().map(|v| v.abs() + 0.01).collect();
+    let imatrix: Vec<f32> = gaussian(n_per_row, 2)
+        .iter()
+        .map(|v| v.abs() + 0.01)
+        .collect();
     let imat = with_imatrix.then_some(imatrix.as_slice());
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     println!("imatrix: {with_imatrix}; {nrows} rows of {n_per_row}, one thread");
     for ty in [
         QuantType::Q2_K,
@@ -56,9 +65,12 @@ fn main() {
         let mut ours = vec![0u8; len];
         let mut theirs = Vec::new();
         let bytes = src.len() * 4;
-        let t_ggml = mbps(bytes, 2, || theirs = reference::quantize_chunk(ty, &src, nrows, n_per_row, imat));
+        let t_ggml = mbps(bytes, 2, || {
+            theirs = reference::quantize_chunk(ty, &src, nrows, n_per_row, imat)
+        });
         let t_ours = mbps(bytes, 3, || {
-            pool.install(|| quantize_rows(ty, &src, n_per_row, &mut ours, imat)).unwrap()
+            pool.install(|| quantize_rows(ty, &src, n_per_row, &mut ours, imat))
+                .unwrap()
         });
         println!(
             "{:5} ggml {:8.1} MB/s   ours {:8.1} MB/s   x{:5.2}   {}",
@@ -66,7 +78,11 @@ fn main() {
             t_ggml,
             t_ours,
             t_ours / t_ggml,
-            if ours == theirs { "same bytes" } else { "BYTES DIFFER" }
+            if ours == theirs {
+                "same bytes"
+            } else {
+                "BYTES DIFFER"
+            }
         );
     }
 }

@@ -6,6 +6,7 @@ pub mod calibration;
 pub mod config;
 pub mod layer;
 pub mod metrics;
+pub mod optimize;
 pub mod plan;
 pub mod session;
 

@@ -217,7 +217,7 @@ pub(crate) fn requantize(
     }
 }
 
-fn pack_q4(l: &[u8; QK_K], qs: &mut [u8; QK_K / 2]) {
+pub(crate) fn pack_q4(l: &[u8; QK_K], qs: &mut [u8; QK_K / 2]) {
     for (g, j) in (0..QK_K).step_by(64).enumerate() {
         for k in 0..32 {
             qs[32 * g + k] = l[j + k] | (l[j + k + 32] << 4);

@@ -33,7 +33,7 @@ const _: () = assert!(std::mem::align_of::<BlockQ5K>() == 1);
 // SAFETY: repr(C) of u8 arrays only.
 unsafe impl Block for BlockQ5K {}
 
-fn pack_q5(l: &[u8; QK_K], qh: &mut [u8; QK_K / 8], qs: &mut [u8; QK_K / 2]) {
+pub(crate) fn pack_q5(l: &[u8; QK_K], qh: &mut [u8; QK_K / 8], qs: &mut [u8; QK_K / 2]) {
     qh.fill(0);
     let (mut m1, mut m2) = (1u8, 2u8);
     for (g, n) in (0..QK_K).step_by(64).enumerate() {
