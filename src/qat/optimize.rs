@@ -79,6 +79,12 @@ pub struct Options {
     /// Also refine ggml's reference candidate (not only the imatrix and
     /// GPTQ ones).
     pub refine_reference: bool,
+    /// Shrinkage `α` of the sample `H` towards its diagonal for the search,
+    /// `(1 − α)·H + α·diag(H)`: `None` estimates it (Ledoit–Wolf), which
+    /// keeps the search from fitting the sampling noise of `H` when there
+    /// are few samples; `Some(0.0)` searches on the raw `H`. The final choice
+    /// between candidates always uses the raw `H`.
+    pub shrinkage: Option<f64>,
 }
 
 impl Default for Options {
@@ -88,12 +94,13 @@ impl Default for Options {
             gptq: true,
             damp: 0.01,
             refine_reference: true,
+            shrinkage: None,
         }
     }
 }
 
 /// Which candidate each row kept, for reports.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Choice {
     /// Rows where ggml's reference bytes were best.
     pub reference: usize,
@@ -101,6 +108,8 @@ pub struct Choice {
     pub imatrix: usize,
     /// Rows where a refined candidate was best.
     pub refined: usize,
+    /// The shrinkage `α` the search used (1: diagonal metric).
+    pub shrinkage: f64,
 }
 
 /// Per-column importance of the inputs: the mean of `x²` over samples (f64
@@ -209,6 +218,7 @@ pub fn quantize_output_aware_with(
             reference,
             Choice {
                 reference: rows,
+                shrinkage: 1.0,
                 ..Choice::default()
             },
         ));
@@ -220,18 +230,26 @@ pub fn quantize_output_aware_with(
     let mut with_imatrix = vec![0u8; rows * row_bytes];
     quantize_rows(ty, w, n, &mut with_imatrix, Some(&imatrix))?;
 
-    let metric = Metric::new(x, n, n_samples);
-    let finite = metric.is_finite();
-    let factor = match (&metric, kind(ty)) {
-        (Metric::Full { h, .. }, Some(_)) if opts.gptq && finite && n <= MAX_GPTQ_N => {
-            gptq_factor(h, n, opts.damp)
+    let gram = Gram::new(x, n, n_samples, opts.shrinkage);
+    let finite = gram.is_finite();
+    let opt = gram.shrunk();
+    let factor = match (opt.h, kind(ty)) {
+        (Some(_), Some(_)) if opts.gptq && finite && n <= MAX_GPTQ_N => {
+            gptq_factor(&opt.dense(), n, opts.damp)
         }
         _ => None,
     };
+    // The exact error is measured on X itself when that is cheaper than H
+    // (or H is not kept).
+    let x64: Option<Vec<f64>> = x
+        .filter(|_| n_samples < n || gram.h.is_none())
+        .map(|x| x.iter().map(|&v| v as f64).collect());
     let ctx = RowCtx {
         ty,
         n,
-        metric: &metric,
+        metric: opt,
+        exact: gram.exact(),
+        x: x64.as_deref(),
         factor: factor.as_deref(),
         imatrix: &imatrix,
         opts,
@@ -246,7 +264,10 @@ pub fn quantize_output_aware_with(
         .zip(with_imatrix.par_chunks(row_bytes))
         .map(|(((dst, wr), rb), ib)| ctx.row(wr, rb, ib, dst))
         .collect();
-    let mut choice = Choice::default();
+    let mut choice = Choice {
+        shrinkage: opt.alpha,
+        ..Choice::default()
+    };
     for p in picks {
         match p {
             0 => choice.reference += 1,
@@ -304,25 +325,46 @@ fn check_args(
 // ---------------------------------------------------------------------------
 // The metric H.
 
-/// `H = XᵀX` (full, row-major, symmetric) or its diagonal.
-enum Metric {
-    Diag(Vec<f64>),
-    Full { n: usize, h: Vec<f64> },
+/// The inputs' second moments `H = XᵀX`: its diagonal always, the full
+/// matrix when `n ≤ MAX_FULL_N`, and the Ledoit–Wolf shrinkage intensity
+/// `α` of the sample matrix towards its diagonal.
+struct Gram {
+    n: usize,
+    d: Vec<f64>,
+    h: Option<Vec<f64>>,
+    alpha: f64,
 }
 
-impl Metric {
-    fn new(x: Option<&[f32]>, n: usize, s: usize) -> Metric {
+impl Gram {
+    fn new(x: Option<&[f32]>, n: usize, s: usize, shrinkage: Option<f64>) -> Gram {
         let Some(x) = x else {
-            return Metric::Diag(vec![1.0; n]);
+            return Gram {
+                n,
+                d: vec![1.0; n],
+                h: None,
+                alpha: 1.0,
+            };
         };
-        if n > MAX_FULL_N {
-            let mut d = vec![0f64; n];
-            for xs in x.chunks_exact(n) {
-                for (a, &v) in d.iter_mut().zip(xs) {
-                    *a += v as f64 * v as f64;
-                }
+        let mut d = vec![0f64; n];
+        // Σ_k [(Σ_i x_ki²)² − Σ_i x_ki⁴], for the Ledoit–Wolf estimate.
+        let mut m4_off = 0f64;
+        for xs in x.chunks_exact(n) {
+            let (mut s2, mut s4) = (0f64, 0f64);
+            for (a, &v) in d.iter_mut().zip(xs) {
+                let v2 = v as f64 * v as f64;
+                *a += v2;
+                s2 += v2;
+                s4 += v2 * v2;
             }
-            return Metric::Diag(d);
+            m4_off += s2 * s2 - s4;
+        }
+        if n > MAX_FULL_N {
+            return Gram {
+                n,
+                d,
+                h: None,
+                alpha: 1.0,
+            };
         }
         // Columns of X, contiguous.
         let mut xt = vec![0f64; n * s];
@@ -338,40 +380,97 @@ impl Metric {
                 row[j] = dot(ci, &xt[j * s..j * s + s]);
             }
         });
+        let mut off2 = 0f64;
         for i in 0..n {
             for j in i + 1..n {
-                h[i * n + j] = h[j * n + i];
+                let v = h[j * n + i];
+                h[i * n + j] = v;
+                off2 += 2.0 * v * v;
             }
         }
-        Metric::Full { n, h }
+        // Ledoit–Wolf with the diagonal as target, on S = H/s:
+        // γ = Σ_{i≠j} S_ij², π = Σ_{i≠j} Var(S_ij) ≈ (Σ_{i≠j} mean_k(x_ki² x_kj²) − γ)/s,
+        // α = π/γ clamped to [0, 1].
+        let sf = s as f64;
+        let gamma = off2 / (sf * sf);
+        let pi = (m4_off / sf - gamma) / sf;
+        let alpha = match shrinkage {
+            Some(a) => a.clamp(0.0, 1.0),
+            None if gamma > 0.0 => (pi / gamma).clamp(0.0, 1.0),
+            None => 1.0,
+        };
+        let alpha = if alpha.is_finite() { alpha } else { 1.0 };
+        Gram {
+            n,
+            d,
+            h: Some(h),
+            alpha,
+        }
     }
 
     fn is_finite(&self) -> bool {
-        match self {
-            Metric::Diag(d) => d.iter().all(|v| v.is_finite()),
-            Metric::Full { h, .. } => h.iter().all(|v| v.is_finite()),
+        self.d.iter().all(|v| v.is_finite())
+            && self
+                .h
+                .as_ref()
+                .map_or(true, |h| h.iter().all(|v| v.is_finite()))
+    }
+
+    /// The metric the search minimises: `(1 − α) H + α diag(H)`.
+    fn shrunk(&self) -> Metric<'_> {
+        let full = self.alpha < 1.0 - 1e-9;
+        Metric {
+            n: self.n,
+            d: &self.d,
+            h: if full { self.h.as_deref() } else { None },
+            alpha: if full { self.alpha } else { 1.0 },
         }
     }
 
+    /// `H` itself (its diagonal when the full matrix is not kept).
+    fn exact(&self) -> Metric<'_> {
+        Metric {
+            n: self.n,
+            d: &self.d,
+            h: self.h.as_deref(),
+            alpha: if self.h.is_some() { 0.0 } else { 1.0 },
+        }
+    }
+}
+
+/// A view of the metric `(1 − α)·h + α·diag(d)` (`diag(d)` alone when `h`
+/// is `None`; `d` is always `h`'s diagonal).
+#[derive(Clone, Copy)]
+struct Metric<'a> {
+    n: usize,
+    d: &'a [f64],
+    h: Option<&'a [f64]>,
+    alpha: f64,
+}
+
+impl Metric<'_> {
     #[inline]
     fn hii(&self, i: usize) -> f64 {
-        match self {
-            Metric::Diag(d) => d[i],
-            Metric::Full { n, h } => h[i * n + i],
-        }
+        self.d[i]
+    }
+
+    #[inline]
+    fn row(&self, i: usize) -> Option<&[f64]> {
+        self.h.map(|h| &h[i * self.n..(i + 1) * self.n])
     }
 
     /// `g = H e`.
     fn apply(&self, e: &[f64], g: &mut [f64]) {
-        match self {
-            Metric::Diag(d) => {
-                for ((g, d), e) in g.iter_mut().zip(d).zip(e) {
+        match self.h {
+            None => {
+                for ((g, d), e) in g.iter_mut().zip(self.d).zip(e) {
                     *g = d * e;
                 }
             }
-            Metric::Full { n, h } => {
-                for (g, row) in g.iter_mut().zip(h.chunks_exact(*n)) {
-                    *g = dot(row, e);
+            Some(h) => {
+                let (b, a) = (1.0 - self.alpha, self.alpha);
+                for (i, (g, row)) in g.iter_mut().zip(h.chunks_exact(self.n)).enumerate() {
+                    *g = b * dot(row, e) + a * self.d[i] * e[i];
                 }
             }
         }
@@ -379,19 +478,20 @@ impl Metric {
 
     /// `g -= H[:, start..start+δ.len()] δ`.
     fn sub_update(&self, g: &mut [f64], start: usize, delta: &[f64]) {
-        match self {
-            Metric::Diag(d) => {
-                for (k, &dv) in delta.iter().enumerate() {
-                    g[start + k] -= d[start + k] * dv;
-                }
+        let a = if self.h.is_some() { self.alpha } else { 1.0 };
+        if a != 0.0 {
+            for (k, &dv) in delta.iter().enumerate() {
+                g[start + k] -= a * self.d[start + k] * dv;
             }
-            Metric::Full { n, h } => {
-                for (k, &dv) in delta.iter().enumerate() {
-                    if dv != 0.0 {
-                        let row = &h[(start + k) * n..(start + k + 1) * n];
-                        for (g, &hv) in g.iter_mut().zip(row) {
-                            *g -= hv * dv;
-                        }
+        }
+        if self.h.is_some() {
+            let b = 1.0 - self.alpha;
+            for (k, &dv) in delta.iter().enumerate() {
+                if dv != 0.0 {
+                    let row = self.row(start + k).unwrap();
+                    let c = b * dv;
+                    for (g, &hv) in g.iter_mut().zip(row) {
+                        *g -= hv * c;
                     }
                 }
             }
@@ -400,44 +500,59 @@ impl Metric {
 
     /// `δᵀ H[S, S] δ` for `S = start..start+δ.len()`.
     fn quad_local(&self, start: usize, delta: &[f64]) -> f64 {
-        match self {
-            Metric::Diag(d) => delta
-                .iter()
-                .enumerate()
-                .map(|(k, v)| d[start + k] * v * v)
-                .sum(),
-            Metric::Full { n, h } => {
-                let len = delta.len();
-                let mut s = 0.0;
-                for k in 0..len {
-                    if delta[k] != 0.0 {
-                        let row = &h[(start + k) * n + start..(start + k) * n + start + len];
-                        s += delta[k] * dot(row, delta);
-                    }
+        let a = if self.h.is_some() { self.alpha } else { 1.0 };
+        let diag: f64 = delta
+            .iter()
+            .enumerate()
+            .map(|(k, v)| self.d[start + k] * v * v)
+            .sum();
+        let mut s = a * diag;
+        if self.h.is_some() {
+            let len = delta.len();
+            let mut full = 0.0;
+            for k in 0..len {
+                if delta[k] != 0.0 {
+                    let row = &self.row(start + k).unwrap()[start..start + len];
+                    full += delta[k] * dot(row, delta);
                 }
-                s
             }
+            s += (1.0 - self.alpha) * full;
+        }
+        s
+    }
+
+    /// `u[k] = Σ_{i ∈ grp} H[start + k, i] v[i - grp]` for `k` in `0..len`:
+    /// the columns `grp..grp+v.len()` of `H` restricted to rows
+    /// `start..start+len`, times `v`.
+    fn block_times(&self, start: usize, len: usize, grp: usize, v: &[f64], u: &mut [f64]) {
+        let a = if self.h.is_some() { self.alpha } else { 1.0 };
+        match self.h {
+            None => u[..len].fill(0.0),
+            Some(_) => {
+                let b = 1.0 - self.alpha;
+                for k in 0..len {
+                    let row = &self.row(start + k).unwrap()[grp..grp + v.len()];
+                    u[k] = b * dot(row, v);
+                }
+            }
+        }
+        for (k, &vv) in v.iter().enumerate() {
+            u[grp + k - start] += a * self.d[grp + k] * vv;
         }
     }
 
-    /// `u[k] = Σ_{i ∈ grp} H[start + k, i] v[i - grp.start]` for `k` in
-    /// `0..len`: the columns `grp` of `H` restricted to rows `start..start+len`,
-    /// times `v`.
-    fn block_times(&self, start: usize, len: usize, grp: usize, v: &[f64], u: &mut [f64]) {
-        match self {
-            Metric::Diag(d) => {
-                u[..len].fill(0.0);
-                for (k, &vv) in v.iter().enumerate() {
-                    u[grp + k - start] = d[grp + k] * vv;
-                }
-            }
-            Metric::Full { n, h } => {
-                for k in 0..len {
-                    let row = &h[(start + k) * n + grp..(start + k) * n + grp + v.len()];
-                    u[k] = dot(row, v);
-                }
-            }
+    /// The effective matrix, dense (for GPTQ's factor).
+    fn dense(&self) -> Vec<f64> {
+        let n = self.n;
+        let mut m = match self.h {
+            Some(h) => h.iter().map(|v| v * (1.0 - self.alpha)).collect(),
+            None => vec![0f64; n * n],
+        };
+        let a = if self.h.is_some() { self.alpha } else { 1.0 };
+        for i in 0..n {
+            m[i * n + i] += a * self.d[i];
         }
+        m
     }
 }
 
@@ -485,7 +600,7 @@ fn gptq_factor(h: &[f64], n: usize, damp: f64) -> Option<Vec<f64>> {
             let lj: &[f64] = if j == i { &*li } else { &top[j * n..j * n + n] };
             let s = li[j] - dot(&li[..j], &lj[..j]);
             if j == i {
-                if !(s > 0.0) {
+                if s.is_nan() || s <= 0.0 {
                     return None;
                 }
                 li[i] = s.sqrt();
@@ -826,7 +941,12 @@ fn unpack_2bit(qs: &[u8; QK_K / 4], l: &mut [u8]) {
 struct RowCtx<'a> {
     ty: QuantType,
     n: usize,
-    metric: &'a Metric,
+    /// The metric the refinement minimises (shrunk H).
+    metric: Metric<'a>,
+    /// H itself, for the final choice ...
+    exact: Metric<'a>,
+    /// ... or X (rows of samples, f64) when measuring on X is cheaper.
+    x: Option<&'a [f64]>,
     factor: Option<&'a [f64]>,
     imatrix: &'a [f32],
     opts: &'a Options,
@@ -842,8 +962,19 @@ impl RowCtx<'_> {
         for i in 0..self.n {
             e[i] = w[i] as f64 - deq[i] as f64;
         }
-        self.metric.apply(e, g);
-        let f = dot(e, g);
+        let f = match self.x {
+            Some(x) => x
+                .chunks_exact(self.n)
+                .map(|xs| {
+                    let y = dot(xs, e);
+                    y * y
+                })
+                .sum(),
+            None => {
+                self.exact.apply(e, g);
+                dot(e, g)
+            }
+        };
         if f.is_nan() {
             f64::INFINITY
         } else {
@@ -933,7 +1064,7 @@ impl RowCtx<'_> {
 
 /// A row being refined: the model, its values, `g = H(w − ŵ)` and `f = eᵀHe`.
 struct State<'a> {
-    metric: &'a Metric,
+    metric: Metric<'a>,
     w: &'a [f32],
     model: Model,
     val: Vec<f32>,
@@ -942,7 +1073,7 @@ struct State<'a> {
 }
 
 impl<'a> State<'a> {
-    fn new(metric: &'a Metric, w: &'a [f32], model: Model) -> State<'a> {
+    fn new(metric: Metric<'a>, w: &'a [f32], model: Model) -> State<'a> {
         let n = w.len();
         let val: Vec<f32> = (0..n).map(|i| model.value(i)).collect();
         let mut st = State {
@@ -982,7 +1113,8 @@ impl<'a> State<'a> {
             }
             self.code_sweeps(6);
             self.refresh();
-            if !(before - self.f > 1e-7 * before.abs()) {
+            let gain = before - self.f;
+            if gain.is_nan() || gain <= 1e-7 * before.abs() {
                 break;
             }
         }
@@ -1002,7 +1134,7 @@ impl<'a> State<'a> {
                 }
                 for i in j * group..(j + 1) * group {
                     let hii = self.metric.hii(i);
-                    if !(hii > 0.0) {
+                    if hii.is_nan() || hii <= 0.0 {
                         continue;
                     }
                     let cur = self.val[i];
@@ -1339,9 +1471,7 @@ mod tests {
         let (n, s) = (24, 40);
         let mut seed = 3u64;
         let x: Vec<f32> = (0..n * s).map(|_| normal(&mut seed)).collect();
-        let Metric::Full { h, .. } = Metric::new(Some(&x), n, s) else {
-            panic!()
-        };
+        let h = Gram::new(Some(&x), n, s, Some(0.0)).h.unwrap();
         let u = gptq_factor(&h, n, 0.01).unwrap();
         let lam = 0.01 * (0..n).map(|i| h[i * n + i]).sum::<f64>() / n as f64;
         // (UᵀU)(H + λI) = I.
