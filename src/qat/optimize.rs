@@ -1111,12 +1111,135 @@ impl<'a> State<'a> {
             for sb in 0..nsb {
                 self.refit_scales(sb);
             }
+            for j in 0..self.w.len() / self.model.kind.group {
+                self.rescan_group(j);
+            }
             self.code_sweeps(6);
             self.refresh();
             let gain = before - self.f;
             if gain.is_nan() || gain <= 1e-7 * before.abs() {
                 break;
             }
+        }
+    }
+
+    /// Global search over the integer scale (and min) of sub-block `j`, the
+    /// super-block's fp16 scales fixed: every scale level, the min fitted by
+    /// least squares and rounded (±1), codes re-chosen, scored by the
+    /// separable model `Σ H_ii (t_i − ŵ_i)²` around the targets
+    /// `t = ŵ + g / diag(H)` (exact for a diagonal metric). The best is
+    /// applied when the exact error drops.
+    fn rescan_group(&mut self, j: usize) {
+        let kind = self.model.kind;
+        let group = kind.group;
+        let i0 = j * group;
+        let sb = i0 / QK_K;
+        let with_min = matches!(kind.scales, Scales::WithMin { .. });
+        let (lo, hi) = match kind.scales {
+            Scales::WithMin { smax } => (0, smax),
+            Scales::Signed { lo, hi } => (lo, hi),
+        };
+        let ds = fp16_to_fp32(self.model.d[sb]);
+        let ms = fp16_to_fp32(self.model.dmin[sb]);
+        if ds == 0.0 || !ds.is_finite() || !ms.is_finite() {
+            return;
+        }
+        let mut t = [0f64; 32];
+        let mut h = [0f64; 32];
+        let mut base = 0.0;
+        for k in 0..group {
+            let hi_ = self.metric.hii(i0 + k);
+            h[k] = if hi_ > 0.0 { hi_ } else { 0.0 };
+            t[k] = if h[k] > 0.0 {
+                self.val[i0 + k] as f64 + self.g[i0 + k] / h[k]
+            } else {
+                self.val[i0 + k] as f64
+            };
+            let r = t[k] - self.val[i0 + k] as f64;
+            base += h[k] * r * r;
+        }
+        let lev0 = kind.lev0 as f64;
+        let top = (kind.nlev - 1) as f64;
+        // Proxy error of (a, b) with codes chosen by rounding.
+        let score = |a: f32, b: f32| -> f64 {
+            let mut e = 0.0;
+            for k in 0..group {
+                let u = ((t[k] + b as f64) / a as f64 - lev0)
+                    .round()
+                    .clamp(0.0, top);
+                let v = a * (u + lev0) as f32 - b;
+                let r = t[k] - v as f64;
+                e += h[k] * r * r;
+            }
+            e
+        };
+        let cur_ls = self.model.ls[j];
+        let cur_lm = self.model.lm[j];
+        let mut best = (base, cur_ls, cur_lm);
+        let sum_h: f64 = h[..group].iter().sum();
+        if !(sum_h > 0.0) {
+            return;
+        }
+        for ls in lo..=hi {
+            let a = ds * ls as f32;
+            if a == 0.0 {
+                continue;
+            }
+            if !with_min || ms == 0.0 {
+                let e = score(a, 0.0);
+                if e < best.0 {
+                    best = (e, ls, if with_min { cur_lm } else { 0 });
+                }
+                continue;
+            }
+            // Min by least squares for codes rounded with the current min.
+            let b0 = ms * cur_lm as f32;
+            let mut num = 0.0;
+            for k in 0..group {
+                let u = ((t[k] + b0 as f64) / a as f64 - lev0)
+                    .round()
+                    .clamp(0.0, top);
+                num += h[k] * (a as f64 * (u + lev0) - t[k]);
+            }
+            let lm0 = (num / sum_h / ms as f64).round();
+            let lm0 = if lm0.is_finite() { lm0 as i32 } else { cur_lm };
+            for lm in [lm0 - 1, lm0, lm0 + 1, cur_lm] {
+                if lm < 0 || lm > hi {
+                    continue;
+                }
+                let e = score(a, ms * lm as f32);
+                if e < best.0 {
+                    best = (e, ls, lm);
+                }
+            }
+        }
+        let (_, ls, lm) = best;
+        if ls == cur_ls && lm == cur_lm {
+            return;
+        }
+        let old_codes: Vec<u8> = self.model.codes[i0..i0 + group].to_vec();
+        self.model.ls[j] = ls;
+        self.model.lm[j] = lm;
+        let (a, b) = (self.model.a(j), self.model.b(j));
+        let mut dv = [0f64; 32];
+        for k in 0..group {
+            if let Some(c) = self.model.nearest_code(t[k], a, b) {
+                self.model.codes[i0 + k] = c;
+            }
+            dv[k] = self.model.value(i0 + k) as f64 - self.val[i0 + k] as f64;
+        }
+        let dv = &dv[..group];
+        let df = -2.0 * dot(dv, &self.g[i0..i0 + group]) + self.metric.quad_local(i0, dv);
+        if df < 0.0 {
+            for k in 0..group {
+                self.val[i0 + k] = self.model.value(i0 + k);
+            }
+            self.metric.sub_update(&mut self.g, i0, dv);
+            self.f += df;
+        } else {
+            self.model.ls[j] = cur_ls;
+            self.model.lm[j] = cur_lm;
+            self.model.codes[i0..i0 + group].copy_from_slice(&old_codes);
         }
     }
 
