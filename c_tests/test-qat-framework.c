@@ -327,28 +327,63 @@ static void test_opencog(ggml_qat_context_t * q) {
     ggml_qat_free(off);
 }
 
-static void test_measured_protocol_entry_points(ggml_qat_context_t * q, struct ggml_context * g) {
-    /* Each call is made from C with valid arguments; failure values only
-     * where the function reports itself unavailable. */
-    int64_t s[2] = { 256, 8 };
+static void test_measured_protocol(ggml_qat_context_t * q, struct ggml_context * g) {
+    int64_t s[2] = { 256, 64 }, sx[2] = { 256, 16 };
     struct ggml_tensor * w = ggml_qat_generate_calibration_data(q, g, s, 2, 0.0f, 1.0f);
-    struct ggml_tensor * layers[1] = { w };
-    ggml_qat_layer_type_t lt[1] = { GGML_QAT_LAYER_FFN };
-    bool ok = ggml_qat_progressive_quantize(q, g, layers, lt, 1, 0);
-    if (!ok) {
-        CHECK_ERROR("progressive");
-        CHECK(layers[0] == w, "layers changed on failure");
-    }
-    CHECK(!ggml_qat_progressive_quantize(q, g, layers, lt, 1, 5), "current_layer 5 of 1");
-    CHECK_ERROR("progressive range");
+    struct ggml_tensor * x = ggml_qat_generate_calibration_data(q, g, sx, 2, 0.0f, 1.0f);
+    struct ggml_tensor * wq = ggml_qat_quantize_layer(q, g, w, GGML_QAT_LAYER_ATTENTION);
 
-    ggml_qat_stats_t st = ggml_qat_validate_performance(q, g, NULL, w, NULL);
+    /* validate: exact sizes, agreement a multiple of 1/16, positive KL. */
+    ggml_qat_stats_t st = ggml_qat_validate_performance(q, g, w, wq, x);
+    CHECK(st.original_size_mb == (float) (ggml_nbytes(w) / (1024.0 * 1024.0)), "original size %f", st.original_size_mb);
+    CHECK(st.quantized_size_mb == (float) (ggml_nbytes(wq) / (1024.0 * 1024.0)), "quantized size");
+    CHECK(fabsf(st.compression_ratio - (float) ggml_nbytes(wq) / (float) ggml_nbytes(w)) < 1e-6f, "ratio");
+    float k = st.accuracy_retention * 16.0f;
+    CHECK(st.accuracy_retention > 0.5f && fabsf(k - roundf(k)) < 1e-4f, "agreement %f", st.accuracy_retention);
+    CHECK(st.kl_divergence_loss > 0.0f && st.kl_divergence_loss < 0.05f, "KL %g", st.kl_divergence_loss);
+    CHECK(st.inference_speedup > 0.0f && isfinite(st.inference_speedup), "speedup %f", st.inference_speedup);
+    ggml_qat_stats_t same = ggml_qat_validate_performance(q, g, w, w, NULL);
+    CHECK(same.kl_divergence_loss == 0.0f && same.accuracy_retention == 1.0f, "identical models");
+
+    /* benchmark on the CPU backend: a measured ratio, times kept. */
+    ggml_backend_t cpu = ggml_backend_cpu_init();
+    float speed = ggml_qat_benchmark_inference_speed(q, cpu, wq, x, 3);
+    double tf = 0.0, tm = 0.0;
+    CHECK(speed > 0.0f && ggml_qat_get_benchmark_times(q, &tf, &tm) && tf > 0.0 && tm > 0.0, "benchmark %f", speed);
+    CHECK(fabs(speed - tf / tm) < 1e-3 * speed, "speedup %f vs %f / %f", speed, tf, tm);
+    CHECK(ggml_qat_benchmark_inference_speed(q, NULL, wq, x, 2) > 0.0f, "NULL backend is the CPU");
+
+    /* progressive: pointers replaced once, idempotent. */
+    struct ggml_tensor * layers[2] = { w, ggml_qat_generate_calibration_data(q, g, s, 2, 0.0f, 1.0f) };
+    ggml_qat_layer_type_t lt[2] = { GGML_QAT_LAYER_FFN, GGML_QAT_LAYER_EMBEDDING };
+    CHECK(ggml_qat_progressive_quantize(q, g, layers, lt, 2, 0), "progressive 0: %s", ggml_qat_last_error());
+    struct ggml_tensor * first = layers[0];
+    CHECK(first != w && first->ne[0] == 256 && first->type != GGML_TYPE_F32, "layer 0 quantized");
+    CHECK(ggml_qat_progressive_quantize(q, g, layers, lt, 2, 1), "progressive 1");
+    CHECK(layers[0] == first && layers[1]->type != GGML_TYPE_F32, "idempotent");
+
+    /* sensitivity and plan. */
+    float s4 = ggml_qat_layer_sensitivity(q, w, GGML_TYPE_Q4_K);
+    float s8 = ggml_qat_layer_sensitivity(q, w, GGML_TYPE_Q8_0);
+    CHECK(s4 > 0.0f && s8 > 0.0f && s4 > s8, "sensitivity q4_K %g, q8_0 %g", s4, s8);
+    struct ggml_tensor * plan_in[2] = { w, x };
+    enum ggml_type plan[2] = { GGML_TYPE_COUNT, GGML_TYPE_COUNT };
+    CHECK(ggml_qat_plan_mixed_precision(q, plan_in, 2, plan), "plan: %s", ggml_qat_last_error());
+    size_t planned = 0, f32 = ggml_nbytes(w) + ggml_nbytes(x);
+    for (int i = 0; i < 2; ++i) planned += ggml_row_size(plan[i], 256) * plan_in[i]->ne[1];
+    CHECK(planned <= (size_t) (0.25 * (double) f32), "plan %zu bytes of %zu", planned, f32);
+
+    /* error paths */
+    struct ggml_tensor * before = layers[0];
+    CHECK(!ggml_qat_progressive_quantize(q, g, layers, lt, 2, 5), "current_layer 5 of 2");
+    CHECK_ERROR("progressive range");
+    CHECK(layers[0] == before, "pointer changed on failure");
+    st = ggml_qat_validate_performance(q, g, NULL, w, NULL);
     CHECK(st.original_size_mb == 0.0f && st.inference_speedup == 0.0f, "NULL model gives zeros");
     CHECK_ERROR("validate NULL");
-
-    ggml_backend_t cpu = ggml_backend_cpu_init();
-    CHECK(ggml_qat_benchmark_inference_speed(q, cpu, w, w, 0) == 0.0f, "0 iterations");
+    CHECK(ggml_qat_benchmark_inference_speed(q, cpu, wq, x, 0) == 0.0f, "0 iterations");
     CHECK_ERROR("benchmark 0");
+    CHECK(isnan(ggml_qat_layer_sensitivity(q, w, GGML_TYPE_F32)), "F32 saves nothing");
     ggml_backend_free(cpu);
 }
 
@@ -365,7 +400,7 @@ int main(void) {
     test_estimate(q, g);
     test_optimal_qtype();
     test_opencog(q);
-    test_measured_protocol_entry_points(q, g);
+    test_measured_protocol(q, g);
     ggml_free(g);
     ggml_qat_free(q);
     return test_summary("test-qat-framework");

@@ -2,7 +2,7 @@
 # cmake, when missing, comes from the PyPI wheel into .deps/cmake (project-local).
 root=$(cd "$(dirname "$0")/.." && pwd)
 [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
-if ! command -v cmake >/dev/null 2>&1 || ! command -v ctest >/dev/null 2>&1; then
+if ! cmake --version >/dev/null 2>&1 || ! ctest --version >/dev/null 2>&1; then
     if [ ! -x "$root/.deps/cmake/cmake/data/bin/cmake" ]; then
         echo "setup: cmake not found; installing it from PyPI into .deps/cmake" >&2
         python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \

@@ -5,9 +5,12 @@
 pub mod calibration;
 pub mod config;
 pub mod layer;
+pub mod measure;
 pub mod metrics;
 pub mod optimize;
 pub mod plan;
+pub mod progressive;
+pub mod sensitivity;
 pub mod session;
 
 pub use config::Config;
