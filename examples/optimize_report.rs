@@ -143,6 +143,66 @@ fn main() {
             );
         }
     }
+    // Correlated inputs: 8 shared latent factors, more samples than columns;
+    // the search then uses the full metric and the GPTQ candidate.
+    let (cn, cs, crows, rank) = (512, 2048, 32, 8);
+    let mut r = Rng::new(4);
+    let cscales: Vec<f64> = (0..cn)
+        .map(|_| 10f64.powf(2.0 * r.uniform() - 1.0))
+        .collect();
+    let mix: Vec<f64> = (0..cn * rank).map(|_| r.normal()).collect();
+    let correlated = |seed: u64| {
+        let mut r = Rng::new(seed);
+        let mut x = Vec::with_capacity(cn * cs);
+        for _ in 0..cs {
+            let z: Vec<f64> = (0..rank).map(|_| r.normal()).collect();
+            for i in 0..cn {
+                let f: f64 = (0..rank).map(|k| mix[i * rank + k] * z[k]).sum();
+                x.push((cscales[i] * (0.5 * r.normal() + f)) as f32);
+            }
+        }
+        x
+    };
+    let cx = correlated(10);
+    let cx_test = correlated(11);
+    let cimatrix = input_imatrix(&cx, cn, cs);
+    println!();
+    println!(
+        "correlated inputs: W {crows} x {cn}; X {cs} samples = column scales 0.1..10 x ({rank} shared factors + 0.5 noise); held-out {cs} fresh"
+    );
+    for ty in &types[..5] {
+        let ty = *ty;
+        let w = weights(Weights::Gaussian, crows * cn, 70 + ty as u64);
+        let g_ref = reference::quantize_chunk(ty, &w, crows, cn, None);
+        let g_imat = reference::quantize_chunk(ty, &w, crows, cn, Some(&cimatrix));
+        let t = Instant::now();
+        let (ours, choice) = quantize_output_aware_with(ty, &w, cn, Some(&cx), cs, &opts).unwrap();
+        let dt = t.elapsed().as_secs_f64();
+        let mse = |q: &[u8], x: &[f32]| output_mse(ty, q, &w, cn, Some(x), cs).unwrap();
+        let (a, b, o) = (mse(&g_ref, &cx), mse(&g_imat, &cx), mse(&ours, &cx));
+        let (ha, hb, ho) = (
+            mse(&g_ref, &cx_test),
+            mse(&g_imat, &cx_test),
+            mse(&ours, &cx_test),
+        );
+        println!(
+            "{:<7} {:<9} {:>11.4e} {:>11.4e} {:>11.4e} {:>7.1}% {:>7.1}% | {:>7.1}% {:>7.1}% | {:>3}/{:>2}/{:>3} {:>5.2} {:>5.1}s",
+            format!("{ty:?}"),
+            "Gaussian",
+            a,
+            b,
+            o,
+            margin(o, a),
+            margin(o, b),
+            margin(ho, ha),
+            margin(ho, hb),
+            choice.reference,
+            choice.imatrix,
+            choice.refined,
+            choice.shrinkage,
+            dt
+        );
+    }
     println!();
     println!("data-free (no inputs: weight-space MSE)");
     println!(
