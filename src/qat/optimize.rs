@@ -27,8 +27,17 @@
 //!    codes in the `H` metric and (b) a least-squares re-fit of every
 //!    super-block's sub-block scales and mins (codes fixed), projected onto
 //!    the format's grid (fp16 super-scales, 4/6/8-bit integer sub-scales)
-//!    with a grid search and integer coordinate descent. Every accepted move
-//!    lowers `eᵀHe`.
+//!    with a grid search and integer coordinate descent, and (c) a global
+//!    rescan of each sub-block's integer scale (and min). Every accepted move
+//!    lowers the search metric exactly.
+//!
+//! The search runs on `(1 − α)·H + α·diag(H)`, with `α` the Ledoit–Wolf
+//! shrinkage intensity estimated from the samples: with few samples
+//! (`s ≲ n`) the off-diagonal entries of the sample `H` are mostly noise, and
+//! a search on the raw `H` fits that noise (large in-sample gains that turn
+//! into losses on fresh inputs); with genuinely correlated inputs `α` is
+//! small and the full matrix (and GPTQ) is used. The final choice between
+//! candidates uses the raw `H` (or `X` itself).
 //!
 //! Candidates 1 and 2 are always present, so the result is never worse than
 //! ggml on these inputs, with or without the importance matrix. The output
@@ -1177,7 +1186,7 @@ impl<'a> State<'a> {
         let cur_lm = self.model.lm[j];
         let mut best = (base, cur_ls, cur_lm);
         let sum_h: f64 = h[..group].iter().sum();
-        if !(sum_h > 0.0) {
+        if sum_h.is_nan() || sum_h <= 0.0 {
             return;
         }
         for ls in lo..=hi {
