@@ -7,6 +7,7 @@ pub mod config;
 pub mod layer;
 pub mod measure;
 pub mod metrics;
+pub mod optimize;
 pub mod plan;
 pub mod progressive;
 pub mod sensitivity;

@@ -29,7 +29,7 @@ unsafe impl Block for BlockQ3K {}
 /// Put 6-bit scale `l` (0..=63) of sub-block `j` into the packed bytes, as
 /// ggml does (OR-ing into a zeroed array).
 #[inline(always)]
-fn put_scale(s: &mut [u8; 12], j: usize, l: i32) {
+pub(crate) fn put_scale(s: &mut [u8; 12], j: usize, l: i32) {
     if j < 8 {
         s[j] = (l & 0xF) as u8;
     } else {

@@ -237,7 +237,7 @@ pub(crate) fn requantize<const SIMD: bool>(
 }
 
 #[inline(always)]
-fn pack_q4<const SIMD: bool>(l: &[u8; QK_K], qs: &mut [u8; QK_K / 2]) {
+pub(crate) fn pack_q4<const SIMD: bool>(l: &[u8; QK_K], qs: &mut [u8; QK_K / 2]) {
     #[cfg(target_arch = "x86_64")]
     if SIMD && super::has_avx2() {
         // SAFETY: AVX2 is available.
