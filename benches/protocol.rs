@@ -1,11 +1,17 @@
 //! The measured protocol, printed: per layer of a synthetic transformer block
 //! and per type, size, KL, top-1 agreement and measured speedup over F32 on
 //! ggml's CPU backend; the two speedup cases where the compression ratio
-//! misleads; and the mixed-precision plan.
+//! misleads; the mixed-precision plan; and the output-aware quantizer
+//! against ggml's reference at equal size.
 //!
 //! `cargo bench --bench protocol`
 
 use std::time::Instant;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "report/optimize.rs"]
+mod optimize_report;
 
 use ggml_qat::ggml::{Context, Tensor};
 use ggml_qat::qat::measure::{compare, Weights};
@@ -190,5 +196,7 @@ fn main() {
         100.0 * min(&planning),
         100.0 * min(&held_out)
     );
+    println!("\noutput-aware quantization against ggml (equal size: same type):");
+    optimize_report::report();
     println!("\n({:.1} s)", start.elapsed().as_secs_f64());
 }

@@ -373,6 +373,41 @@ static void test_measured_protocol(ggml_qat_context_t * q, struct ggml_context *
     for (int i = 0; i < 2; ++i) planned += ggml_row_size(plan[i], 256) * plan_in[i]->ne[1];
     CHECK(planned <= (size_t) (0.25 * (double) f32), "plan %zu bytes of %zu", planned, f32);
 
+    /* output-aware quantization: never worse than ggml on its inputs. */
+    {
+        int64_t sw[2] = { 512, 16 }, sc[2] = { 512, 64 };
+        struct ggml_tensor * ww = ggml_qat_generate_calibration_data(q, g, sw, 2, 0.0f, 1.0f);
+        struct ggml_tensor * xc = ggml_qat_generate_calibration_data(q, g, sc, 2, 0.0f, 1.0f);
+        for (int i = 0; i < 512 * 64; ++i) ((float *) xc->data)[i] *= 0.1f + (float) (i % 512) / 50.0f;
+        struct ggml_tensor * ref = ggml_qat_quantize_layer(q, g, ww, GGML_QAT_LAYER_ATTENTION);
+        struct ggml_tensor * opt = ggml_qat_quantize_layer_optimized(q, g, ww, GGML_QAT_LAYER_ATTENTION, xc);
+        CHECK(opt != NULL && opt->type == ref->type && ggml_nbytes(opt) == ggml_nbytes(ref), "optimized: %s",
+              ggml_qat_last_error());
+        if (opt) {
+            double err[2] = { 0.0, 0.0 };
+            struct ggml_tensor * qs[2] = { ref, opt };
+            float * deq = malloc(sizeof(float) * 512 * 16);
+            for (int k = 0; k < 2; ++k) {
+                ggml_get_type_traits(qs[k]->type)->to_float(qs[k]->data, deq, 512 * 16);
+                for (int r = 0; r < 16; ++r) {
+                    for (int smp = 0; smp < 64; ++smp) {
+                        double y = 0.0;
+                        for (int i = 0; i < 512; ++i) {
+                            y += ((double) ((float *) ww->data)[r * 512 + i] - deq[r * 512 + i]) *
+                                 ((float *) xc->data)[smp * 512 + i];
+                        }
+                        err[k] += y * y;
+                    }
+                }
+            }
+            free(deq);
+            CHECK(err[1] < 0.9 * err[0], "output error %g (ours) vs %g (ggml)", err[1], err[0]);
+        }
+        CHECK(ggml_qat_quantize_layer_optimized(q, g, ww, GGML_QAT_LAYER_FFN, NULL) != NULL, "no inputs");
+        CHECK(ggml_qat_quantize_layer_optimized(q, g, ww, GGML_QAT_LAYER_FFN, x) == NULL, "ne[0] mismatch");
+        CHECK_ERROR("optimized mismatch");
+    }
+
     /* error paths */
     struct ggml_tensor * before = layers[0];
     CHECK(!ggml_qat_progressive_quantize(q, g, layers, lt, 2, 5), "current_layer 5 of 2");

@@ -214,8 +214,8 @@ bool ggml_qat_get_benchmark_times(const ggml_qat_context_t *ctx,
                                   double *f32_seconds,
                                   double *model_seconds);
 
-// A new AtomSpace of `n_atoms` atoms and `n_connections` connections (both
-// >= 1), synthetic data from the context's generator: truth values on the
+// A new AtomSpace of `n_atoms` atoms and `n_connections` connections (each
+// at least 1), synthetic data from the context's generator: truth values on the
 // 8-bit grid k/255, types in [0, 10), connections between existing atoms.
 // `ggml_ctx` is not used and may be NULL. NULL on bad sizes or when
 // enable_atomspace is false. Free with ggml_qat_free_atomspace().
@@ -234,7 +234,7 @@ ggml_qat_moses_tree_t *ggml_qat_create_moses_tree(ggml_qat_context_t *ctx,
                                                   int n_nodes,
                                                   int tree_depth);
 
-// New ECAN attention values for `n_elements` (>= 1) elements: STI and LTI
+// New ECAN attention values for `n_elements` (at least 1) elements: STI and LTI
 // on the 8-bit grid k/255; attention scores (0.7 STI + 0.3 LTI) quantized
 // 8-bit relative to their maximum, never below one step, renormalized to
 // sum to 1. NULL on bad sizes or when enable_ecan is false. Free with
@@ -299,6 +299,20 @@ struct ggml_tensor *ggml_qat_quantize_layer(ggml_qat_context_t *ctx,
                                             struct ggml_context *ggml_ctx,
                                             struct ggml_tensor *src,
                                             ggml_qat_layer_type_t layer_type);
+
+// Like ggml_qat_quantize_layer(), but the block scales, mins and codes are
+// searched to minimize the layer's output error ||(W - W')X||^2 on
+// `calibration` (F32/F16/BF16, ne[0] = src->ne[0], ne[1] = samples; NULL:
+// the weight-space error, the expectation under synthetic N(0,1) inputs)
+// instead of ggml's weight-space heuristic. The result is never worse than
+// ggml_quantize_chunk() (with or without the inputs as imatrix) on those
+// inputs, and is an ordinary tensor of the same type and size that any ggml
+// reads. NULL on bad arguments.
+struct ggml_tensor *ggml_qat_quantize_layer_optimized(ggml_qat_context_t *ctx,
+                                                      struct ggml_context *ggml_ctx,
+                                                      struct ggml_tensor *src,
+                                                      ggml_qat_layer_type_t layer_type,
+                                                      struct ggml_tensor *calibration);
 
 // Like ggml_qat_quantize_layer() with an explicit type instead of a layer
 // class (the same fallback applies): for applying a plan from

@@ -80,6 +80,40 @@ pub unsafe extern "C" fn ggml_qat_quantize_layer(
     })
 }
 
+/// Like ggml_qat_quantize_layer(), but the block scales, mins and codes are
+/// searched to minimize the layer's output error ||(W - W')X||^2 on
+/// `calibration` (F32/F16/BF16, ne[0] = src->ne[0], ne[1] = samples; NULL:
+/// the weight-space error, the expectation under synthetic N(0,1) inputs)
+/// instead of ggml's weight-space heuristic. The result is never worse than
+/// ggml_quantize_chunk() (with or without the inputs as imatrix) on those
+/// inputs, and is an ordinary tensor of the same type and size that any ggml
+/// reads. NULL on bad arguments.
+#[no_mangle]
+pub unsafe extern "C" fn ggml_qat_quantize_layer_optimized(
+    ctx: *mut QatContext,
+    ggml_ctx: *mut GgmlContext,
+    src: *mut GgmlTensor,
+    layer_type: LayerTypeArg,
+    calibration: *mut GgmlTensor,
+) -> *mut GgmlTensor {
+    guard(
+        "ggml_qat_quantize_layer_optimized",
+        std::ptr::null_mut(),
+        || {
+            let s = session(ctx)?;
+            let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
+            let src = Tensor::from_raw(src, "src")?;
+            let class = layer_type.class("layer_type")?;
+            let x = match calibration.is_null() {
+                true => None,
+                false => Some(Tensor::from_raw(calibration, "calibration")?),
+            };
+            Ok(s.quantize_optimized(&gctx, &src, class, x.as_ref())?
+                .as_ptr())
+        },
+    )
+}
+
 /// Like ggml_qat_quantize_layer() with an explicit type instead of a layer
 /// class (the same fallback applies): for applying a plan from
 /// ggml_qat_plan_mixed_precision(). NULL on bad arguments.

@@ -247,6 +247,41 @@ impl Session {
         Ok(dst)
     }
 
+    /// `src` quantized to its class's type (after fallback) with the
+    /// output-aware search of [`super::optimize`]: the block parameters
+    /// minimize ‖(W − Ŵ)X‖² on `calibration` (rows of ne[0] = `src`'s ne[0]),
+    /// or the weight-space error without inputs. Never worse than ggml's
+    /// quantizer on those inputs; an ordinary tensor of the same type and size.
+    pub fn quantize_optimized(
+        &self,
+        gctx: &Context,
+        src: &Tensor,
+        class: LayerClass,
+        calibration: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let wanted = self.config.qtype_for(class);
+        let values = self.checked_values(src)?;
+        let row_len = src.row_len();
+        let ty = plan::type_for_row(wanted, row_len);
+        let x = calibration
+            .map(|x| self.inputs(row_len, Some(x)))
+            .transpose()?;
+        let bytes = self.run(|| {
+            super::optimize::quantize_output_aware(
+                ty,
+                &values,
+                row_len,
+                x.as_ref().map(|(x, _)| x.as_slice()),
+                x.as_ref().map_or(0, |(_, n)| *n),
+            )
+        })?;
+        let dst = self.new_like(gctx, src, ty)?;
+        unsafe { dst.bytes_mut()? }.copy_from_slice(&bytes);
+        let why = (ty != wanted).then(|| plan::fallback_reason(wanted, row_len));
+        self.record_quantized(src, &dst, wanted, why);
+        Ok(dst)
+    }
+
     /// Mean over rows of KL(softmax(original/T) ‖ softmax(quantized/T)).
     pub fn kl_divergence(
         &self,

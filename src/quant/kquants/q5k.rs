@@ -35,7 +35,11 @@ const _: () = assert!(std::mem::align_of::<BlockQ5K>() == 1);
 unsafe impl Block for BlockQ5K {}
 
 #[inline(always)]
-pub(crate) fn pack_q5<const SIMD: bool>(l: &[u8; QK_K], qh: &mut [u8; QK_K / 8], qs: &mut [u8; QK_K / 2]) {
+pub(crate) fn pack_q5<const SIMD: bool>(
+    l: &[u8; QK_K],
+    qh: &mut [u8; QK_K / 8],
+    qs: &mut [u8; QK_K / 2],
+) {
     #[cfg(target_arch = "x86_64")]
     if SIMD && super::has_avx2() {
         // SAFETY: AVX2 is available.

@@ -7,16 +7,14 @@
 //! optimizer). The last block is the data-free case (no inputs: weight-space
 //! MSE).
 //!
-//! `cargo run --release --example optimize_report [rows n samples]`
+//! Printed by `cargo bench --bench protocol`.
 
 use ggml_qat::ggml::reference;
 use ggml_qat::qat::optimize::{input_imatrix, output_mse, quantize_output_aware_with, Options};
 use ggml_qat::quant::{is_implemented, QuantType};
 use std::time::Instant;
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-use common::Rng;
+use crate::common::Rng;
 
 #[derive(Copy, Clone, Debug)]
 enum Weights {
@@ -55,15 +53,9 @@ fn margin(ours: f64, theirs: f64) -> f64 {
     100.0 * (1.0 - ours / theirs)
 }
 
-fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let (rows, n, s) = match args[..] {
-        [r, n, s] => (r, n, s),
-        _ => (64, 1024, 256),
-    };
+/// Prints the table (64 rows x 1024, 256 samples).
+pub fn report() {
+    let (rows, n, s) = (64, 1024, 256);
     let mut r = Rng::new(42);
     let scales: Vec<f32> = (0..n)
         .map(|_| 10f64.powf(2.0 * r.uniform() - 1.0) as f32)
