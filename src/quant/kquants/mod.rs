@@ -58,55 +58,8 @@ pub fn as_blocks_mut<B: Block>(bytes: &mut [u8]) -> &mut [B] {
     unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<B>(), bytes.len() / size) }
 }
 
-/// ggml's fp32 → fp16 conversion (`ggml_compute_fp32_to_fp16`, the portable
-/// bit-trick version that the reference quantizers use): round to nearest
-/// even, overflow to ±∞, every NaN to a quiet NaN `0x7E00` with the sign.
-#[inline]
-pub fn fp32_to_fp16(f: f32) -> u16 {
-    let scale_to_inf = f32::from_bits(0x7780_0000); // 2^112
-    let scale_to_zero = f32::from_bits(0x0880_0000); // 2^-110
-    let mut base = (f.abs() * scale_to_inf) * scale_to_zero;
-    let w = f.to_bits();
-    let shl1_w = w.wrapping_add(w);
-    let sign = w & 0x8000_0000;
-    let mut bias = shl1_w & 0xFF00_0000;
-    if bias < 0x7100_0000 {
-        bias = 0x7100_0000;
-    }
-    base += f32::from_bits((bias >> 1) + 0x0780_0000);
-    let bits = base.to_bits();
-    let exp_bits = (bits >> 13) & 0x0000_7C00;
-    let mantissa_bits = bits & 0x0000_0FFF;
-    let nonsign = exp_bits + mantissa_bits;
-    ((sign >> 16)
-        | if shl1_w > 0xFF00_0000 {
-            0x7E00
-        } else {
-            nonsign
-        }) as u16
-}
-
-/// ggml's fp16 → fp32 conversion (`ggml_compute_fp16_to_fp32`).
-#[inline]
-pub fn fp16_to_fp32(h: u16) -> f32 {
-    let w = (h as u32) << 16;
-    let sign = w & 0x8000_0000;
-    let two_w = w.wrapping_add(w);
-    let exp_offset = 0xE0u32 << 23;
-    let exp_scale = f32::from_bits(0x0780_0000); // 2^-112
-    let normalized_value = f32::from_bits((two_w >> 4) + exp_offset) * exp_scale;
-    let magic_mask = 126u32 << 23;
-    let magic_bias = 0.5f32;
-    let denormalized_value = f32::from_bits((two_w >> 17) | magic_mask) - magic_bias;
-    let denormalized_cutoff = 1u32 << 27;
-    let result = sign
-        | if two_w < denormalized_cutoff {
-            denormalized_value.to_bits()
-        } else {
-            normalized_value.to_bits()
-        };
-    f32::from_bits(result)
-}
+/// ggml's fp16 conversions (one implementation for every format).
+pub use super::float::{fp16_to_fp32, fp32_to_fp16};
 
 /// Store `f` as ggml fp16 bytes (little endian).
 #[inline]
