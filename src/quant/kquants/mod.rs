@@ -118,6 +118,31 @@ pub(crate) fn super_blocks(x: &[f32]) -> impl Iterator<Item = &[f32; QK_K]> {
     x.chunks_exact(QK_K).map(|c| c.try_into().unwrap())
 }
 
+/// Runs a scalar super-block quantizer over one row: `reference` without
+/// an importance matrix (ggml's `quantize_row_qN_K_ref`), `weighted` with one
+/// (`quantize_row_qN_K_impl`).
+pub(crate) fn quantize_row_blocks<B: Block>(
+    src: &[f32],
+    dst: &mut [u8],
+    imatrix: Option<&[f32]>,
+    reference: impl Fn(&[f32; QK_K], &mut B),
+    weighted: impl Fn(&[f32; QK_K], &[f32], &mut B),
+) {
+    let blocks = as_blocks_mut::<B>(dst);
+    assert_eq!(blocks.len() * QK_K, src.len(), "row length");
+    match imatrix {
+        None => super_blocks(src)
+            .zip(blocks)
+            .for_each(|(x, y)| reference(x, y)),
+        Some(qw) => {
+            assert_eq!(qw.len(), src.len(), "imatrix length");
+            for ((x, y), w) in super_blocks(src).zip(blocks).zip(qw.chunks_exact(QK_K)) {
+                weighted(x, w, y);
+            }
+        }
+    }
+}
+
 /// Super-block `i` of a row.
 #[inline(always)]
 pub(crate) fn block_at(v: &[f32], i: usize) -> &[f32; QK_K] {

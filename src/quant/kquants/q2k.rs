@@ -4,7 +4,7 @@
 // Index loops mirror ggml's C so that the order of operations is evident.
 #![allow(clippy::needless_range_loop)]
 
-use super::{as_blocks, as_blocks_mut, f16_bytes, f16_value, pack_2bit, super_blocks, Block, QK_K};
+use super::{as_blocks, as_blocks_mut, f16_bytes, f16_value, pack_2bit, Block, QK_K};
 use crate::quant::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants, nearest_int};
 
 /// ggml's `block_q2_K`.
@@ -205,21 +205,13 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
 
 /// Quantize one row with the portable scalar code only (for tests).
 pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    let blocks = as_blocks_mut::<BlockQ2K>(dst);
-    assert_eq!(blocks.len() * QK_K, src.len(), "row length");
-    match imatrix {
-        None => {
-            for (x, y) in super_blocks(src).zip(blocks) {
-                quantize_block_ref_scalar(x, y);
-            }
-        }
-        Some(qw) => {
-            assert_eq!(qw.len(), src.len(), "imatrix length");
-            for ((x, y), w) in super_blocks(src).zip(blocks).zip(qw.chunks_exact(QK_K)) {
-                quantize_block_impl_scalar(x, w, y);
-            }
-        }
-    }
+    super::quantize_row_blocks::<BlockQ2K>(
+        src,
+        dst,
+        imatrix,
+        quantize_block_ref_scalar,
+        quantize_block_impl_scalar,
+    );
 }
 
 /// Dequantize one row (`dequantize_row_q2_K`).

@@ -121,21 +121,13 @@ pub(crate) fn finish_impl<const SIMD: bool>(
 
 /// Quantize one row with the portable scalar code only (for tests).
 pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    let blocks = as_blocks_mut::<BlockQ5K>(dst);
-    assert_eq!(blocks.len() * QK_K, src.len(), "row length");
-    match imatrix {
-        None => {
-            for (x, y) in super_blocks(src).zip(blocks) {
-                quantize_block_ref_scalar(x, y);
-            }
-        }
-        Some(qw) => {
-            assert_eq!(qw.len(), src.len(), "imatrix length");
-            for ((x, y), w) in super_blocks(src).zip(blocks).zip(qw.chunks_exact(QK_K)) {
-                quantize_block_impl_scalar(x, w, y);
-            }
-        }
-    }
+    super::quantize_row_blocks::<BlockQ5K>(
+        src,
+        dst,
+        imatrix,
+        quantize_block_ref_scalar,
+        quantize_block_impl_scalar,
+    );
 }
 
 /// Quantize one row (ggml's `quantize_q5_K` on a single row).
