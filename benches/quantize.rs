@@ -1,1 +1,191 @@
-fn main() {}
+//! Quantization and dequantization throughput, ours against the ggml we
+//! link, on the same 32 MiB of F32 Gaussian weights (rows of 4096).
+//!
+//! For every type we implement: ggml's `ggml_quantize_chunk` (one thread,
+//! as ggml runs it), our `quantize_rows` on a 1-thread rayon pool and on
+//! all threads, whether the bytes are identical, and dequantization (ggml's
+//! `to_float` against our `dequantize_rows` on one thread). Throughput is
+//! MB/s (10^6 bytes) of F32 data (input of quantization, output of
+//! dequantization); each figure is the median of several runs.
+//!
+//! `cargo bench --bench quantize`; set `QAT_BENCH_BUDGET_MS` to change the
+//! time spent per measurement (default 600 ms, at least 3 runs).
+
+use std::time::{Duration, Instant};
+
+use ggml_qat::ggml::ffi;
+use ggml_qat::quant::{dequantize_rows, format, is_implemented, quantize_rows, QuantType};
+
+const N_PER_ROW: usize = 4096;
+const NROWS: usize = 32 * 1024 * 1024 / 4 / N_PER_ROW;
+
+const TYPES: [QuantType; 14] = [
+    QuantType::F16,
+    QuantType::BF16,
+    QuantType::Q4_0,
+    QuantType::Q4_1,
+    QuantType::Q5_0,
+    QuantType::Q5_1,
+    QuantType::Q8_0,
+    QuantType::Q2_K,
+    QuantType::Q3_K,
+    QuantType::Q4_K,
+    QuantType::Q5_K,
+    QuantType::Q6_K,
+    QuantType::IQ4_NL,
+    QuantType::IQ4_XS,
+];
+
+/// Deterministic N(0, 1) weights (SplitMix64 + Box-Muller).
+fn gaussian(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    let mut next = || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 + 0.5 / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| {
+            let (u1, u2) = (next(), next());
+            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+        })
+        .collect()
+}
+
+/// Median wall time of `f`, run until `budget` is spent (3 to 15 runs).
+fn median_time(budget: Duration, mut f: impl FnMut()) -> Duration {
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 3 || (start.elapsed() < budget && times.len() < 15) {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn mb_per_s(bytes: usize, t: Duration) -> f64 {
+    bytes as f64 / 1e6 / t.as_secs_f64()
+}
+
+fn ggml_quantize(ty: QuantType, src: &[f32], dst: &mut [u8]) {
+    // SAFETY: src holds NROWS rows of N_PER_ROW floats and dst the exact
+    // number of bytes of that many rows of `ty` (checked by the caller).
+    let written = unsafe {
+        ffi::ggml_quantize_chunk(
+            ty.ggml_id(),
+            src.as_ptr(),
+            dst.as_mut_ptr().cast(),
+            0,
+            NROWS as i64,
+            N_PER_ROW as i64,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(written, dst.len());
+}
+
+fn ggml_to_float(ty: QuantType, src: &[u8], dst: &mut [f32]) {
+    // SAFETY: src holds exactly the bytes of dst.len() elements of `ty`.
+    let ok = unsafe {
+        ffi::qat_shim_to_float(
+            ty.ggml_id(),
+            src.as_ptr().cast(),
+            dst.as_mut_ptr(),
+            dst.len() as i64,
+        )
+    };
+    assert!(ok, "ggml has no to_float for {ty:?}");
+}
+
+fn main() {
+    let budget = Duration::from_millis(
+        std::env::var("QAT_BENCH_BUDGET_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(600),
+    );
+    let src = gaussian(NROWS * N_PER_ROW, 1);
+    let src_bytes = src.len() * 4;
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("1-thread pool");
+    let nthreads = rayon::current_num_threads();
+
+    println!(
+        "{} MiB of F32 N(0,1), {NROWS} rows x {N_PER_ROW}; MB/s of F32 data; median of runs; all = {nthreads} threads",
+        src_bytes >> 20
+    );
+    println!(
+        "{:<7} {:>9} {:>9} {:>9} {:>7} {:>7} {:>5} | {:>9} {:>9} {:>7}",
+        "type",
+        "ggml 1t",
+        "ours 1t",
+        "ours all",
+        "1t/ggml",
+        "all/1t",
+        "same",
+        "deq ggml",
+        "deq ours",
+        "ratio"
+    );
+    for ty in TYPES {
+        if !is_implemented(ty) {
+            println!("{:<7} (not implemented)", format!("{ty:?}"));
+            continue;
+        }
+        let row_bytes = format(ty)
+            .row_bytes(N_PER_ROW)
+            .expect("4096 is block-aligned");
+        let mut want = vec![0u8; NROWS * row_bytes];
+        let mut got = vec![0u8; NROWS * row_bytes];
+        // Touch the buffers once so page faults stay out of the timings.
+        ggml_quantize(ty, &src, &mut want);
+        quantize_rows(ty, &src, N_PER_ROW, &mut got, None).expect("quantize");
+        let same = want == got;
+
+        let t_ggml = median_time(budget, || ggml_quantize(ty, &src, &mut want));
+        let t_one = median_time(budget, || {
+            one.install(|| quantize_rows(ty, &src, N_PER_ROW, &mut got, None))
+                .expect("quantize")
+        });
+        let t_all = median_time(budget, || {
+            quantize_rows(ty, &src, N_PER_ROW, &mut got, None).expect("quantize")
+        });
+
+        let mut back = vec![0f32; src.len()];
+        ggml_to_float(ty, &want, &mut back);
+        let t_deq_ggml = median_time(budget, || ggml_to_float(ty, &want, &mut back));
+        let t_deq_ours = median_time(budget, || {
+            one.install(|| dequantize_rows(ty, &want, N_PER_ROW, &mut back))
+                .expect("dequantize")
+        });
+
+        let (g, o1, oa) = (
+            mb_per_s(src_bytes, t_ggml),
+            mb_per_s(src_bytes, t_one),
+            mb_per_s(src_bytes, t_all),
+        );
+        let (dg, d_o) = (
+            mb_per_s(src_bytes, t_deq_ggml),
+            mb_per_s(src_bytes, t_deq_ours),
+        );
+        println!(
+            "{:<7} {:>9.0} {:>9.0} {:>9.0} {:>7.2} {:>7.2} {:>5} | {:>9.0} {:>9.0} {:>7.2}",
+            format!("{ty:?}"),
+            g,
+            o1,
+            oa,
+            o1 / g,
+            oa / o1,
+            if same { "yes" } else { "NO" },
+            dg,
+            d_o,
+            d_o / dg
+        );
+    }
+}
