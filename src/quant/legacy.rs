@@ -1087,11 +1087,7 @@ mod tests {
     //! (the differential tests against ggml cover ordinary data).
     use super::*;
 
-    type Kernel = (
-        fn(&[f32], &mut [u8], Option<&[f32]>),
-        fn(&[u8], &mut [f32]),
-        usize,
-    );
+    type RowQuantizer = fn(&[f32], &mut [u8], Option<&[f32]>);
 
     fn scalar_q4_0(src: &[f32], dst: &mut [u8], _: Option<&[f32]>) {
         for (x, y) in src.chunks_exact(QK).zip(blocks_mut::<BlockQ4_0>(dst)) {
@@ -1196,7 +1192,7 @@ mod tests {
             ),
         ];
         let src = awkward_blocks();
-        for (name, (quant, dequant, bytes), scalar) in kernels {
+        for (name, quant, scalar, bytes) in kernels {
             let nb = src.len() / QK;
             let mut fast = vec![0u8; nb * bytes];
             let mut slow = vec![0u8; nb * bytes];
