@@ -1164,32 +1164,12 @@ mod tests {
 
     #[test]
     fn simd_paths_equal_scalar() {
-        let kernels: [(&str, Kernel, fn(&[f32], &mut [u8], Option<&[f32]>)); 5] = [
-            (
-                "q4_0",
-                (quantize_row_q4_0, dequantize_row_q4_0, 18),
-                scalar_q4_0,
-            ),
-            (
-                "q4_1",
-                (quantize_row_q4_1, dequantize_row_q4_1, 20),
-                scalar_q4_1,
-            ),
-            (
-                "q5_0",
-                (quantize_row_q5_0, dequantize_row_q5_0, 22),
-                scalar_q5_0,
-            ),
-            (
-                "q5_1",
-                (quantize_row_q5_1, dequantize_row_q5_1, 24),
-                scalar_q5_1,
-            ),
-            (
-                "q8_0",
-                (quantize_row_q8_0, dequantize_row_q8_0, 34),
-                scalar_q8_0,
-            ),
+        let kernels: [(&str, RowQuantizer, RowQuantizer, usize); 5] = [
+            ("q4_0", quantize_row_q4_0, scalar_q4_0, 18),
+            ("q4_1", quantize_row_q4_1, scalar_q4_1, 20),
+            ("q5_0", quantize_row_q5_0, scalar_q5_0, 22),
+            ("q5_1", quantize_row_q5_1, scalar_q5_1, 24),
+            ("q8_0", quantize_row_q8_0, scalar_q8_0, 34),
         ];
         let src = awkward_blocks();
         for (name, quant, scalar, bytes) in kernels {
