@@ -9,7 +9,8 @@
 //! dequantization); each figure is the median of several runs.
 //!
 //! `cargo bench --bench quantize`; set `QAT_BENCH_BUDGET_MS` to change the
-//! time spent per measurement (default 600 ms, at least 3 runs).
+//! time spent per measurement (default 600 ms, at least 3 runs), and
+//! `QAT_BENCH_TYPES=Q4_0,IQ4_NL` to run some types only.
 
 use std::time::{Duration, Instant};
 
@@ -54,17 +55,26 @@ fn gaussian(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Median wall time of `f`, run until `budget` is spent (3 to 15 runs).
-fn median_time(budget: Duration, mut f: impl FnMut()) -> Duration {
-    let mut times = Vec::new();
+/// Median wall times of the given functions, run in turns (so that a noisy
+/// neighbour slows all of them alike) until `budget` is spent: 3 to 15
+/// rounds.
+fn median_times<const N: usize>(budget: Duration, fs: [&mut dyn FnMut(); N]) -> [Duration; N] {
+    let mut times: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
+    let mut fs = fs;
     let start = Instant::now();
-    while times.len() < 3 || (start.elapsed() < budget && times.len() < 15) {
-        let t = Instant::now();
-        f();
-        times.push(t.elapsed());
+    let mut rounds = 0;
+    while rounds < 3 || (start.elapsed() < budget * N as u32 && rounds < 15) {
+        for (f, t) in fs.iter_mut().zip(times.iter_mut()) {
+            let s = Instant::now();
+            f();
+            t.push(s.elapsed());
+        }
+        rounds += 1;
     }
-    times.sort();
-    times[times.len() / 2]
+    times.map(|mut t| {
+        t.sort();
+        t[t.len() / 2]
+    })
 }
 
 fn mb_per_s(bytes: usize, t: Duration) -> f64 {
@@ -133,7 +143,15 @@ fn main() {
         "deq ours",
         "ratio"
     );
+    let only = std::env::var("QAT_BENCH_TYPES").ok();
     for ty in TYPES {
+        let name = format!("{ty:?}");
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.split(',').any(|t| t.eq_ignore_ascii_case(&name)))
+        {
+            continue;
+        }
         if !is_implemented(ty) {
             println!("{:<7} (not implemented)", format!("{ty:?}"));
             continue;
@@ -146,24 +164,32 @@ fn main() {
         // Touch the buffers once so page faults stay out of the timings.
         ggml_quantize(ty, &src, &mut want);
         quantize_rows(ty, &src, N_PER_ROW, &mut got, None).expect("quantize");
+        let mut got_all = got.clone();
         let same = want == got;
 
-        let t_ggml = median_time(budget, || ggml_quantize(ty, &src, &mut want));
-        let t_one = median_time(budget, || {
-            one.install(|| quantize_rows(ty, &src, N_PER_ROW, &mut got, None))
-                .expect("quantize")
-        });
-        let t_all = median_time(budget, || {
-            quantize_rows(ty, &src, N_PER_ROW, &mut got, None).expect("quantize")
-        });
+        let [t_ggml, t_one, t_all] = median_times(
+            budget,
+            [
+                &mut || ggml_quantize(ty, &src, &mut want),
+                &mut || {
+                    one.install(|| quantize_rows(ty, &src, N_PER_ROW, &mut got, None))
+                        .expect("quantize")
+                },
+                &mut || quantize_rows(ty, &src, N_PER_ROW, &mut got_all, None).expect("quantize"),
+            ],
+        );
 
         let mut back = vec![0f32; src.len()];
+        let mut back2 = vec![0f32; src.len()];
         ggml_to_float(ty, &want, &mut back);
-        let t_deq_ggml = median_time(budget, || ggml_to_float(ty, &want, &mut back));
-        let t_deq_ours = median_time(budget, || {
-            one.install(|| dequantize_rows(ty, &want, N_PER_ROW, &mut back))
-                .expect("dequantize")
-        });
+        dequantize_rows(ty, &want, N_PER_ROW, &mut back2).expect("dequantize");
+        let [t_deq_ggml, t_deq_ours] = median_times(
+            budget,
+            [&mut || ggml_to_float(ty, &want, &mut back), &mut || {
+                one.install(|| dequantize_rows(ty, &want, N_PER_ROW, &mut back2))
+                    .expect("dequantize")
+            }],
+        );
 
         let (g, o1, oa) = (
             mb_per_s(src_bytes, t_ggml),
