@@ -302,19 +302,39 @@ fn quantize_block_q8_0_ref(x: &[f32; QK], y: &mut BlockQ8_0) {
 // Row entry points.
 
 /// Mean square of the row, accumulated in order as ggml does.
+///
+/// When a NaN is involved, which NaN survives depends on the operand order
+/// of each addition; ggml's build (GCC, SSE2) sums four squares at a time as
+/// `((e1 + (s + e0)) ... )`: `s + e0`, `e1 + s`, `e2 + s`, `s + e3`
+/// (first operand's NaN wins on x86). That order is replayed here.
 fn row_sigma2(x: &[f32]) -> f32 {
     let mut sum_x2 = 0.0f32;
     for &v in x {
         sum_x2 += v * v;
     }
+    if sum_x2.is_nan() {
+        sum_x2 = 0.0;
+        for (i, &v) in x.iter().enumerate() {
+            let e = x86_mul(v, v);
+            sum_x2 = match i % 4 {
+                0 | 3 => x86_add(sum_x2, e),
+                _ => x86_add(e, sum_x2),
+            };
+        }
+    }
     sum_x2 / x.len() as f32
 }
 
-/// ggml's importance weights of one block: `qw[j] * sqrt(sigma2 + x[j]^2)`.
+/// ggml's importance weights of one block: `qw[j] * sqrt(sigma2 + x[j]^2)`,
+/// computed as ggml's build does, `sqrt(x^2 + sigma2) * qw` (which matters
+/// only for which NaN comes out).
 fn block_weights(x: &[f32; QK], qw: &[f32], sigma2: f32) -> [f32; QK] {
     let mut w = [0.0f32; QK];
     for j in 0..QK {
         w[j] = qw[j] * (sigma2 + x[j] * x[j]).sqrt();
+        if w[j].is_nan() {
+            w[j] = x86_mul(x86_add(x86_mul(x[j], x[j]), sigma2).sqrt(), qw[j]);
+        }
     }
     w
 }
