@@ -10,7 +10,8 @@
 //!
 //! `cargo bench --bench quantize`; set `QAT_BENCH_BUDGET_MS` to change the
 //! time spent per measurement (default 600 ms, at least 3 runs), and
-//! `QAT_BENCH_TYPES=Q4_0,IQ4_NL` to run some types only.
+//! `QAT_BENCH_TYPES=Q4_0,IQ4_NL` to run some types only, `QAT_BENCH_MIB=1`
+//! for a cache-resident data set.
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,6 @@ use ggml_qat::ggml::ffi;
 use ggml_qat::quant::{dequantize_rows, format, is_implemented, quantize_rows, QuantType};
 
 const N_PER_ROW: usize = 4096;
-const NROWS: usize = 32 * 1024 * 1024 / 4 / N_PER_ROW;
 
 const TYPES: [QuantType; 14] = [
     QuantType::F16,
@@ -64,10 +64,12 @@ fn median_times<const N: usize>(budget: Duration, fs: [&mut dyn FnMut(); N]) -> 
     let start = Instant::now();
     let mut rounds = 0;
     while rounds < 3 || (start.elapsed() < budget * N as u32 && rounds < 15) {
-        for (f, t) in fs.iter_mut().zip(times.iter_mut()) {
+        // Rotate who goes first, so none always runs after the same one.
+        for k in 0..N {
+            let i = (k + rounds) % N;
             let s = Instant::now();
-            f();
-            t.push(s.elapsed());
+            fs[i]();
+            times[i].push(s.elapsed());
         }
         rounds += 1;
     }
@@ -82,7 +84,8 @@ fn mb_per_s(bytes: usize, t: Duration) -> f64 {
 }
 
 fn ggml_quantize(ty: QuantType, src: &[f32], dst: &mut [u8]) {
-    // SAFETY: src holds NROWS rows of N_PER_ROW floats and dst the exact
+    let nrows = src.len() / N_PER_ROW;
+    // SAFETY: src holds nrows rows of N_PER_ROW floats and dst the exact
     // number of bytes of that many rows of `ty` (checked by the caller).
     let written = unsafe {
         ffi::ggml_quantize_chunk(
@@ -90,7 +93,7 @@ fn ggml_quantize(ty: QuantType, src: &[f32], dst: &mut [u8]) {
             src.as_ptr(),
             dst.as_mut_ptr().cast(),
             0,
-            NROWS as i64,
+            nrows as i64,
             N_PER_ROW as i64,
             std::ptr::null(),
         )
@@ -118,7 +121,14 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(600),
     );
-    let src = gaussian(NROWS * N_PER_ROW, 1);
+    // 32 MiB unless QAT_BENCH_MIB says otherwise (e.g. 1 to see in-cache
+    // speed rather than memory bandwidth).
+    let mib: usize = std::env::var("QAT_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let nrows = (mib * 1024 * 1024 / 4 / N_PER_ROW).max(1);
+    let src = gaussian(nrows * N_PER_ROW, 1);
     let src_bytes = src.len() * 4;
     let one = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
@@ -127,7 +137,7 @@ fn main() {
     let nthreads = rayon::current_num_threads();
 
     println!(
-        "{} MiB of F32 N(0,1), {NROWS} rows x {N_PER_ROW}; MB/s of F32 data; median of runs; all = {nthreads} threads",
+        "{} MiB of F32 N(0,1), {nrows} rows x {N_PER_ROW}; MB/s of F32 data; median of runs; all = {nthreads} threads",
         src_bytes >> 20
     );
     println!(
@@ -159,8 +169,8 @@ fn main() {
         let row_bytes = format(ty)
             .row_bytes(N_PER_ROW)
             .expect("4096 is block-aligned");
-        let mut want = vec![0u8; NROWS * row_bytes];
-        let mut got = vec![0u8; NROWS * row_bytes];
+        let mut want = vec![0u8; nrows * row_bytes];
+        let mut got = vec![0u8; nrows * row_bytes];
         // Touch the buffers once so page faults stay out of the timings.
         ggml_quantize(ty, &src, &mut want);
         quantize_rows(ty, &src, N_PER_ROW, &mut got, None).expect("quantize");
