@@ -60,7 +60,6 @@ fn gaussian(n: usize, seed: u64) -> Vec<f32> {
 /// rounds.
 fn median_times<const N: usize>(budget: Duration, fs: [&mut dyn FnMut(); N]) -> [Duration; N] {
     let mut times: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
-    let mut fs = fs;
     let start = Instant::now();
     let mut rounds = 0;
     while rounds < 3 || (start.elapsed() < budget * N as u32 && rounds < 15) {
