@@ -689,7 +689,9 @@ mod simd {
     /// Whether the AVX2 + F16C paths can run.
     #[inline]
     pub fn available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c")
+        super::super::float::simd_allowed()
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("f16c")
     }
 
     /// The block's 32 floats as four vectors.
