@@ -698,7 +698,7 @@ mod simd {
     #[inline]
     #[target_feature(enable = "avx2,f16c")]
     unsafe fn load(x: &[f32]) -> [__m256; 4] {
-        debug_assert!(x.len() >= QK);
+        assert!(x.len() >= QK);
         let p = x.as_ptr();
         [
             _mm256_loadu_ps(p),
