@@ -179,19 +179,40 @@ float ggml_qat_kl_divergence_loss(ggml_qat_context_t *ctx,
                                   struct ggml_tensor *quantized,
                                   float temperature);
 
-// Not available yet: returns all-zero stats with an error message.
+// Runs the two models as the same linear layer, Y = ggml_mul_mat(W, X),
+// with ggml's CPU backend on `test_data` X (ne[0] = the model's ne[0],
+// ne[1] = samples; NULL: config calibration_samples synthetic N(0,1)
+// samples). Sizes are ggml_nbytes in MiB; compression_ratio = quantized /
+// original; kl_divergence_loss = mean per-sample KL of softmax(Y / T) at the
+// config temperature; accuracy_retention = share of samples whose top-1
+// output agrees; inference_speedup = measured median original time /
+// quantized time. The figures are also kept for ggml_qat_get_stats(). All
+// zero on bad arguments (NULL, shapes that differ, non-finite inputs).
 ggml_qat_stats_t ggml_qat_validate_performance(ggml_qat_context_t *ctx,
                                                struct ggml_context *ggml_ctx,
                                                struct ggml_tensor *original_model,
                                                struct ggml_tensor *quantized_model,
                                                struct ggml_tensor *test_data);
 
-// Not available yet: returns 0 with an error message.
+// Runs Y = ggml_mul_mat(model, test_input) on `backend` (NULL: the CPU
+// backend) `n_iterations` times after a warm-up, and the same with an F32
+// copy of the model; returns median F32 time / median model time (> 1: the
+// model is faster). The absolute times are kept for
+// ggml_qat_get_benchmark_times(). 0 on bad arguments (NULL model or input,
+// n_iterations <= 0, ne[0] that differ, an operation the backend lacks).
 float ggml_qat_benchmark_inference_speed(ggml_qat_context_t *ctx,
                                          ggml_backend_t backend,
                                          struct ggml_tensor *model,
                                          struct ggml_tensor *test_input,
                                          int n_iterations);
+
+// The median times in seconds of the latest
+// ggml_qat_benchmark_inference_speed() on this context: the F32 copy and
+// the model. False (outputs untouched) for a NULL context or before any
+// benchmark.
+bool ggml_qat_get_benchmark_times(const ggml_qat_context_t *ctx,
+                                  double *f32_seconds,
+                                  double *model_seconds);
 
 // A new AtomSpace of `n_atoms` atoms and `n_connections` connections (both
 // >= 1), synthetic data from the context's generator: truth values on the
@@ -231,6 +252,28 @@ void ggml_qat_free_moses_tree(ggml_qat_moses_tree_t *tree);
 // Frees ECAN values from ggml_qat_create_ecan() (NULL is accepted).
 void ggml_qat_free_ecan(ggml_qat_ecan_t *ecan);
 
+// Sensitivity of `layer` to quantization to `qtype` (after fallback): its
+// output error on config calibration_samples synthetic N(0,1) inputs
+// (Y = W X with ggml's CPU backend), kl_divergence_weight * KL of
+// softmax(Y / T) + (1 - kl_divergence_weight) * ||Y - Y'||^2 / ||Y||^2,
+// divided by the MiB saved against F32. Lower is safer to quantize. NAN on
+// bad arguments or a type that saves nothing.
+float ggml_qat_layer_sensitivity(ggml_qat_context_t *ctx,
+                                 struct ggml_tensor *layer,
+                                 enum ggml_type qtype);
+
+// Picks a type per layer (from Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_0, F16,
+// after fallback) so that the total size is at most
+// (1 - memory_reduction_target) of the layers' F32 size with the least
+// total output error (as in ggml_qat_layer_sensitivity): the least
+// sensitive layers are quantized first. Writes `n_tensors` types to
+// `types_out`. False (nothing written) on bad arguments or an unreachable
+// target.
+bool ggml_qat_plan_mixed_precision(ggml_qat_context_t *ctx,
+                                   struct ggml_tensor **tensors,
+                                   int n_tensors,
+                                   enum ggml_type *types_out);
+
 // A new F32 tensor in `ggml_ctx` of `n_dims` (1 to 4) dimensions `shape`,
 // filled with i.i.d. Normal(mean, std) values from the context's seeded
 // generator (the same seed and calls give the same bytes, whatever the
@@ -257,6 +300,14 @@ struct ggml_tensor *ggml_qat_quantize_layer(ggml_qat_context_t *ctx,
                                             struct ggml_tensor *src,
                                             ggml_qat_layer_type_t layer_type);
 
+// Like ggml_qat_quantize_layer() with an explicit type instead of a layer
+// class (the same fallback applies): for applying a plan from
+// ggml_qat_plan_mixed_precision(). NULL on bad arguments.
+struct ggml_tensor *ggml_qat_quantize_tensor(ggml_qat_context_t *ctx,
+                                             struct ggml_context *ggml_ctx,
+                                             struct ggml_tensor *src,
+                                             enum ggml_type qtype);
+
 // The exact bytes (sum of ggml_nbytes) that ggml_qat_quantize_layer() would
 // produce for `tensors[i]` as `layer_types[i]`, fallback included; tensors
 // already block-quantized count as they are. 0 on bad arguments (and for
@@ -274,8 +325,17 @@ size_t ggml_qat_estimate_memory_usage(ggml_qat_context_t *ctx,
 enum ggml_type ggml_qat_get_optimal_qtype(ggml_qat_layer_type_t layer_type,
                                           ggml_backend_t backend);
 
-// Not available yet: returns false with an error message and leaves
-// `layers` untouched.
+// Brings layers[0..=current_layer] to their quantized form, replacing the
+// pointers with new tensors of `ggml_ctx`. Idempotent: layers this context
+// already quantized (or block-quantized tensors) are left as they are, so
+// calls with current_layer = 0, 1, 2, ... quantize each layer once. Each new
+// layer gets its class's type and is checked on config calibration_samples
+// synthetic inputs (Y = W X with ggml's CPU backend); while its top-1
+// agreement is below config accuracy_threshold it is raised one precision
+// step (... Q4_K -> Q5_K -> Q6_K -> Q8_0 -> F16 -> F32). With config
+// progressive_layers > 0 a call quantizes at most that many new layers.
+// False on bad arguments, non-finite data or a context without room; then
+// no pointer changes.
 bool ggml_qat_progressive_quantize(ggml_qat_context_t *ctx,
                                    struct ggml_context *ggml_ctx,
                                    struct ggml_tensor **layers,

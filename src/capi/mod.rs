@@ -10,6 +10,7 @@ pub mod context;
 pub mod error;
 pub mod metrics;
 pub mod opencog;
+pub mod plan;
 pub mod quantize;
 pub mod types;
 

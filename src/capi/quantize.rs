@@ -10,7 +10,11 @@ use crate::ggml::{backend, Context, Tensor};
 
 /// Reads `n` C array elements, or fails naming `what` when the pointer is
 /// NULL (and `n > 0`).
-unsafe fn c_slice<'a, T>(ptr: *const T, n: usize, what: &'static str) -> Result<&'a [T]> {
+pub(crate) unsafe fn c_slice<'a, T>(
+    ptr: *const T,
+    n: usize,
+    what: &'static str,
+) -> Result<&'a [T]> {
     match n {
         0 => Ok(&[]),
         _ if ptr.is_null() => Err(Error::Null(what)),
@@ -75,6 +79,25 @@ pub unsafe extern "C" fn ggml_qat_quantize_layer(
     })
 }
 
+/// Like ggml_qat_quantize_layer() with an explicit type instead of a layer
+/// class (the same fallback applies): for applying a plan from
+/// ggml_qat_plan_mixed_precision(). NULL on bad arguments.
+#[no_mangle]
+pub unsafe extern "C" fn ggml_qat_quantize_tensor(
+    ctx: *mut QatContext,
+    ggml_ctx: *mut GgmlContext,
+    src: *mut GgmlTensor,
+    qtype: GgmlType,
+) -> *mut GgmlTensor {
+    guard("ggml_qat_quantize_tensor", std::ptr::null_mut(), || {
+        let s = session(ctx)?;
+        let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
+        let src = Tensor::from_raw(src, "src")?;
+        let ty = crate::qat::config::producible("qtype", qtype.0)?;
+        Ok(s.quantize_as(&gctx, &src, ty)?.as_ptr())
+    })
+}
+
 /// The exact bytes (sum of ggml_nbytes) that ggml_qat_quantize_layer() would
 /// produce for `tensors[i]` as `layer_types[i]`, fallback included; tensors
 /// already block-quantized count as they are. 0 on bad arguments (and for
@@ -125,8 +148,17 @@ pub unsafe extern "C" fn ggml_qat_get_optimal_qtype(
     })
 }
 
-/// Not available yet: returns false with an error message and leaves
-/// `layers` untouched.
+/// Brings layers[0..=current_layer] to their quantized form, replacing the
+/// pointers with new tensors of `ggml_ctx`. Idempotent: layers this context
+/// already quantized (or block-quantized tensors) are left as they are, so
+/// calls with current_layer = 0, 1, 2, ... quantize each layer once. Each new
+/// layer gets its class's type and is checked on config calibration_samples
+/// synthetic inputs (Y = W X with ggml's CPU backend); while its top-1
+/// agreement is below config accuracy_threshold it is raised one precision
+/// step (... Q4_K -> Q5_K -> Q6_K -> Q8_0 -> F16 -> F32). With config
+/// progressive_layers > 0 a call quantizes at most that many new layers.
+/// False on bad arguments, non-finite data or a context without room; then
+/// no pointer changes.
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_progressive_quantize(
     ctx: *mut QatContext,
@@ -136,10 +168,29 @@ pub unsafe extern "C" fn ggml_qat_progressive_quantize(
     n_layers: c_int,
     current_layer: c_int,
 ) -> bool {
-    let _ = (ctx, ggml_ctx, layers, layer_types, n_layers, current_layer);
     guard("ggml_qat_progressive_quantize", false, || {
-        Err(Error::Unsupported(
-            "not available yet in this version".into(),
-        ))
+        let s = session(ctx)?;
+        let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
+        let n = usize::try_from(n_layers)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| Error::invalid("n_layers", format!("{n_layers} (must be > 0)")))?;
+        let current = usize::try_from(current_layer)
+            .ok()
+            .filter(|&c| c < n)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "current_layer",
+                    format!("{current_layer} (must be in 0..{n})"),
+                )
+            })?;
+        let mut work = c_slice(layers, n, "layers")?[..=current].to_vec();
+        let classes = c_slice(layer_types, n, "layer_types")?[..=current]
+            .iter()
+            .map(|k| k.class("layer_types[i]"))
+            .collect::<Result<Vec<_>>>()?;
+        s.progressive(&gctx, &mut work, &classes, current)?;
+        std::ptr::copy_nonoverlapping(work.as_ptr(), layers, work.len());
+        Ok(true)
     })
 }

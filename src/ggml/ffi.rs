@@ -113,6 +113,32 @@ extern "C" {
 
     // ggml-backend.h
     pub fn ggml_backend_buffer_is_host(buffer: *mut GgmlBackendBuffer) -> bool;
+    pub fn ggml_backend_buffer_free(buffer: *mut GgmlBackendBuffer);
+    pub fn ggml_backend_free(backend: GgmlBackendT);
+    pub fn ggml_backend_name(backend: GgmlBackendT) -> *const c_char;
+    pub fn ggml_backend_tensor_set(
+        t: *mut GgmlTensor,
+        data: *const c_void,
+        offset: usize,
+        size: usize,
+    );
+    pub fn ggml_backend_tensor_get(
+        t: *const GgmlTensor,
+        data: *mut c_void,
+        offset: usize,
+        size: usize,
+    );
+    pub fn ggml_backend_graph_compute(backend: GgmlBackendT, graph: *mut GgmlCgraph) -> c_int;
+
+    // ggml-alloc.h
+    pub fn ggml_backend_alloc_ctx_tensors(
+        ctx: *mut GgmlContext,
+        backend: GgmlBackendT,
+    ) -> *mut GgmlBackendBuffer;
+
+    // ggml-cpu.h
+    pub fn ggml_backend_cpu_init() -> GgmlBackendT;
+    pub fn ggml_backend_cpu_set_n_threads(backend: GgmlBackendT, n_threads: c_int);
     pub fn ggml_backend_supports_op(backend: GgmlBackendT, op: *const GgmlTensor) -> bool;
     pub fn ggml_backend_get_device(backend: GgmlBackendT) -> *mut GgmlBackendDevice;
     pub fn ggml_backend_dev_type(dev: *mut GgmlBackendDevice) -> c_int;

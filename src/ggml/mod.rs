@@ -3,6 +3,7 @@
 //! ggml's own reference quantizers.
 
 pub mod backend;
+pub mod compute;
 pub mod context;
 pub mod ffi;
 pub mod reference;

@@ -70,7 +70,9 @@ pub struct RawConfig {
     pub enables: [bool; 3],
 }
 
-fn qtype(name: &'static str, id: i32) -> Result<QuantType> {
+/// The type with ggml id `id` when ggml-qat can produce it; `name` is the
+/// argument named in the error.
+pub fn producible(name: &'static str, id: i32) -> Result<QuantType> {
     QuantType::from_ggml(id)
         .filter(|t| crate::quant::is_implemented(*t))
         .ok_or_else(|| {
@@ -118,10 +120,10 @@ impl RawConfig {
             ]
         } else {
             [
-                qtype("embedding_qtype", self.qtypes[0])?,
-                qtype("attention_qtype", self.qtypes[1])?,
-                qtype("ffn_qtype", self.qtypes[2])?,
-                qtype("layernorm_qtype", self.qtypes[3])?,
+                producible("embedding_qtype", self.qtypes[0])?,
+                producible("attention_qtype", self.qtypes[1])?,
+                producible("ffn_qtype", self.qtypes[2])?,
+                producible("layernorm_qtype", self.qtypes[3])?,
             ]
         };
         let count = |name: &'static str, v: i32, default: usize| -> Result<usize> {

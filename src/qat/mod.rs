@@ -5,8 +5,11 @@
 pub mod calibration;
 pub mod config;
 pub mod layer;
+pub mod measure;
 pub mod metrics;
 pub mod plan;
+pub mod progressive;
+pub mod sensitivity;
 pub mod session;
 
 pub use config::Config;

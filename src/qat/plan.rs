@@ -33,6 +33,35 @@ pub fn type_for_row(wanted: QuantType, row_len: usize) -> QuantType {
     ty
 }
 
+/// Why `wanted` cannot hold rows of `row_len`, for the fallback log.
+pub fn fallback_reason(wanted: QuantType, row_len: usize) -> String {
+    format!(
+        "ne[0] = {row_len} is not a multiple of {}",
+        wanted.format().block_size
+    )
+}
+
+/// The next more precise type: Q2_K → Q3_K → Q4_K → Q5_K → Q6_K → Q8_0 →
+/// F16 → F32; Q4_0 → Q4_1 → Q5_0 → Q5_1 → Q8_0; IQ4_NL → Q5_0;
+/// IQ4_XS → Q5_K; BF16 → F32. `None` for F32.
+pub fn raise(ty: QuantType) -> Option<QuantType> {
+    use QuantType::*;
+    Some(match ty {
+        Q2_K => Q3_K,
+        Q3_K => Q4_K,
+        Q4_K => Q5_K,
+        Q5_K => Q6_K,
+        Q6_K | Q5_1 => Q8_0,
+        Q8_0 => F16,
+        Q4_0 => Q4_1,
+        Q4_1 | IQ4_NL => Q5_0,
+        Q5_0 => Q5_1,
+        IQ4_XS => Q5_K,
+        F16 | BF16 => F32,
+        F32 => return None,
+    })
+}
+
 /// Whether a tensor of this type already holds block-quantized weights
 /// (as opposed to F32/F16/BF16 floats).
 pub fn is_block_quantized(ty: QuantType) -> bool {

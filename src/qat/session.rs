@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use super::calibration::fill_normal;
 use super::config::Config;
 use super::layer::LayerClass;
+use super::measure::BenchmarkTimes;
 use super::metrics;
 use super::plan;
 use crate::error::{Error, Result};
@@ -35,7 +36,10 @@ struct Totals {
     original_bytes: u64,
     quantized_bytes: u64,
     measured: Stats,
+    benchmark: BenchmarkTimes,
     fallbacks: Vec<String>,
+    /// Addresses of the tensors this session produced.
+    produced: std::collections::HashSet<usize>,
 }
 
 /// One QAT session (a `ggml_qat_context_t`).
@@ -118,6 +122,16 @@ impl Session {
         lock(&self.totals).measured = s;
     }
 
+    /// Records the absolute figures of a benchmark.
+    pub fn record_benchmark(&self, b: BenchmarkTimes) {
+        lock(&self.totals).benchmark = b;
+    }
+
+    /// The absolute figures of the latest benchmark (zeros before any).
+    pub fn benchmark_times(&self) -> BenchmarkTimes {
+        lock(&self.totals).benchmark
+    }
+
     /// One line per tensor that fell back to another type than its class's.
     pub fn fallbacks(&self) -> Vec<String> {
         lock(&self.totals).fallbacks.clone()
@@ -155,16 +169,9 @@ impl Session {
         plan::type_for_row(self.config.qtype_for(class), row_len)
     }
 
-    /// `src` quantized to its class's type (after fallback) as a new tensor
-    /// of `gctx` with the same shape and name.
-    pub fn quantize_layer(
-        &self,
-        gctx: &Context,
-        src: &Tensor,
-        class: LayerClass,
-    ) -> Result<Tensor> {
-        let wanted = self.config.qtype_for(class);
-        let ty = plan::type_for_row(wanted, src.row_len());
+    /// The logical values of `src` as F32, refusing non-finite data (the
+    /// error names the first bad element).
+    pub fn checked_values<'t>(&self, src: &'t Tensor) -> Result<std::borrow::Cow<'t, [f32]>> {
         src.quant_type()?;
         let values = src.values()?;
         if let Some((index, value)) = self.run(|| metrics::first_non_finite(&values)) {
@@ -174,25 +181,69 @@ impl Session {
                 value,
             });
         }
+        Ok(values)
+    }
+
+    /// A new tensor of `gctx` of type `ty` with the shape and name of `src`.
+    pub fn new_like(&self, gctx: &Context, src: &Tensor, ty: QuantType) -> Result<Tensor> {
         let dst = gctx.new_tensor(ty.ggml_id(), &src.ne()[..src.n_dims()])?;
         dst.set_name(&src.name());
-        let out = unsafe { dst.bytes_mut()? };
-        let row_len = src.row_len();
-        self.run(|| quant::quantize_rows(ty, &values, row_len, out, None))?;
+        Ok(dst)
+    }
 
+    /// Counts `dst` (made from `src`) in the statistics, notes why its type
+    /// differs from `wanted` when it does, and remembers it as produced here.
+    pub fn record_quantized(
+        &self,
+        src: &Tensor,
+        dst: &Tensor,
+        wanted: QuantType,
+        why: Option<String>,
+    ) {
         let mut t = lock(&self.totals);
         t.original_bytes += src.nbytes() as u64;
         t.quantized_bytes += dst.nbytes() as u64;
-        if ty != wanted {
+        t.produced.insert(dst.as_ptr() as usize);
+        let ty = dst.quant_type().map(|t| t.format().name).unwrap_or("?");
+        if let Some(why) = why {
             t.fallbacks.push(format!(
-                "{}: {} -> {} (ne[0] = {} is not a multiple of {})",
+                "{}: {} -> {} ({why})",
                 display_name(&src.name()),
                 wanted.format().name,
-                ty.format().name,
-                src.row_len(),
-                wanted.format().block_size
+                ty
             ));
         }
+    }
+
+    /// Whether `t` was produced by this session or already holds
+    /// block-quantized weights.
+    pub fn is_quantized(&self, t: &Tensor) -> bool {
+        lock(&self.totals).produced.contains(&(t.as_ptr() as usize))
+            || t.quant_type().is_ok_and(plan::is_block_quantized)
+    }
+
+    /// `src` quantized to its class's type (after fallback) as a new tensor
+    /// of `gctx` with the same shape and name.
+    pub fn quantize_layer(
+        &self,
+        gctx: &Context,
+        src: &Tensor,
+        class: LayerClass,
+    ) -> Result<Tensor> {
+        self.quantize_as(gctx, src, self.config.qtype_for(class))
+    }
+
+    /// `src` quantized to `wanted` (after fallback) as a new tensor of
+    /// `gctx` with the same shape and name.
+    pub fn quantize_as(&self, gctx: &Context, src: &Tensor, wanted: QuantType) -> Result<Tensor> {
+        let values = self.checked_values(src)?;
+        let row_len = src.row_len();
+        let ty = plan::type_for_row(wanted, row_len);
+        let dst = self.new_like(gctx, src, ty)?;
+        let out = unsafe { dst.bytes_mut()? };
+        self.run(|| quant::quantize_rows(ty, &values, row_len, out, None))?;
+        let why = (ty != wanted).then(|| plan::fallback_reason(wanted, row_len));
+        self.record_quantized(src, &dst, wanted, why);
         Ok(dst)
     }
 

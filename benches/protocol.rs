@@ -1,0 +1,194 @@
+//! The measured protocol, printed: per layer of a synthetic transformer block
+//! and per type, size, KL, top-1 agreement and measured speedup over F32 on
+//! ggml's CPU backend; the two speedup cases where the compression ratio
+//! misleads; and the mixed-precision plan.
+//!
+//! `cargo bench --bench protocol`
+
+use std::time::Instant;
+
+use ggml_qat::ggml::{Context, Tensor};
+use ggml_qat::qat::measure::{compare, Weights};
+use ggml_qat::qat::{metrics, Config, Session};
+use ggml_qat::quant::QuantType;
+use ggml_qat::rng::SeedSequence;
+
+const TYPES: [QuantType; 8] = [
+    QuantType::Q2_K,
+    QuantType::Q3_K,
+    QuantType::Q4_K,
+    QuantType::Q5_K,
+    QuantType::Q6_K,
+    QuantType::Q8_0,
+    QuantType::IQ4_XS,
+    QuantType::F16,
+];
+
+fn normal(n: usize, std: f32, seed: u64) -> Vec<f32> {
+    let s = SeedSequence::new(seed).next_stream();
+    (0..n).map(|i| s.normal_at(i as u64) as f32 * std).collect()
+}
+
+fn f32_tensor(ctx: &Context, values: &[f32], ne0: usize) -> Tensor {
+    let t = ctx
+        .new_tensor(
+            QuantType::F32.ggml_id(),
+            &[ne0 as i64, (values.len() / ne0) as i64],
+        )
+        .unwrap();
+    unsafe { t.bytes_mut().unwrap() }.copy_from_slice(
+        &values
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect::<Vec<_>>(),
+    );
+    t
+}
+
+/// Median speedup of `ty` over F32 for `W (ne0 × ne1) · X (ne0 × samples)`.
+fn speedup(ty: QuantType, ne0: usize, ne1: usize, samples: usize, runs: usize) -> (f64, f64, f64) {
+    let w = normal(ne0 * ne1, 1.0 / (ne0 as f32).sqrt(), 7);
+    let x = normal(ne0 * samples, 1.0, 8);
+    let a = Weights::quantized(QuantType::F32, &w, ne0).unwrap();
+    let b = Weights::quantized(ty, &w, ne0).unwrap();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let backend = ggml_qat::ggml::compute::Backend::cpu(threads).unwrap();
+    let c = compare(&backend, &a, &b, &x, samples, runs).unwrap();
+    let (ta, tb) = (c.time_a.as_secs_f64(), c.time_b.as_secs_f64());
+    (ta * 1e3, tb * 1e3, ta / tb)
+}
+
+fn main() {
+    let start = Instant::now();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("ggml-qat protocol report (ggml CPU backend, {threads} threads; times are medians)\n");
+
+    println!("speedup over F32 where the compression ratio misleads:");
+    println!(
+        "{:<34} {:>10} {:>10} {:>9} {:>9}",
+        "case", "F32 ms", "quant ms", "speedup", "1/ratio"
+    );
+    for (label, ty, ne0, ne1, samples) in [
+        (
+            "Q4_K 4096x4096 x 1 (mat-vec)",
+            QuantType::Q4_K,
+            4096,
+            4096,
+            1,
+        ),
+        (
+            "Q8_0 2048x2048 x 64 inputs",
+            QuantType::Q8_0,
+            2048,
+            2048,
+            64,
+        ),
+    ] {
+        let (ta, tb, s) = speedup(ty, ne0, ne1, samples, 15);
+        let inv_ratio = 4.0 * ty.format().block_size as f64 / ty.format().block_bytes as f64;
+        println!("{label:<34} {ta:>10.3} {tb:>10.3} {s:>8.2}x {inv_ratio:>8.2}x");
+    }
+
+    let block: [(&str, usize, usize); 6] = [
+        ("token_embd 512x5000", 512, 5000),
+        ("attn_q 512x512", 512, 512),
+        ("ffn_up 512x2048", 512, 2048),
+        ("ffn_down 2048x512", 2048, 512),
+        ("attn_k 512x512", 512, 512),
+        ("attn_v 512x512", 512, 512),
+    ];
+    let session = Session::new(Config {
+        calibration_samples: 128,
+        ..Config::default()
+    });
+    let ctx = Context::new_owned(256 << 20, false).unwrap();
+    let tensors: Vec<Tensor> = block
+        .iter()
+        .enumerate()
+        .map(|(i, &(_, ne0, ne1))| {
+            f32_tensor(
+                &ctx,
+                &normal(ne0 * ne1, 1.0 / (ne0 as f32).sqrt(), 100 + i as u64),
+                ne0,
+            )
+        })
+        .collect();
+
+    println!(
+        "\nper layer and type, on {} synthetic N(0,1) samples, KL at T = {}:",
+        session.config().calibration_samples,
+        session.config().temperature
+    );
+    println!(
+        "{:<22} {:<7} {:>10} {:>7} {:>11} {:>7} {:>8}",
+        "layer", "type", "bytes", "ratio", "KL", "top-1", "speedup"
+    );
+    let backend = session.cpu_backend().unwrap();
+    for ((name, ne0, _), t) in block.iter().zip(&tensors).take(4) {
+        let values = t.values().unwrap();
+        let a = Weights::quantized(QuantType::F32, &values, *ne0).unwrap();
+        let (x, n) = session.inputs(*ne0, None).unwrap();
+        for ty in TYPES {
+            let b = Weights::quantized(ty, &values, *ne0).unwrap();
+            let c = compare(&backend, &a, &b, &x, n, 5).unwrap();
+            let kl = metrics::mean_kl(&c.y_a, &c.y_b, a.ne1, session.config().temperature as f64);
+            let top1 = metrics::top1_agreement(&c.y_a, &c.y_b, a.ne1);
+            println!(
+                "{:<22} {:<7} {:>10} {:>7.4} {:>11.3e} {:>6.1}% {:>7.2}x",
+                name,
+                ty.format().name,
+                b.bytes.len(),
+                b.bytes.len() as f64 / a.bytes.len() as f64,
+                kl,
+                100.0 * top1,
+                c.time_a.as_secs_f64() / c.time_b.as_secs_f64()
+            );
+        }
+    }
+
+    println!(
+        "\nmixed-precision plan, target {:.0}% reduction, accuracy gate {:.0}% top-1:",
+        100.0 * session.config().memory_reduction_target,
+        100.0 * session.config().accuracy_threshold
+    );
+    session.set_seed(2024);
+    let plan = session.plan_mixed_precision(&tensors).unwrap();
+    // The same seed replays the planning inputs; then fresh, held-out ones.
+    session.set_seed(2024);
+    let planning: Vec<f64> = tensors
+        .iter()
+        .zip(&plan)
+        .map(|(t, ty)| session.layer_error(t, *ty).unwrap().top1)
+        .collect();
+    let held_out: Vec<f64> = tensors
+        .iter()
+        .zip(&plan)
+        .map(|(t, ty)| session.layer_error(t, *ty).unwrap().top1)
+        .collect();
+    println!(
+        "{:<22} {:<7} {:>10} {:>16} {:>16}",
+        "layer", "type", "bytes", "top-1 (planning)", "top-1 (held-out)"
+    );
+    let (mut f32_total, mut total) = (0usize, 0usize);
+    for (i, ((name, _, _), t)) in block.iter().zip(&tensors).enumerate() {
+        let bytes = Context::data_bytes(plan[i].ggml_id(), &t.ne()).unwrap();
+        f32_total += t.nbytes();
+        total += bytes;
+        println!(
+            "{:<22} {:<7} {:>10} {:>15.1}% {:>15.1}%",
+            name,
+            plan[i].format().name,
+            bytes,
+            100.0 * planning[i],
+            100.0 * held_out[i]
+        );
+    }
+    let min = |v: &[f64]| v.iter().fold(1.0f64, |m, &x| m.min(x));
+    println!(
+        "total {f32_total} -> {total} bytes: {:.1}% reduction; lowest top-1 {:.1}% (planning inputs), {:.1}% (held-out)",
+        100.0 * (1.0 - total as f64 / f32_total as f64),
+        100.0 * min(&planning),
+        100.0 * min(&held_out)
+    );
+    println!("\n({:.1} s)", start.elapsed().as_secs_f64());
+}

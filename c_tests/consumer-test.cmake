@@ -1,0 +1,50 @@
+# Installs the build into WORK_DIR/prefix, checks the installed layout, then
+# configures, builds and runs the consumer project against it with
+# find_package(ggml-qat CONFIG REQUIRED), linking the KIND (shared|static)
+# target. Usage: cmake -DBUILD_DIR=.. -DCONSUMER_SOURCE=.. -DWORK_DIR=.. -DKIND=.. -P consumer-test.cmake
+
+set(prefix "${WORK_DIR}/prefix")
+file(REMOVE_RECURSE "${WORK_DIR}")
+
+function(run)
+    execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+    if(NOT rc EQUAL 0)
+        message(FATAL_ERROR "command failed (${rc}): ${ARGN}\n${out}\n${err}")
+    endif()
+    set(last_output "${out}" PARENT_SCOPE)
+endfunction()
+
+run("${CMAKE_COMMAND}" --install "${BUILD_DIR}" --prefix "${prefix}")
+
+# Exactly the promised layout.
+foreach(f
+        lib/libggml-qat.so lib/libggml-qat.so.0 lib/libggml-qat.a include/ggml-qat.h
+        lib/cmake/ggml-qat/ggml-qat-config.cmake lib/cmake/ggml-qat/ggml-qat-config-version.cmake
+        lib/pkgconfig/ggml-qat.pc)
+    if(NOT EXISTS "${prefix}/${f}")
+        message(FATAL_ERROR "installed package lacks ${f}")
+    endif()
+endforeach()
+if(NOT IS_SYMLINK "${prefix}/lib/libggml-qat.so" OR NOT IS_SYMLINK "${prefix}/lib/libggml-qat.so.0")
+    message(FATAL_ERROR "libggml-qat.so and libggml-qat.so.0 must be version links")
+endif()
+find_program(READELF readelf)
+if(READELF)
+    run("${READELF}" -d "${prefix}/lib/libggml-qat.so")
+    if(NOT last_output MATCHES "SONAME[^\n]*libggml-qat\\.so\\.0\\]")
+        message(FATAL_ERROR "SONAME is not libggml-qat.so.0:\n${last_output}")
+    endif()
+endif()
+
+if(KIND STREQUAL "static")
+    set(use_static ON)
+else()
+    set(use_static OFF)
+endif()
+run("${CMAKE_COMMAND}" -S "${CONSUMER_SOURCE}" -B "${WORK_DIR}/build"
+    "-DCMAKE_PREFIX_PATH=${prefix}" "-DGGML_QAT_CONSUMER_STATIC=${use_static}")
+run("${CMAKE_COMMAND}" --build "${WORK_DIR}/build")
+foreach(exe consumer-c11 consumer-cxx17 consumer-cxx20)
+    run("${WORK_DIR}/build/${exe}")
+    message(STATUS "${exe} (${KIND}): ${last_output}")
+endforeach()

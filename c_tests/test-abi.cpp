@@ -1,0 +1,2 @@
+// The ABI test compiled as C++17.
+#include "test-abi.c"

@@ -1,0 +1,233 @@
+//! Measured figures: a layer run as `Y = W X` with ggml on a backend, the
+//! original against the quantized weights (validation), and timing against
+//! an F32 copy (benchmark). Nothing here is estimated.
+
+use std::time::Duration;
+
+use super::metrics;
+use super::session::{Session, Stats};
+use crate::error::{Error, Result};
+use crate::ggml::compute::{median, Backend, MulMat};
+use crate::ggml::Tensor;
+use crate::quant::{self, QuantType};
+
+const MIB: f64 = 1024.0 * 1024.0;
+/// Timed repetitions of each product in a validation (after one warm-up).
+pub const VALIDATION_RUNS: usize = 5;
+
+/// A weight matrix as bytes of a type ggml can multiply.
+pub struct Weights {
+    pub ty: QuantType,
+    pub bytes: Vec<u8>,
+    pub ne0: usize,
+    pub ne1: usize,
+}
+
+impl Weights {
+    /// The tensor's data as it is (a contiguous host tensor of an
+    /// implemented type); rows are ne[1] * ne[2] * ne[3].
+    pub fn of(t: &Tensor) -> Result<Weights> {
+        let ty = t.quant_type()?;
+        Ok(Weights {
+            ty,
+            bytes: t.bytes()?.to_vec(),
+            ne0: t.row_len(),
+            ne1: t.nrows(),
+        })
+    }
+
+    /// An F32 copy of the tensor's values.
+    pub fn f32_of(t: &Tensor) -> Result<Weights> {
+        let values = t.values()?;
+        Ok(Weights {
+            ty: QuantType::F32,
+            bytes: values.iter().flat_map(|v| v.to_ne_bytes()).collect(),
+            ne0: t.row_len(),
+            ne1: t.nrows(),
+        })
+    }
+
+    /// `values` (rows of `ne0`) quantized to `ty`.
+    pub fn quantized(ty: QuantType, values: &[f32], ne0: usize) -> Result<Weights> {
+        let f = ty.format();
+        let row = f
+            .row_bytes(ne0)
+            .ok_or_else(|| Error::invalid("model", format!("row of {ne0} does not fit {ty:?}")))?;
+        let ne1 = values.len() / ne0;
+        let mut bytes = vec![0u8; row * ne1];
+        quant::quantize_rows(ty, values, ne0, &mut bytes, None)?;
+        Ok(Weights {
+            ty,
+            bytes,
+            ne0,
+            ne1,
+        })
+    }
+
+    fn mul_mat<'b>(&self, backend: &'b Backend, x: &[f32], n_samples: usize) -> Result<MulMat<'b>> {
+        MulMat::new(
+            backend,
+            self.ty,
+            &self.bytes,
+            self.ne0,
+            self.ne1,
+            x,
+            n_samples,
+        )
+    }
+}
+
+/// Outputs and timings of two weight matrices on the same inputs.
+pub struct Comparison {
+    /// `n_samples` rows of `ne1` outputs each.
+    pub y_a: Vec<f32>,
+    pub y_b: Vec<f32>,
+    pub time_a: Duration,
+    pub time_b: Duration,
+}
+
+/// Runs `a·X` and `b·X` on `backend`: one warm-up each, then `runs` timed
+/// repetitions, interleaved so both see the same machine state; medians.
+pub fn compare(
+    backend: &Backend,
+    a: &Weights,
+    b: &Weights,
+    x: &[f32],
+    n_samples: usize,
+    runs: usize,
+) -> Result<Comparison> {
+    let ma = a.mul_mat(backend, x, n_samples)?;
+    let mb = b.mul_mat(backend, x, n_samples)?;
+    ma.compute()?;
+    mb.compute()?;
+    let (mut ta, mut tb) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    for _ in 0..runs {
+        ta.push(ma.compute()?);
+        tb.push(mb.compute()?);
+    }
+    Ok(Comparison {
+        y_a: ma.output(),
+        y_b: mb.output(),
+        time_a: median(ta),
+        time_b: median(tb),
+    })
+}
+
+/// The absolute figures of the latest benchmark.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BenchmarkTimes {
+    pub f32_seconds: f64,
+    pub model_seconds: f64,
+    pub iterations: usize,
+}
+
+impl Session {
+    /// Inputs for measuring a layer of rows of `ne0`: `test_data` when given
+    /// (its values, as F32), else `calibration_samples` synthetic N(0,1) rows.
+    pub fn inputs(&self, ne0: usize, test_data: Option<&Tensor>) -> Result<(Vec<f32>, usize)> {
+        match test_data {
+            Some(x) => {
+                if x.row_len() != ne0 {
+                    return Err(Error::invalid(
+                        "test_data",
+                        format!(
+                            "ne[0] = {} differs from the model's ne[0] = {ne0}",
+                            x.row_len()
+                        ),
+                    ));
+                }
+                let values = x.values()?.into_owned();
+                if let Some((index, value)) = metrics::first_non_finite(&values) {
+                    return Err(Error::NonFinite {
+                        tensor: x.name(),
+                        index,
+                        value,
+                    });
+                }
+                Ok((values, x.nrows()))
+            }
+            None => {
+                let n = self.config().calibration_samples;
+                let mut x = vec![0f32; ne0 * n];
+                let stream = self.next_stream();
+                self.run(|| super::calibration::fill_normal(&mut x, &stream, 0.0, 1.0));
+                Ok((x, n))
+            }
+        }
+    }
+
+    /// The CPU backend this session measures on (its thread count).
+    pub fn cpu_backend(&self) -> Result<Backend> {
+        Backend::cpu(self.run(rayon::current_num_threads))
+    }
+
+    /// Both models as the same linear layer on the CPU backend: sizes, KL of
+    /// the per-sample output distributions at the config temperature, top-1
+    /// agreement, and the measured speedup (median of several runs).
+    pub fn validate(
+        &self,
+        original: &Tensor,
+        quantized: &Tensor,
+        test_data: Option<&Tensor>,
+    ) -> Result<Stats> {
+        if original.ne() != quantized.ne() {
+            return Err(Error::invalid(
+                "quantized_model",
+                format!(
+                    "shape {:?} differs from the original's {:?}",
+                    quantized.ne(),
+                    original.ne()
+                ),
+            ));
+        }
+        let a = Weights::of(original)?;
+        let b = Weights::of(quantized)?;
+        let (x, n) = self.inputs(a.ne0, test_data)?;
+        let backend = self.cpu_backend()?;
+        let c = compare(&backend, &a, &b, &x, n, VALIDATION_RUNS)?;
+        let t = self.config().temperature as f64;
+        let (kl, agree) = self.run(|| {
+            (
+                metrics::mean_kl(&c.y_a, &c.y_b, a.ne1, t),
+                metrics::top1_agreement(&c.y_a, &c.y_b, a.ne1),
+            )
+        });
+        let (so, sq) = (original.nbytes() as f64, quantized.nbytes() as f64);
+        let stats = Stats {
+            original_size_mb: (so / MIB) as f32,
+            quantized_size_mb: (sq / MIB) as f32,
+            compression_ratio: (sq / so) as f32,
+            accuracy_retention: agree as f32,
+            kl_divergence_loss: kl as f32,
+            inference_speedup: (c.time_a.as_secs_f64() / c.time_b.as_secs_f64().max(1e-12)) as f32,
+        };
+        self.record_measurement(stats);
+        Ok(stats)
+    }
+
+    /// `Y = model · test_input` on `backend` `iterations` times after a
+    /// warm-up, and the same with an F32 copy of the model: the median F32
+    /// time over the median model time.
+    pub fn benchmark(
+        &self,
+        backend: &Backend,
+        model: &Tensor,
+        test_input: &Tensor,
+        iterations: usize,
+    ) -> Result<f64> {
+        if iterations == 0 {
+            return Err(Error::invalid("n_iterations", "must be at least 1"));
+        }
+        let m = Weights::of(model)?;
+        let f = Weights::f32_of(model)?;
+        let (x, n) = self.inputs(m.ne0, Some(test_input))?;
+        let c = compare(backend, &f, &m, &x, n, iterations)?;
+        let times = BenchmarkTimes {
+            f32_seconds: c.time_a.as_secs_f64(),
+            model_seconds: c.time_b.as_secs_f64(),
+            iterations,
+        };
+        self.record_benchmark(times);
+        Ok(times.f32_seconds / times.model_seconds.max(1e-12))
+    }
+}

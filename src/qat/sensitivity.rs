@@ -1,0 +1,188 @@
+//! Layer sensitivity and the mixed-precision plan.
+//!
+//! The error of a layer at a type is measured on synthetic inputs: both the
+//! F32 and the quantized weights run as `Y = W X` with ggml's CPU backend, and
+//! the error blends the mean per-sample KL of softmax(Y / T) (weight
+//! `kl_divergence_weight`) with the relative output MSE ‖Y − Ŷ‖² / ‖Y‖²
+//! (weight `1 − kl_divergence_weight`). Sensitivity is that error per MiB
+//! saved against F32.
+
+use super::measure::{compare, Weights};
+use super::metrics;
+use super::plan;
+use super::session::Session;
+use crate::error::{Error, Result};
+use crate::ggml::compute::Backend;
+use crate::ggml::{Context, Tensor};
+use crate::quant::QuantType;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The types the planner chooses from, least precise first.
+pub const PLAN_LADDER: [QuantType; 7] = [
+    QuantType::Q2_K,
+    QuantType::Q3_K,
+    QuantType::Q4_K,
+    QuantType::Q5_K,
+    QuantType::Q6_K,
+    QuantType::Q8_0,
+    QuantType::F16,
+];
+
+/// Output error of a layer at one type.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OutputError {
+    pub kl: f64,
+    pub rel_mse: f64,
+    /// Top-1 agreement of the outputs (not part of the blended error).
+    pub top1: f64,
+}
+
+/// One layer's candidates: (type, bytes, blended error), least precise first.
+struct Candidates(Vec<(QuantType, usize, f64)>);
+
+impl Session {
+    /// `kl_divergence_weight · kl + (1 − kl_divergence_weight) · rel_mse`.
+    pub fn blended(&self, e: OutputError) -> f64 {
+        let w = self.config().kl_divergence_weight as f64;
+        w * e.kl + (1.0 - w) * e.rel_mse
+    }
+
+    fn output_error(
+        &self,
+        backend: &Backend,
+        reference: &Weights,
+        ty: QuantType,
+        values: &[f32],
+        x: &[f32],
+        n: usize,
+    ) -> Result<OutputError> {
+        let w = Weights::quantized(ty, values, reference.ne0)?;
+        let c = compare(backend, reference, &w, x, n, 0)?;
+        let t = self.config().temperature as f64;
+        let (num, den) = c
+            .y_a
+            .iter()
+            .zip(&c.y_b)
+            .fold((0f64, 0f64), |(num, den), (&a, &b)| {
+                (
+                    num + (a as f64 - b as f64).powi(2),
+                    den + (a as f64).powi(2),
+                )
+            });
+        Ok(OutputError {
+            kl: metrics::mean_kl(&c.y_a, &c.y_b, reference.ne1, t),
+            rel_mse: if den > 0.0 { num / den } else { 0.0 },
+            top1: metrics::top1_agreement(&c.y_a, &c.y_b, reference.ne1),
+        })
+    }
+
+    /// Output error of `layer` quantized to `ty` (after fallback), on
+    /// `calibration_samples` synthetic inputs.
+    pub fn layer_error(&self, layer: &Tensor, ty: QuantType) -> Result<OutputError> {
+        let values = self.checked_values(layer)?;
+        let ne0 = layer.row_len();
+        let reference = Weights::quantized(QuantType::F32, &values, ne0)?;
+        let (x, n) = self.inputs(ne0, None)?;
+        let backend = self.cpu_backend()?;
+        self.output_error(
+            &backend,
+            &reference,
+            plan::type_for_row(ty, ne0),
+            &values,
+            &x,
+            n,
+        )
+    }
+
+    /// Blended output error per MiB saved against F32 when `layer` is
+    /// quantized to `ty` (after fallback).
+    pub fn sensitivity(&self, layer: &Tensor, ty: QuantType) -> Result<f64> {
+        let ty = plan::type_for_row(ty, layer.row_len());
+        let f32_bytes = Context::data_bytes(QuantType::F32.ggml_id(), &layer.ne())?;
+        let bytes = Context::data_bytes(ty.ggml_id(), &layer.ne())?;
+        if bytes >= f32_bytes {
+            return Err(Error::invalid(
+                "type",
+                format!("{} saves nothing against F32", ty.format().name),
+            ));
+        }
+        let e = self.layer_error(layer, ty)?;
+        Ok(self.blended(e) / ((f32_bytes - bytes) as f64 / MIB))
+    }
+
+    fn candidates(&self, backend: &Backend, layer: &Tensor) -> Result<Candidates> {
+        let values = self.checked_values(layer)?;
+        let ne0 = layer.row_len();
+        let reference = Weights::quantized(QuantType::F32, &values, ne0)?;
+        let (x, n) = self.inputs(ne0, None)?;
+        let mut types: Vec<QuantType> = PLAN_LADDER
+            .iter()
+            .map(|&t| plan::type_for_row(t, ne0))
+            .collect();
+        types.dedup();
+        let threshold = self.config().accuracy_threshold as f64;
+        let most_precise = *types.last().expect("the ladder is not empty");
+        let mut out = Vec::with_capacity(types.len());
+        for ty in types {
+            let bytes = Context::data_bytes(ty.ggml_id(), &layer.ne())?;
+            let e = self.output_error(backend, &reference, ty, &values, &x, n)?;
+            // The accuracy gate: a type whose top-1 agreement misses the
+            // threshold is not a candidate (the most precise always is).
+            if e.top1 >= threshold || ty == most_precise {
+                out.push((ty, bytes, self.blended(e)));
+            }
+        }
+        // Keep sizes strictly increasing (a fallback may map two rungs to
+        // types of equal size).
+        out.dedup_by(|b, a| b.1 <= a.1);
+        Ok(Candidates(out))
+    }
+
+    /// A type per layer whose total size is at most `1 − memory_reduction_target`
+    /// of the layers' F32 size, with the least total blended error: starting
+    /// from the most precise type of every layer, the step down with the least
+    /// added error per byte saved (the least sensitive layer) is taken first,
+    /// until the target is met. Types whose top-1 agreement on the synthetic
+    /// inputs is below `accuracy_threshold` are not considered (F16 always is).
+    pub fn plan_mixed_precision(&self, layers: &[Tensor]) -> Result<Vec<QuantType>> {
+        let backend = self.cpu_backend()?;
+        let cands = layers
+            .iter()
+            .map(|l| self.candidates(&backend, l))
+            .collect::<Result<Vec<_>>>()?;
+        let f32_total: usize = layers
+            .iter()
+            .map(|l| Context::data_bytes(QuantType::F32.ggml_id(), &l.ne()))
+            .sum::<Result<usize>>()?;
+        let budget = ((1.0 - self.config().memory_reduction_target as f64) * f32_total as f64)
+            .floor() as usize;
+        let mut at: Vec<usize> = cands.iter().map(|c| c.0.len() - 1).collect();
+        let mut total: usize = cands.iter().zip(&at).map(|(c, &i)| c.0[i].1).sum();
+        while total > budget {
+            let best = cands
+                .iter()
+                .zip(&at)
+                .enumerate()
+                .filter(|(_, (_, &i))| i > 0)
+                .map(|(l, (c, &i))| {
+                    let (hi, lo) = (c.0[i], c.0[i - 1]);
+                    let cost = (lo.2 - hi.2).max(0.0) / (hi.1 - lo.1) as f64;
+                    (l, cost)
+                })
+                .min_by(|a, b| a.1.total_cmp(&b.1));
+            let Some((l, _)) = best else {
+                return Err(Error::invalid(
+                    "memory_reduction_target",
+                    format!(
+                        "{} cannot be reached even with every layer at its smallest type",
+                        self.config().memory_reduction_target
+                    ),
+                ));
+            };
+            total -= cands[l].0[at[l]].1 - cands[l].0[at[l] - 1].1;
+            at[l] -= 1;
+        }
+        Ok(cands.iter().zip(&at).map(|(c, &i)| c.0[i].0).collect())
+    }
+}

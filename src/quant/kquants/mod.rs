@@ -1,0 +1,263 @@
+//! The K-quant super-block formats Q2_K, Q3_K, Q4_K, Q5_K and Q6_K.
+//!
+//! Every format packs 256 values (a super-block) into one `#[repr(C)]` block
+//! laid out exactly as ggml's `block_qN_K` (ggml-common.h). Quantization has
+//! two paths, as in ggml's `quantize_qN_K`:
+//! - without an importance matrix, `quantize_row_qN_K_ref`;
+//! - with one, `quantize_row_qN_K_impl` (one weight per element of the row).
+//!
+//! Both give the same bytes as ggml; the dequantizers give the same floats.
+//! Each format module holds a plain scalar translation of ggml's algorithm
+//! (`scalar`) and, where it pays, a SIMD path that runs one lane per
+//! sub-block and performs each lane's scalar sequence of operations exactly,
+//! so the two are bit-identical; tests compare both with ggml.
+
+use super::{Format, QuantType};
+
+pub mod q2k;
+pub mod q3k;
+pub mod q4k;
+pub mod q5k;
+pub mod q6k;
+#[cfg(target_arch = "x86_64")]
+mod simd;
+
+/// Values per super-block (`QK_K`).
+pub const QK_K: usize = 256;
+/// Bytes of the packed 6-bit scales and mins of Q4_K/Q5_K (`K_SCALE_SIZE`).
+pub const K_SCALE_SIZE: usize = 12;
+
+/// A K-quant block type: its byte size equals ggml's `sizeof(block_qN_K)`
+/// and it has alignment 1, so rows of bytes can be viewed as blocks.
+///
+/// # Safety
+/// Implementors are `#[repr(C)]` structs of `u8`/`i8` arrays only (no
+/// padding, alignment 1, every bit pattern valid).
+pub unsafe trait Block: Sized {}
+
+/// View a byte row as blocks.
+///
+/// # Panics
+/// When `bytes.len()` is not a multiple of the block size.
+pub fn as_blocks<B: Block>(bytes: &[u8]) -> &[B] {
+    let size = std::mem::size_of::<B>();
+    assert_eq!(bytes.len() % size, 0, "row is not a whole number of blocks");
+    // SAFETY: `B: Block` has alignment 1, no padding and no invalid bit
+    // patterns; the length is a whole number of blocks.
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), bytes.len() / size) }
+}
+
+/// View a mutable byte row as blocks.
+///
+/// # Panics
+/// When `bytes.len()` is not a multiple of the block size.
+pub fn as_blocks_mut<B: Block>(bytes: &mut [u8]) -> &mut [B] {
+    let size = std::mem::size_of::<B>();
+    assert_eq!(bytes.len() % size, 0, "row is not a whole number of blocks");
+    // SAFETY: as in `as_blocks`, and the borrow is unique.
+    unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<B>(), bytes.len() / size) }
+}
+
+/// ggml's fp32 → fp16 conversion (`ggml_compute_fp32_to_fp16`, the portable
+/// bit-trick version that the reference quantizers use): round to nearest
+/// even, overflow to ±∞, every NaN to a quiet NaN `0x7E00` with the sign.
+#[inline]
+pub fn fp32_to_fp16(f: f32) -> u16 {
+    let scale_to_inf = f32::from_bits(0x7780_0000); // 2^112
+    let scale_to_zero = f32::from_bits(0x0880_0000); // 2^-110
+    let mut base = (f.abs() * scale_to_inf) * scale_to_zero;
+    let w = f.to_bits();
+    let shl1_w = w.wrapping_add(w);
+    let sign = w & 0x8000_0000;
+    let mut bias = shl1_w & 0xFF00_0000;
+    if bias < 0x7100_0000 {
+        bias = 0x7100_0000;
+    }
+    base += f32::from_bits((bias >> 1) + 0x0780_0000);
+    let bits = base.to_bits();
+    let exp_bits = (bits >> 13) & 0x0000_7C00;
+    let mantissa_bits = bits & 0x0000_0FFF;
+    let nonsign = exp_bits + mantissa_bits;
+    ((sign >> 16)
+        | if shl1_w > 0xFF00_0000 {
+            0x7E00
+        } else {
+            nonsign
+        }) as u16
+}
+
+/// ggml's fp16 → fp32 conversion (`ggml_compute_fp16_to_fp32`).
+#[inline]
+pub fn fp16_to_fp32(h: u16) -> f32 {
+    let w = (h as u32) << 16;
+    let sign = w & 0x8000_0000;
+    let two_w = w.wrapping_add(w);
+    let exp_offset = 0xE0u32 << 23;
+    let exp_scale = f32::from_bits(0x0780_0000); // 2^-112
+    let normalized_value = f32::from_bits((two_w >> 4) + exp_offset) * exp_scale;
+    let magic_mask = 126u32 << 23;
+    let magic_bias = 0.5f32;
+    let denormalized_value = f32::from_bits((two_w >> 17) | magic_mask) - magic_bias;
+    let denormalized_cutoff = 1u32 << 27;
+    let result = sign
+        | if two_w < denormalized_cutoff {
+            denormalized_value.to_bits()
+        } else {
+            normalized_value.to_bits()
+        };
+    f32::from_bits(result)
+}
+
+/// Store `f` as ggml fp16 bytes (little endian).
+#[inline]
+pub(crate) fn f16_bytes(f: f32) -> [u8; 2] {
+    fp32_to_fp16(f).to_le_bytes()
+}
+
+/// Read ggml fp16 bytes as f32.
+#[inline]
+pub(crate) fn f16_value(b: [u8; 2]) -> f32 {
+    fp16_to_fp32(u16::from_le_bytes(b))
+}
+
+/// Pack 2-bit levels (`l[j] < 4`) as Q2_K/Q3_K do: byte `32*g + k` of each
+/// 128-value half holds levels `k, k+32, k+64, k+96` in bits 0-1, 2-3, 4-5, 6-7.
+#[inline]
+pub(crate) fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8; QK_K / 4]) {
+    for j in (0..QK_K).step_by(128) {
+        for k in 0..32 {
+            qs[j / 4 + k] =
+                l[j + k] | (l[j + k + 32] << 2) | (l[j + k + 64] << 4) | (l[j + k + 96] << 6);
+        }
+    }
+}
+
+/// Requantize one sub-block of 16 or 32 values with its final scale:
+/// `l = clamp(nearest_int((x [+ m]) / d), lo, hi) + off` (`ADD_M` adds `m`
+/// first, as the asymmetric formats do). `SIMD` selects the AVX2 version
+/// (when the CPU has it); the results are the same.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn requantize_sub_block<const SIMD: bool, const ADD_M: bool>(
+    x: &[f32],
+    d: f32,
+    m: f32,
+    lo: i32,
+    hi: i32,
+    off: i32,
+    l: &mut [u8],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if SIMD && has_avx2() {
+        // SAFETY: AVX2 is available.
+        unsafe { simd::requantize::<ADD_M>(x, d, m, lo, hi, off, l) };
+        return;
+    }
+    for (li, &xi) in l.iter_mut().zip(x) {
+        let v = if ADD_M { xi + m } else { xi };
+        *li = (crate::quant::search::nearest_int(v / d).clamp(lo, hi) + off) as u8;
+    }
+}
+
+/// Split `x` into its super-blocks (the row is a multiple of 256 long).
+#[inline]
+pub(crate) fn super_blocks(x: &[f32]) -> impl Iterator<Item = &[f32; QK_K]> {
+    x.chunks_exact(QK_K).map(|c| c.try_into().unwrap())
+}
+
+/// Super-block `i` of a row.
+#[inline(always)]
+pub(crate) fn block_at(v: &[f32], i: usize) -> &[f32; QK_K] {
+    v[QK_K * i..QK_K * (i + 1)].try_into().unwrap()
+}
+
+/// Whether the AVX2 kernels may run on this machine (checked once).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_avx2() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    match STATE.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let yes =
+                std::env::var_os("GGML_QAT_NO_SIMD").is_none() && is_x86_feature_detected!("avx2");
+            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            yes
+        }
+    }
+}
+
+/// Formats registered by this module.
+pub static FORMATS: &[Format] = &[
+    Format {
+        ty: QuantType::Q2_K,
+        name: "q2_K",
+        block_size: QK_K,
+        block_bytes: std::mem::size_of::<q2k::BlockQ2K>(),
+        quantize_row: q2k::quantize_row,
+        dequantize_row: q2k::dequantize_row,
+    },
+    Format {
+        ty: QuantType::Q3_K,
+        name: "q3_K",
+        block_size: QK_K,
+        block_bytes: std::mem::size_of::<q3k::BlockQ3K>(),
+        quantize_row: q3k::quantize_row,
+        dequantize_row: q3k::dequantize_row,
+    },
+    Format {
+        ty: QuantType::Q4_K,
+        name: "q4_K",
+        block_size: QK_K,
+        block_bytes: std::mem::size_of::<q4k::BlockQ4K>(),
+        quantize_row: q4k::quantize_row,
+        dequantize_row: q4k::dequantize_row,
+    },
+    Format {
+        ty: QuantType::Q5_K,
+        name: "q5_K",
+        block_size: QK_K,
+        block_bytes: std::mem::size_of::<q5k::BlockQ5K>(),
+        quantize_row: q5k::quantize_row,
+        dequantize_row: q5k::dequantize_row,
+    },
+    Format {
+        ty: QuantType::Q6_K,
+        name: "q6_K",
+        block_size: QK_K,
+        block_bytes: std::mem::size_of::<q6k::BlockQ6K>(),
+        quantize_row: q6k::quantize_row,
+        dequantize_row: q6k::dequantize_row,
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fp16_matches_half_on_non_nan() {
+        let mut s = 0x1234_5678u32;
+        for _ in 0..200_000 {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            let f = f32::from_bits(s);
+            if f.is_nan() {
+                assert_eq!(fp32_to_fp16(f) & 0x7FFF, 0x7E00);
+                continue;
+            }
+            assert_eq!(fp32_to_fp16(f), half::f16::from_f32(f).to_bits(), "{f:e}");
+        }
+        for h in 0..=u16::MAX {
+            let a = fp16_to_fp32(h);
+            let b = half::f16::from_bits(h).to_f32();
+            assert!(
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                "{h:#x}"
+            );
+        }
+    }
+}

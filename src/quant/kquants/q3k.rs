@@ -1,0 +1,315 @@
+//! Q3_K: 16 sub-blocks of 16 values, `x ≈ d·(sc - 32)·(q - 4)` with 3-bit
+//! `q` (low 2 bits in `qs`, high bit in `hmask`) and 6-bit sub-block scales
+//! (110 bytes per 256 values).
+
+// Index loops mirror ggml's C so that the order of operations is evident.
+#![allow(clippy::needless_range_loop)]
+
+use super::{as_blocks, as_blocks_mut, f16_bytes, f16_value, pack_2bit, super_blocks, Block, QK_K};
+use crate::quant::search::{make_q3_quants, make_qx_quants, nearest_int};
+
+/// ggml's `block_q3_K`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ3K {
+    /// High bit of each quant: bit `j / 32` of byte `j % 32`.
+    pub hmask: [u8; QK_K / 8],
+    /// Low 2 bits of the quants, packed as Q2_K's.
+    pub qs: [u8; QK_K / 4],
+    /// Sixteen 6-bit scales (offset by 32), packed.
+    pub scales: [u8; 12],
+    /// Super-block scale (fp16).
+    pub d: [u8; 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ3K>() == 2 + QK_K / 4 + QK_K / 8 + 12);
+const _: () = assert!(std::mem::align_of::<BlockQ3K>() == 1);
+// SAFETY: repr(C) of u8 arrays only.
+unsafe impl Block for BlockQ3K {}
+
+/// Put 6-bit scale `l` (0..=63) of sub-block `j` into the packed bytes, as
+/// ggml does (OR-ing into a zeroed array).
+#[inline(always)]
+fn put_scale(s: &mut [u8; 12], j: usize, l: i32) {
+    if j < 8 {
+        s[j] = (l & 0xF) as u8;
+    } else {
+        s[j - 8] |= ((l & 0xF) << 4) as u8;
+    }
+    let l = l >> 4;
+    s[j % 4 + 8] |= (l << (2 * (j / 4))) as u8;
+}
+
+/// Sub-block scale `j` (already minus 32) of the packed bytes.
+#[inline(always)]
+pub(crate) fn get_scale(s: &[u8; 12], j: usize) -> i32 {
+    let low = if j < 8 { s[j] & 0xF } else { s[j - 8] >> 4 };
+    let high = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+    (low | (high << 4)) as i32 - 32
+}
+
+/// Requantization with the stored scales, then the hmask/qs packing, shared
+/// by both paths. `l` holds levels 0..=7 from the search.
+#[inline(always)]
+pub(crate) fn finish<const SIMD: bool>(
+    x: &[f32; QK_K],
+    l: &mut [u8; QK_K],
+    y: &mut BlockQ3K,
+    mut search_levels: impl FnMut(usize, &mut [u8]),
+) {
+    let dd = f16_value(y.d);
+    for j in 0..16 {
+        let d = dd * get_scale(&y.scales, j) as f32;
+        let lj = &mut l[16 * j..16 * j + 16];
+        if d == 0.0 {
+            search_levels(j, lj);
+            continue;
+        }
+        super::requantize_sub_block::<SIMD, false>(&x[16 * j..16 * j + 16], d, 0.0, -4, 3, 4, lj);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if SIMD && super::has_avx2() {
+        // SAFETY: AVX2 is available.
+        unsafe {
+            super::simd::split_hmask(l, &mut y.hmask);
+            super::simd::pack_2bit(l, &mut y.qs);
+        }
+        return;
+    }
+    y.hmask = [0; QK_K / 8];
+    for j in 0..QK_K {
+        // Branch-free: the test is unpredictable.
+        let high = (l[j] > 3) as u8;
+        y.hmask[j % 32] |= high << (j / 32);
+        l[j] -= 4 * high;
+    }
+    pack_2bit(l, &mut y.qs);
+}
+
+/// Scale quantization of the reference path: 6-bit scales against the
+/// largest-magnitude sub-block scale.
+#[inline(always)]
+pub(crate) fn quantize_scales_ref(scales: &[f32; 16], y: &mut BlockQ3K) {
+    let mut max_scale = 0f32;
+    let mut amax = 0f32;
+    for &s in scales {
+        let a = s.abs();
+        if a > amax {
+            amax = a;
+            max_scale = s;
+        }
+    }
+    y.scales = [0; 12];
+    if max_scale != 0.0 {
+        let iscale = -32.0f32 / max_scale;
+        for j in 0..16 {
+            let l = nearest_int(iscale * scales[j]) as i8 as i32;
+            put_scale(&mut y.scales, j, l.clamp(-32, 31) + 32);
+        }
+        y.d = f16_bytes(1.0 / iscale);
+    } else {
+        y.d = f16_bytes(0.0);
+    }
+}
+
+/// `quantize_row_q3_K_ref` on one super-block, scalar.
+pub fn quantize_block_ref_scalar(x: &[f32; QK_K], y: &mut BlockQ3K) {
+    let mut l = [0u8; QK_K];
+    let mut li = [0i8; 16];
+    let mut scales = [0f32; 16];
+    for j in 0..16 {
+        scales[j] = make_q3_quants(4, &x[16 * j..16 * j + 16], &mut li, true);
+        for k in 0..16 {
+            l[16 * j + k] = li[k] as u8;
+        }
+    }
+    quantize_scales_ref(&scales, y);
+    finish::<false>(x, &mut l, y, |_, _| {});
+}
+
+/// `quantize_row_q3_K_impl` on one super-block with its 256 weights, scalar.
+pub fn quantize_block_impl_scalar(x: &[f32; QK_K], qw: &[f32], y: &mut BlockQ3K) {
+    let mut sumx2 = 0f32;
+    for v in x {
+        sumx2 += v * v;
+    }
+    let sigma2 = 2.0 * sumx2 / QK_K as f32;
+    let mut l = [0u8; QK_K];
+    let mut li = [0i8; 16];
+    let mut scales = [0f32; 16];
+    let mut sw = [0f32; 16];
+    let mut weight = [0f32; 16];
+    for j in 0..16 {
+        let xs = &x[16 * j..16 * j + 16];
+        let q = &qw[16 * j..16 * j + 16];
+        for k in 0..16 {
+            weight[k] = q[k] * (sigma2 + xs[k] * xs[k]).sqrt();
+        }
+        let mut sumw = 0f32;
+        for w in &weight {
+            sumw += w;
+        }
+        sw[j] = sumw;
+        scales[j] = make_qx_quants(4, xs, &mut li, 1, Some(&weight));
+        for k in 0..16 {
+            l[16 * j + k] = li[k] as u8;
+        }
+    }
+    finish_impl::<false>(x, &scales, &sw, &mut l, y, |_, _| {});
+}
+
+/// Scale quantization of the weighted path (`make_qx_quants` over the
+/// scales, weighted by the sub-block weight sums), then [`finish`].
+#[inline(always)]
+pub(crate) fn finish_impl<const SIMD: bool>(
+    x: &[f32; QK_K],
+    scales: &[f32; 16],
+    sw: &[f32; 16],
+    l: &mut [u8; QK_K],
+    y: &mut BlockQ3K,
+    search_levels: impl FnMut(usize, &mut [u8]),
+) {
+    let mut ls = [0i8; 16];
+    y.scales = [0; 12];
+    let d_block = make_qx_quants(32, scales, &mut ls, 1, Some(sw));
+    for j in 0..16 {
+        put_scale(&mut y.scales, j, ls[j] as i32);
+    }
+    y.d = f16_bytes(d_block);
+    finish::<SIMD>(x, l, y, search_levels);
+}
+
+/// Quantize one row (ggml's `quantize_q3_K` on a single row).
+pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        let blocks = as_blocks_mut::<BlockQ3K>(dst);
+        assert_eq!(blocks.len() * QK_K, src.len(), "row length");
+        if let Some(qw) = imatrix {
+            assert_eq!(qw.len(), src.len(), "imatrix length");
+        }
+        // SAFETY: AVX2 is available.
+        return unsafe { avx2::quantize_blocks(src, blocks, imatrix) };
+    }
+    quantize_row_scalar(src, dst, imatrix)
+}
+
+/// Quantize one row with the portable scalar code only (for tests).
+pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    let blocks = as_blocks_mut::<BlockQ3K>(dst);
+    assert_eq!(blocks.len() * QK_K, src.len(), "row length");
+    match imatrix {
+        None => {
+            for (x, y) in super_blocks(src).zip(blocks) {
+                quantize_block_ref_scalar(x, y);
+            }
+        }
+        Some(qw) => {
+            assert_eq!(qw.len(), src.len(), "imatrix length");
+            for ((x, y), w) in super_blocks(src).zip(blocks).zip(qw.chunks_exact(QK_K)) {
+                quantize_block_impl_scalar(x, w, y);
+            }
+        }
+    }
+}
+
+/// Dequantize one row (`dequantize_row_q3_K`).
+pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
+    let blocks = as_blocks::<BlockQ3K>(src);
+    assert_eq!(blocks.len() * QK_K, dst.len(), "row length");
+    for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
+        let d_all = f16_value(b.d);
+        let mut is = 0;
+        let mut m = 1u8;
+        for h in 0..2 {
+            let q = &b.qs[32 * h..32 * h + 32];
+            let y = &mut y[128 * h..128 * h + 128];
+            let mut shift = 0;
+            for j in 0..4 {
+                for half in 0..2 {
+                    let dl = d_all * get_scale(&b.scales, is) as f32;
+                    is += 1;
+                    for k in 0..16 {
+                        let idx = 16 * half + k;
+                        let low = ((q[idx] >> shift) & 3) as i32;
+                        let high = if b.hmask[idx] & m != 0 { 0 } else { 4 };
+                        y[32 * j + idx] = dl * (low - high) as f32;
+                    }
+                }
+                shift += 2;
+                m <<= 1;
+            }
+        }
+    }
+}
+
+/// AVX2 paths: the 16 sub-block searches run as 16 lanes.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::super::q4k::impl_sigma2;
+    use super::super::simd::{self, Levels16, F8};
+    use super::super::{block_at, QK_K};
+    use super::{finish, finish_impl, quantize_scales_ref, BlockQ3K};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn quantize_blocks(src: &[f32], blocks: &mut [BlockQ3K], imatrix: Option<&[f32]>) {
+        // One super-block per search (two at a time, `run::<2, 4>`, was
+        // measured no faster: more lanes make the refinement run more passes).
+        for i in 0..blocks.len() {
+            run::<1, 2>(src, blocks, imatrix, i);
+        }
+    }
+
+    /// Super-blocks `i0 .. i0 + P` (`G = 2P` lane groups).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn run<const P: usize, const G: usize>(
+        src: &[f32],
+        blocks: &mut [BlockQ3K],
+        imatrix: Option<&[f32]>,
+        i0: usize,
+    ) {
+        let xs: [&[f32; QK_K]; P] = std::array::from_fn(|p| block_at(src, i0 + p));
+        let xt = simd::load_transposed_multi::<16, G, P>(xs);
+        let mut l = [0u8; QK_K];
+        match imatrix {
+            None => {
+                let r = simd::q3_search::<G>(&xt, 4);
+                let levels = Levels16::new(&r.l);
+                for p in 0..P {
+                    let y = &mut blocks[i0 + p];
+                    quantize_scales_ref(&simd::lanes16(&[r.scale[2 * p], r.scale[2 * p + 1]]), y);
+                    finish::<true>(xs[p], &mut l, y, |j, lj| levels.fill(16 * p + j, lj));
+                }
+            }
+            Some(qw) => {
+                let qs: [&[f32; QK_K]; P] = std::array::from_fn(|p| block_at(qw, i0 + p));
+                let qt = simd::load_transposed_multi::<16, G, P>(qs);
+                let sigma2: [F8; P] = std::array::from_fn(|p| _mm256_set1_ps(impl_sigma2(xs[p])));
+                let mut w = [[_mm256_setzero_ps(); G]; 16];
+                let mut sw = [_mm256_setzero_ps(); G];
+                for k in 0..16 {
+                    for g in 0..G {
+                        let x2 = _mm256_add_ps(sigma2[g / 2], _mm256_mul_ps(xt[k][g], xt[k][g]));
+                        w[k][g] = _mm256_mul_ps(qt[k][g], _mm256_sqrt_ps(x2));
+                        sw[g] = _mm256_add_ps(sw[g], w[k][g]);
+                    }
+                }
+                let r = simd::qx_search::<G>(&xt, &w, 4);
+                let levels = Levels16::new(&r.l);
+                for p in 0..P {
+                    let scales = simd::lanes16(&[r.scale[2 * p], r.scale[2 * p + 1]]);
+                    let sws = simd::lanes16(&[sw[2 * p], sw[2 * p + 1]]);
+                    finish_impl::<true>(
+                        xs[p],
+                        &scales,
+                        &sws,
+                        &mut l,
+                        &mut blocks[i0 + p],
+                        |j, lj| levels.fill(16 * p + j, lj),
+                    );
+                }
+            }
+        }
+    }
+}
