@@ -1,1 +1,226 @@
-fn main() {}
+//! Quantization and dequantization throughput, ours against the ggml we
+//! link, on the same 32 MiB of F32 Gaussian weights (rows of 4096).
+//!
+//! For every type we implement: ggml's `ggml_quantize_chunk` (one thread,
+//! as ggml runs it), our `quantize_rows` on a 1-thread rayon pool and on
+//! all threads, whether the bytes are identical, and dequantization (ggml's
+//! `to_float` against our `dequantize_rows` on one thread). Throughput is
+//! MB/s (10^6 bytes) of F32 data (input of quantization, output of
+//! dequantization); each figure is the median of several runs.
+//!
+//! `cargo bench --bench quantize`; set `QAT_BENCH_BUDGET_MS` to change the
+//! time spent per measurement (default 600 ms, at least 3 runs), and
+//! `QAT_BENCH_TYPES=Q4_0,IQ4_NL` to run some types only, `QAT_BENCH_MIB=1`
+//! for a cache-resident data set.
+
+use std::time::{Duration, Instant};
+
+use ggml_qat::ggml::ffi;
+use ggml_qat::quant::{dequantize_rows, format, is_implemented, quantize_rows, QuantType};
+
+const N_PER_ROW: usize = 4096;
+
+const TYPES: [QuantType; 14] = [
+    QuantType::F16,
+    QuantType::BF16,
+    QuantType::Q4_0,
+    QuantType::Q4_1,
+    QuantType::Q5_0,
+    QuantType::Q5_1,
+    QuantType::Q8_0,
+    QuantType::Q2_K,
+    QuantType::Q3_K,
+    QuantType::Q4_K,
+    QuantType::Q5_K,
+    QuantType::Q6_K,
+    QuantType::IQ4_NL,
+    QuantType::IQ4_XS,
+];
+
+/// Deterministic N(0, 1) weights (SplitMix64 + Box-Muller).
+fn gaussian(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    let mut next = || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 + 0.5 / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| {
+            let (u1, u2) = (next(), next());
+            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+        })
+        .collect()
+}
+
+/// Median wall times of the given functions, run in turns (so that a noisy
+/// neighbour slows all of them alike) until `budget` is spent: 3 to 15
+/// rounds.
+fn median_times<const N: usize>(budget: Duration, fs: [&mut dyn FnMut(); N]) -> [Duration; N] {
+    let mut times: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
+    let start = Instant::now();
+    let mut rounds = 0;
+    while rounds < 3 || (start.elapsed() < budget * N as u32 && rounds < 15) {
+        // Rotate who goes first, so none always runs after the same one.
+        for k in 0..N {
+            let i = (k + rounds) % N;
+            let s = Instant::now();
+            fs[i]();
+            times[i].push(s.elapsed());
+        }
+        rounds += 1;
+    }
+    times.map(|mut t| {
+        t.sort();
+        t[t.len() / 2]
+    })
+}
+
+fn mb_per_s(bytes: usize, t: Duration) -> f64 {
+    bytes as f64 / 1e6 / t.as_secs_f64()
+}
+
+fn ggml_quantize(ty: QuantType, src: &[f32], dst: &mut [u8]) {
+    let nrows = src.len() / N_PER_ROW;
+    // SAFETY: src holds nrows rows of N_PER_ROW floats and dst the exact
+    // number of bytes of that many rows of `ty` (checked by the caller).
+    let written = unsafe {
+        ffi::ggml_quantize_chunk(
+            ty.ggml_id(),
+            src.as_ptr(),
+            dst.as_mut_ptr().cast(),
+            0,
+            nrows as i64,
+            N_PER_ROW as i64,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(written, dst.len());
+}
+
+fn ggml_to_float(ty: QuantType, src: &[u8], dst: &mut [f32]) {
+    // SAFETY: src holds exactly the bytes of dst.len() elements of `ty`.
+    let ok = unsafe {
+        ffi::qat_shim_to_float(
+            ty.ggml_id(),
+            src.as_ptr().cast(),
+            dst.as_mut_ptr(),
+            dst.len() as i64,
+        )
+    };
+    assert!(ok, "ggml has no to_float for {ty:?}");
+}
+
+fn main() {
+    let budget = Duration::from_millis(
+        std::env::var("QAT_BENCH_BUDGET_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(600),
+    );
+    // 32 MiB unless QAT_BENCH_MIB says otherwise (e.g. 1 to see in-cache
+    // speed rather than memory bandwidth).
+    let mib: usize = std::env::var("QAT_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let nrows = (mib * 1024 * 1024 / 4 / N_PER_ROW).max(1);
+    let src = gaussian(nrows * N_PER_ROW, 1);
+    let src_bytes = src.len() * 4;
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("1-thread pool");
+    let nthreads = rayon::current_num_threads();
+
+    println!(
+        "{} MiB of F32 N(0,1), {nrows} rows x {N_PER_ROW}; MB/s of F32 data; median of runs; all = {nthreads} threads",
+        src_bytes >> 20
+    );
+    println!(
+        "{:<7} {:>9} {:>9} {:>9} {:>7} {:>7} {:>5} | {:>9} {:>9} {:>7}",
+        "type",
+        "ggml 1t",
+        "ours 1t",
+        "ours all",
+        "1t/ggml",
+        "all/1t",
+        "same",
+        "deq ggml",
+        "deq ours",
+        "ratio"
+    );
+    let only = std::env::var("QAT_BENCH_TYPES").ok();
+    for ty in TYPES {
+        let name = format!("{ty:?}");
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.split(',').any(|t| t.eq_ignore_ascii_case(&name)))
+        {
+            continue;
+        }
+        if !is_implemented(ty) {
+            println!("{:<7} (not implemented)", format!("{ty:?}"));
+            continue;
+        }
+        let row_bytes = format(ty)
+            .row_bytes(N_PER_ROW)
+            .expect("4096 is block-aligned");
+        let mut want = vec![0u8; nrows * row_bytes];
+        let mut got = vec![0u8; nrows * row_bytes];
+        // Touch the buffers once so page faults stay out of the timings.
+        ggml_quantize(ty, &src, &mut want);
+        quantize_rows(ty, &src, N_PER_ROW, &mut got, None).expect("quantize");
+        let mut got_all = got.clone();
+        let same = want == got;
+
+        let [t_ggml, t_one, t_all] = median_times(
+            budget,
+            [
+                &mut || ggml_quantize(ty, &src, &mut want),
+                &mut || {
+                    one.install(|| quantize_rows(ty, &src, N_PER_ROW, &mut got, None))
+                        .expect("quantize")
+                },
+                &mut || quantize_rows(ty, &src, N_PER_ROW, &mut got_all, None).expect("quantize"),
+            ],
+        );
+
+        let mut back = vec![0f32; src.len()];
+        let mut back2 = vec![0f32; src.len()];
+        ggml_to_float(ty, &want, &mut back);
+        dequantize_rows(ty, &want, N_PER_ROW, &mut back2).expect("dequantize");
+        let [t_deq_ggml, t_deq_ours] = median_times(
+            budget,
+            [&mut || ggml_to_float(ty, &want, &mut back), &mut || {
+                one.install(|| dequantize_rows(ty, &want, N_PER_ROW, &mut back2))
+                    .expect("dequantize")
+            }],
+        );
+
+        let (g, o1, oa) = (
+            mb_per_s(src_bytes, t_ggml),
+            mb_per_s(src_bytes, t_one),
+            mb_per_s(src_bytes, t_all),
+        );
+        let (dg, d_o) = (
+            mb_per_s(src_bytes, t_deq_ggml),
+            mb_per_s(src_bytes, t_deq_ours),
+        );
+        println!(
+            "{:<7} {:>9.0} {:>9.0} {:>9.0} {:>7.2} {:>7.2} {:>5} | {:>9.0} {:>9.0} {:>7.2}",
+            format!("{ty:?}"),
+            g,
+            o1,
+            oa,
+            o1 / g,
+            oa / o1,
+            if same { "yes" } else { "NO" },
+            dg,
+            d_o,
+            d_o / dg
+        );
+    }
+}

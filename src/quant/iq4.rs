@@ -20,6 +20,7 @@ use super::float::{fp16_to_fp32, fp32_to_fp16};
 use super::legacy::{blocks, blocks_mut, ByteBlock};
 use super::search::{nearest_int, GROUP_MAX_EPS};
 use super::{Format, QuantType};
+use std::sync::OnceLock;
 
 /// ggml's non-linear 4-bit grid (`kvalues_iq4nl`).
 pub const KVALUES_IQ4NL: [i8; 16] = [
@@ -112,13 +113,11 @@ pub fn best_index_int8(val: &[i8; 16], x: f32) -> usize {
     }
 }
 
-/// The best scale of one block of 32 (the first half of ggml's
-/// `quantize_row_iq4_nl_impl` loop body, `ntry > 0`), or 0 for a block of
-/// (near) zeros.
-fn block_scale_scalar(xb: &[f32], weight: &[f32; QK4_NL]) -> f32 {
-    let values = &KVALUES_IQ4NL;
-    let mut amax = 0.0f32;
-    let mut max = 0.0f32;
+/// Signed value of largest magnitude (first on ties, NaNs skipped) and its
+/// magnitude, as ggml's `if (ax > amax) { amax = ax; max = xb[j]; }`.
+#[inline]
+fn signed_absmax(xb: &[f32]) -> (f32, f32) {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
     for &v in xb {
         let ax = v.abs();
         if ax > amax {
@@ -126,23 +125,58 @@ fn block_scale_scalar(xb: &[f32], weight: &[f32; QK4_NL]) -> f32 {
             max = v;
         }
     }
-    if amax < GROUP_MAX_EPS {
-        return 0.0;
-    }
+    (amax, max)
+}
+
+/// The 16 inverse scales ggml tries for a block whose signed extreme is
+/// `max`: first `1/d` with `d = -max/values[0]`, then `(itry + values[0]) /
+/// max` for `itry = -7..=7`.
+#[inline]
+fn candidate_inverse_scales(max: f32) -> [f32; 16] {
+    let values = &KVALUES_IQ4NL;
+    let mut ids = [0.0f32; 16];
     let d = -max / values[0] as f32;
-    let id = 1.0 / d;
-    let (sumqx, sumq2) = correlation(xb, weight, id);
-    let mut d = if sumq2 > 0.0 { sumqx / sumq2 } else { 0.0 };
-    let mut best = d * sumqx;
-    for itry in -NTRY..=NTRY {
-        let id = (itry + values[0] as i32) as f32 / max;
-        let (sumqx, sumq2) = correlation(xb, weight, id);
-        if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
-            d = sumqx / sumq2;
-            best = d * sumqx;
+    ids[0] = 1.0 / d;
+    for (k, itry) in (-NTRY..=NTRY).enumerate() {
+        ids[k + 1] = (itry + values[0] as i32) as f32 / max;
+    }
+    ids
+}
+
+/// ggml's choice among the candidates, given each one's `(Σ w·q·x, Σ w·q²)`:
+/// the first candidate's least-squares scale, replaced by a later one's
+/// whenever that correlates better.
+#[inline]
+fn select_scale(sumqx: &[f32; 16], sumq2: &[f32; 16]) -> f32 {
+    let mut d = if sumq2[0] > 0.0 {
+        sumqx[0] / sumq2[0]
+    } else {
+        0.0
+    };
+    let mut best = d * sumqx[0];
+    for t in 1..16 {
+        if sumq2[t] > 0.0 && sumqx[t] * sumqx[t] > best * sumq2[t] {
+            d = sumqx[t] / sumq2[t];
+            best = d * sumqx[t];
         }
     }
     d
+}
+
+/// The best scale of one block of 32 (the first half of ggml's
+/// `quantize_row_iq4_nl_impl` loop body, `ntry > 0`), or 0 for a block of
+/// (near) zeros.
+fn block_scale_scalar(xb: &[f32], weight: &[f32; QK4_NL]) -> f32 {
+    let (amax, max) = signed_absmax(xb);
+    if amax < GROUP_MAX_EPS {
+        return 0.0;
+    }
+    let ids = candidate_inverse_scales(max);
+    let (mut sumqx, mut sumq2) = ([0.0f32; 16], [0.0f32; 16]);
+    for t in 0..16 {
+        (sumqx[t], sumq2[t]) = correlation(xb, weight, ids[t]);
+    }
+    select_scale(&sumqx, &sumq2)
 }
 
 /// `(Σ w·q·x, Σ w·q²)` in element order, `q` the grid value nearest `id·x`.
@@ -155,6 +189,54 @@ fn correlation(xb: &[f32], weight: &[f32; QK4_NL], id: f32) -> (f32, f32) {
         sumq2 += w * q * q;
     }
     (sumqx, sumq2)
+}
+
+/// `grid_thresholds()[k-1]` is the smallest float `x` for which
+/// [`best_index_int8`] prefers grid value `k` over `k-1` (ggml's
+/// `!(x - val[k-1] < val[k] - x)`, rounding included). That test is monotone
+/// in `x`, so the index of any non-NaN `x` is the number of thresholds it
+/// reaches, and a NaN (which never compares less) reaches all 15, as in C.
+pub(crate) fn grid_thresholds() -> &'static [f32; 15] {
+    static THRESHOLDS: OnceLock<[f32; 15]> = OnceLock::new();
+    THRESHOLDS.get_or_init(|| {
+        // C's test, NaN-aware on purpose: "not less than".
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        fn prefers_upper(x: f32, a: f32, b: f32) -> bool {
+            !(x - a < b - x)
+        }
+        // Neighbouring floats of a nonzero finite x.
+        let up = |x: f32| {
+            f32::from_bits(if x > 0.0 {
+                x.to_bits() + 1
+            } else {
+                x.to_bits() - 1
+            })
+        };
+        let down = |x: f32| {
+            f32::from_bits(if x > 0.0 {
+                x.to_bits() - 1
+            } else {
+                x.to_bits() + 1
+            })
+        };
+        std::array::from_fn(|i| {
+            let a = KVALUES_IQ4NL[i] as f32;
+            let b = KVALUES_IQ4NL[i + 1] as f32;
+            // The midpoint is exact and nonzero; walk to the first float
+            // that prefers the upper value.
+            let mut x = (a + b) * 0.5;
+            if prefers_upper(x, a, b) {
+                while prefers_upper(down(x), a, b) {
+                    x = down(x);
+                }
+            } else {
+                while !prefers_upper(x, a, b) {
+                    x = up(x);
+                }
+            }
+            x
+        })
+    })
 }
 
 /// The weights of one block: `x^2`, or `qw * sqrt(sigma2 + x^2)`.
@@ -342,21 +424,236 @@ pub fn dequantize_row_iq4_xs(src: &[u8], dst: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod simd {
+    //! AVX2 kernels. Grid indices are counted against [`grid_thresholds`]
+    //! (exactly ggml's `best_index_int8`); the 16 scale candidates of a block
+    //! run in 16 lanes, each lane summing its products in ggml's element
+    //! order, so every sum is bit-identical to the scalar one. Blocks whose
+    //! inputs or sums are not all finite are redone by the scalar code.
     use super::*;
+    use std::arch::x86_64::*;
 
     /// Whether the AVX2 paths can run.
     #[inline]
     pub fn available() -> bool {
-        false
+        super::super::float::simd_allowed() && is_x86_feature_detected!("avx2")
     }
 
+    /// Grid index of each lane (as i32) and the lanes whose index is ≥ 8.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn grid_index(al: __m256, t: &[f32; 15]) -> (__m256i, __m256) {
+        let mut idx = _mm256_setzero_si256();
+        let mut upper = _mm256_setzero_ps();
+        for (k, tk) in t.iter().enumerate() {
+            // "not less than": true for NaN too, which then counts 15.
+            let m = _mm256_cmp_ps::<_CMP_NLT_UQ>(al, _mm256_set1_ps(*tk));
+            if k == 7 {
+                upper = m;
+            }
+            idx = _mm256_sub_epi32(idx, _mm256_castps_si256(m));
+        }
+        (idx, upper)
+    }
+
+    /// Grid values (as floats) of indices `idx`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn grid_value(idx: __m256i, upper: __m256) -> __m256 {
+        let v = &KVALUES_IQ4NL;
+        let lo = _mm256_setr_ps(
+            v[0] as f32,
+            v[1] as f32,
+            v[2] as f32,
+            v[3] as f32,
+            v[4] as f32,
+            v[5] as f32,
+            v[6] as f32,
+            v[7] as f32,
+        );
+        let hi = _mm256_setr_ps(
+            v[8] as f32,
+            v[9] as f32,
+            v[10] as f32,
+            v[11] as f32,
+            v[12] as f32,
+            v[13] as f32,
+            v[14] as f32,
+            v[15] as f32,
+        );
+        _mm256_blendv_ps(
+            _mm256_permutevar8x32_ps(lo, idx),
+            _mm256_permutevar8x32_ps(hi, idx),
+            upper,
+        )
+    }
+
+    /// `l[j] = best_index_int8(id * x[j])` for a multiple of 8 elements.
+    #[target_feature(enable = "avx2")]
     pub unsafe fn pick_indices(x: &[f32], id: f32, l: &mut [u8]) {
-        for (lj, &xj) in l.iter_mut().zip(x) {
-            *lj = best_index_int8(&KVALUES_IQ4NL, id * xj) as u8;
+        assert!(x.len() % 8 == 0 && l.len() >= x.len());
+        let idv = _mm256_set1_ps(id);
+        let t = grid_thresholds();
+        for (xc, lc) in x.chunks_exact(8).zip(l.chunks_exact_mut(8)) {
+            let al = _mm256_mul_ps(idv, _mm256_loadu_ps(xc.as_ptr()));
+            let (idx, _) = grid_index(al, t);
+            let b16 = _mm_packus_epi32(
+                _mm256_castsi256_si128(idx),
+                _mm256_extracti128_si256::<1>(idx),
+            );
+            let b8 = _mm_packus_epi16(b16, b16);
+            _mm_storel_epi64(lc.as_mut_ptr() as *mut __m128i, b8);
         }
     }
 
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn all_finite(v: &[f32]) -> bool {
+        let inf = _mm256_set1_ps(f32::INFINITY);
+        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
+        let mut ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+        for c in v.chunks_exact(8) {
+            let a = _mm256_and_ps(_mm256_loadu_ps(c.as_ptr()), abs);
+            ok = _mm256_and_ps(ok, _mm256_cmp_ps::<_CMP_LT_OQ>(a, inf));
+        }
+        _mm256_movemask_ps(ok) == 0xFF
+    }
+
+    /// [`block_scale_scalar`] with the 16 candidates in parallel.
+    #[target_feature(enable = "avx2")]
     pub unsafe fn block_scale(xb: &[f32], weight: &[f32; QK4_NL]) -> f32 {
-        block_scale_scalar(xb, weight)
+        assert_eq!(xb.len(), QK4_NL);
+        if !all_finite(xb) || !all_finite(weight) {
+            return block_scale_scalar(xb, weight);
+        }
+        let (amax, max) = signed_absmax(xb);
+        if amax < GROUP_MAX_EPS {
+            return 0.0;
+        }
+        let ids = candidate_inverse_scales(max);
+        let t = grid_thresholds();
+        let id_a = _mm256_loadu_ps(ids.as_ptr());
+        let id_b = _mm256_loadu_ps(ids.as_ptr().add(8));
+        let (mut sqx_a, mut sq2_a) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut sqx_b, mut sq2_b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for j in 0..QK4_NL {
+            let xj = _mm256_set1_ps(xb[j]);
+            let wj = _mm256_set1_ps(weight[j]);
+            let (ia, ua) = grid_index(_mm256_mul_ps(id_a, xj), t);
+            let (ib, ub) = grid_index(_mm256_mul_ps(id_b, xj), t);
+            let qa = grid_value(ia, ua);
+            let qb = grid_value(ib, ub);
+            // (w * q) * x and (w * q) * q, added in element order.
+            let wqa = _mm256_mul_ps(wj, qa);
+            let wqb = _mm256_mul_ps(wj, qb);
+            sqx_a = _mm256_add_ps(sqx_a, _mm256_mul_ps(wqa, xj));
+            sqx_b = _mm256_add_ps(sqx_b, _mm256_mul_ps(wqb, xj));
+            sq2_a = _mm256_add_ps(sq2_a, _mm256_mul_ps(wqa, qa));
+            sq2_b = _mm256_add_ps(sq2_b, _mm256_mul_ps(wqb, qb));
+        }
+        let (mut sumqx, mut sumq2) = ([0.0f32; 16], [0.0f32; 16]);
+        _mm256_storeu_ps(sumqx.as_mut_ptr(), sqx_a);
+        _mm256_storeu_ps(sumqx.as_mut_ptr().add(8), sqx_b);
+        _mm256_storeu_ps(sumq2.as_mut_ptr(), sq2_a);
+        _mm256_storeu_ps(sumq2.as_mut_ptr().add(8), sq2_b);
+        if !all_finite(&sumqx) || !all_finite(&sumq2) {
+            // An overflow somewhere: NaN payloads could then depend on
+            // operand order; the scalar code follows ggml's.
+            return block_scale_scalar(xb, weight);
+        }
+        select_scale(&sumqx, &sumq2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The thresholds reproduce `best_index_int8` on a dense sweep around
+    /// each of them and on a wide range of values.
+    #[test]
+    fn thresholds_match_best_index() {
+        let count = |x: f32| {
+            grid_thresholds()
+                .iter()
+                .filter(|&&t| t <= x || x.is_nan())
+                .count()
+        };
+        for &t in grid_thresholds() {
+            let mut x = t;
+            for _ in 0..100_000 {
+                x = f32::from_bits(if x > 0.0 {
+                    x.to_bits() - 1
+                } else {
+                    x.to_bits() + 1
+                });
+            }
+            for _ in 0..200_000 {
+                assert_eq!(count(x), best_index_int8(&KVALUES_IQ4NL, x), "x = {x:e}");
+                x = f32::from_bits(if x > 0.0 {
+                    x.to_bits() + 1
+                } else {
+                    x.to_bits() - 1
+                });
+            }
+        }
+        for i in -300_000..300_000 {
+            let x = i as f32 * 0.0005;
+            assert_eq!(count(x), best_index_int8(&KVALUES_IQ4NL, x), "x = {x:e}");
+        }
+        for x in [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e30,
+            -1e30,
+            0.0,
+            -0.0,
+        ] {
+            assert_eq!(count(x), best_index_int8(&KVALUES_IQ4NL, x), "x = {x:e}");
+        }
+    }
+
+    /// The SIMD block search equals the scalar one on many random blocks,
+    /// with and without importance weights, including extreme scales.
+    #[test]
+    fn block_scale_simd_equals_scalar() {
+        if !simd::available() {
+            return;
+        }
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for b in 0..20_000 {
+            let scale = f32::from_bits(((next() % 200 + 27) << 23) as u32);
+            let mut x = [0.0f32; QK4_NL];
+            for v in x.iter_mut() {
+                let r = next();
+                *v = match r % 11 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    _ => ((r >> 11) as f32 / (1u64 << 53) as f32 - 0.5) * scale,
+                };
+            }
+            let qw: Vec<f32> = (0..QK4_NL)
+                .map(|_| (next() % 1000) as f32 / 100.0)
+                .collect();
+            for weights in [None, Some(qw.as_slice())] {
+                let w = block_weights(&x, weights, super_block_sigma2(&x));
+                let fast = unsafe { simd::block_scale(&x, &w) };
+                let slow = block_scale_scalar(&x, &w);
+                assert_eq!(fast.to_bits(), slow.to_bits(), "block {b}: {x:?}");
+                let id = if slow != 0.0 { 1.0 / slow } else { 0.0 };
+                let (mut l1, mut l2) = ([0u8; QK4_NL], [0u8; QK4_NL]);
+                unsafe { simd::pick_indices(&x, id, &mut l1) };
+                for (l, &v) in l2.iter_mut().zip(&x) {
+                    *l = best_index_int8(&KVALUES_IQ4NL, id * v) as u8;
+                }
+                assert_eq!(l1, l2, "block {b}");
+            }
+        }
     }
 }
