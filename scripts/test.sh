@@ -7,6 +7,8 @@ set -eu
 . "$(dirname "$0")/env.sh"
 cd "$root"
 cargo test -j "$jobs"
+# The portable scalar kernels (machines without AVX2) against ggml too.
+GGML_QAT_FORCE_SCALAR=1 cargo test -j "$jobs" --test quant_vs_ggml_legacy --test quant_vs_ggml_k
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure

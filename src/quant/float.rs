@@ -187,15 +187,6 @@ pub fn dequantize_row_bf16(src: &[u8], dst: &mut [f32]) {
     }
 }
 
-/// Whether the SIMD paths of this module and of `legacy`/`iq4` may run:
-/// true unless the environment variable `GGML_QAT_FORCE_SCALAR` is set
-/// (read once). A testing knob: the differential tests run under it check
-/// the portable scalar code against ggml on machines that have AVX2.
-pub(crate) fn simd_allowed() -> bool {
-    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ALLOWED.get_or_init(|| std::env::var_os("GGML_QAT_FORCE_SCALAR").is_none())
-}
-
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use std::arch::x86_64::*;
@@ -203,7 +194,7 @@ mod simd {
     /// AVX2 and F16C are both available.
     #[inline]
     pub fn has_f16c() -> bool {
-        super::simd_allowed()
+        crate::quant::simd_allowed()
             && is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("f16c")
     }

@@ -435,7 +435,7 @@ mod simd {
     /// Whether the AVX2 paths can run.
     #[inline]
     pub fn available() -> bool {
-        super::super::float::simd_allowed() && is_x86_feature_detected!("avx2")
+        crate::quant::simd_allowed() && is_x86_feature_detected!("avx2")
     }
 
     /// Grid index of each lane (as i32) and the lanes whose index is ≥ 8.

@@ -689,7 +689,7 @@ mod simd {
     /// Whether the AVX2 + F16C paths can run.
     #[inline]
     pub fn available() -> bool {
-        super::super::float::simd_allowed()
+        crate::quant::simd_allowed()
             && is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("f16c")
     }

@@ -227,6 +227,15 @@ pub fn dequantize_rows(
     Ok(())
 }
 
+/// Whether the SIMD kernels may run: true unless the environment variable
+/// `GGML_QAT_FORCE_SCALAR` is set (read once). Each kernel also checks the
+/// CPU features it needs. A testing knob: the differential tests run under
+/// it check the portable scalar code against ggml on machines with AVX2.
+pub(crate) fn simd_allowed() -> bool {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(|| std::env::var_os("GGML_QAT_FORCE_SCALAR").is_none())
+}
+
 /// Rows per rayon task: enough work (~64k elements) to amortize scheduling.
 fn rows_per_task(n_per_row: usize) -> usize {
     (65536 / n_per_row.max(1)).max(1)

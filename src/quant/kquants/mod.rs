@@ -159,8 +159,7 @@ pub(crate) fn has_avx2() -> bool {
         1 => false,
         2 => true,
         _ => {
-            let yes =
-                std::env::var_os("GGML_QAT_NO_SIMD").is_none() && is_x86_feature_detected!("avx2");
+            let yes = crate::quant::simd_allowed() && is_x86_feature_detected!("avx2");
             STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
             yes
         }
