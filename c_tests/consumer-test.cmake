@@ -44,6 +44,19 @@ endif()
 run("${CMAKE_COMMAND}" -S "${CONSUMER_SOURCE}" -B "${WORK_DIR}/build"
     "-DCMAKE_PREFIX_PATH=${prefix}" "-DGGML_QAT_CONSUMER_STATIC=${use_static}")
 run("${CMAKE_COMMAND}" --build "${WORK_DIR}/build")
+# pkg-config users: compile and run the C consumer with the .pc flags only.
+find_program(PKG_CONFIG NAMES pkg-config pkgconf)
+find_program(CC NAMES cc gcc)
+if(PKG_CONFIG AND CC AND KIND STREQUAL "shared")
+    set(ENV{PKG_CONFIG_PATH} "${prefix}/lib/pkgconfig")
+    run("${PKG_CONFIG}" --cflags --libs ggml-qat)
+    separate_arguments(pc_flags UNIX_COMMAND "${last_output}")
+    run("${CC}" -std=c11 "${CONSUMER_SOURCE}/consumer.c" ${pc_flags} -Wl,-rpath,${prefix}/lib -lm
+        -o "${WORK_DIR}/consumer-pkgconfig")
+    run("${WORK_DIR}/consumer-pkgconfig")
+    message(STATUS "consumer-pkgconfig: ${last_output}")
+endif()
+
 foreach(exe consumer-c11 consumer-cxx17 consumer-cxx20)
     run("${WORK_DIR}/build/${exe}")
     message(STATUS "${exe} (${KIND}): ${last_output}")
