@@ -21,7 +21,9 @@ pub mod q5k;
 pub mod q6k;
 #[cfg(target_arch = "x86_64")]
 mod simd;
-#[cfg(target_arch = "x86_64")]
+// Compiled only with Rust >= 1.89 (stable AVX-512 intrinsics; see build.rs).
+#[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
+#[allow(clippy::incompatible_msrv)]
 mod simd512;
 
 /// Values per super-block (`QK_K`).
@@ -170,7 +172,7 @@ pub(crate) fn has_avx2() -> bool {
 
 /// Whether the AVX-512 kernels (F, BW, DQ, VL) may run on this machine
 /// (checked once).
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
 #[inline]
 pub(crate) fn has_avx512() -> bool {
     use std::sync::atomic::{AtomicU8, Ordering};

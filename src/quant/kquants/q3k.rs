@@ -180,7 +180,7 @@ pub(crate) fn finish_impl<const SIMD: bool>(
 
 /// Quantize one row (ggml's `quantize_q3_K` on a single row).
 pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
     if imatrix.is_none() && super::has_avx512() {
         let blocks = as_blocks_mut::<BlockQ3K>(dst);
         assert_eq!(blocks.len() * QK_K, src.len(), "row length");
@@ -320,8 +320,9 @@ mod avx2 {
 }
 
 /// AVX-512 path of the reference quantization: the 16 sub-block searches
-/// run as the 16 lanes of one vector.
-#[cfg(target_arch = "x86_64")]
+/// run as the 16 lanes of one vector (Rust >= 1.89, see build.rs).
+#[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
+#[allow(clippy::incompatible_msrv)]
 mod avx512 {
     use super::super::{block_at, f16_value, simd, simd512, QK_K};
     use super::{get_scale, quantize_scales_ref, BlockQ3K};
