@@ -324,8 +324,8 @@ mod avx2 {
 #[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
 #[allow(clippy::incompatible_msrv)]
 mod avx512 {
-    use super::super::{block_at, f16_value, simd, simd512, QK_K};
-    use super::{get_scale, quantize_scales_ref, BlockQ3K};
+    use super::super::{block_at, simd, simd512, QK_K};
+    use super::BlockQ3K;
 
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
     pub(super) fn quantize_blocks_ref(src: &[f32], blocks: &mut [BlockQ3K]) {
@@ -337,22 +337,30 @@ mod avx512 {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
     fn block(x: &[f32; QK_K], y: &mut BlockQ3K) {
+        use std::arch::x86_64::*;
         let xt = simd512::load_transposed16(x);
         let r = simd512::q3_search(&xt, 4);
-        quantize_scales_ref(&simd512::lanes(r.scale), y);
-        let dd = f16_value(y.d);
+        let dv = simd512::q3_scales(r.scale, &mut y.scales, &mut y.d);
+        // 1/d once for all sub-blocks, for the requantization shortcut,
+        // which needs 2^-100 <= |d| <= 2^100.
+        let rd = simd512::lanes(_mm512_div_ps(_mm512_set1_ps(1.0), dv));
+        let ad = _mm512_abs_ps(dv);
+        let fast =
+            _mm512_cmp_ps_mask::<_CMP_GE_OQ>(ad, _mm512_set1_ps(f32::from_bits(0x0d80_0000)))
+                & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(ad, _mm512_set1_ps(f32::from_bits(0x7180_0000)));
+        let zero = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(dv, _mm512_setzero_ps());
+        let d = simd512::lanes(dv);
         let mut l = [0u8; QK_K];
         for j in 0..16 {
-            let d = dd * get_scale(&y.scales, j) as f32;
             let lj = &mut l[16 * j..16 * j + 16];
-            if d == 0.0 {
-                // Rare: the search's levels of sub-block j.
+            if zero >> j & 1 != 0 {
+                // Rare: C keeps the search's levels of sub-block j.
                 for (i, o) in lj.iter_mut().enumerate() {
                     *o = simd512::lanes_i32(r.l[i])[j] as u8;
                 }
                 continue;
             }
-            simd512::requantize16(&x[16 * j..], d, -4, 3, 4, lj);
+            simd512::requantize_q3(&x[16 * j..], d[j], rd[j], fast >> j & 1 != 0, lj);
         }
         simd::split_hmask(&mut l, &mut y.hmask);
         simd::pack_2bit(&l, &mut y.qs);

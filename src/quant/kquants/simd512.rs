@@ -101,34 +101,33 @@ pub(crate) fn q3_search(x: &[F16; 16], nmax: i32) -> Q3Out {
     let zero = _mm512_setzero_ps();
     let lo = _mm512_set1_epi32(-nmax);
     let hi = _mm512_set1_epi32(nmax - 1);
-    // Largest magnitude (the signed value), first one wins, as in C.
-    let mut max = zero;
+    // Largest magnitude and the signed value of its first occurrence, as
+    // C's `if (ax > amax)` scan from 0 (NaN never wins): the maximum of the
+    // non-NaN magnitudes, then the first element reaching it (only lanes
+    // where it is positive matter: the others are below GROUP_MAX_EPS).
     let mut amax = zero;
     for i in 0..16 {
-        let ax = _mm512_abs_ps(x[i]);
-        let upd = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(ax, amax);
-        amax = _mm512_mask_mov_ps(amax, upd, ax);
-        max = _mm512_mask_mov_ps(max, upd, x[i]);
+        // `max_ps(a, b)` gives `b` when `a` is NaN.
+        amax = _mm512_max_ps(_mm512_abs_ps(x[i]), amax);
+    }
+    let mut max = zero;
+    for i in (0..16).rev() {
+        let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(x[i]), amax);
+        max = _mm512_mask_mov_ps(max, hit, x[i]);
     }
     let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(amax, splat(crate::quant::search::GROUP_MAX_EPS));
 
-    let mut w = [zero; 16];
-    let mut wx = [zero; 16];
-    let mut l = [zero; 16];
+    let iscale = div(splat(-(nmax as f32)), max);
+    let w: [F16; 16] = std::array::from_fn(|i| mul(x[i], x[i]));
+    let wx: [F16; 16] = std::array::from_fn(|i| mul(w[i], x[i]));
+    let mut l: [F16; 16] = std::array::from_fn(|i| nint_clamp(mul(iscale, x[i]), lo, hi));
     // Cached per-element terms `(w·x)·l` and `(w·l)·l` of the current
     // levels, and `sumlx²`: the same products ggml recomputes.
-    let mut wxl = [zero; 16];
-    let mut wl2 = [zero; 16];
+    let mut wxl: [F16; 16] = std::array::from_fn(|i| mul(wx[i], l[i]));
+    let mut wl2: [F16; 16] = std::array::from_fn(|i| mul(mul(w[i], l[i]), l[i]));
     let mut sumlx = zero;
     let mut suml2 = zero;
-    let iscale = div(splat(-(nmax as f32)), max);
     for i in 0..16 {
-        let q = nint_clamp(mul(iscale, x[i]), lo, hi);
-        l[i] = q;
-        w[i] = mul(x[i], x[i]);
-        wx[i] = mul(w[i], x[i]);
-        wxl[i] = mul(wx[i], q);
-        wl2[i] = mul(mul(w[i], q), q);
         sumlx = add(sumlx, wxl[i]);
         suml2 = add(suml2, wl2[i]);
     }
@@ -200,20 +199,152 @@ pub(crate) fn lanes_i32(v: __m512i) -> [i32; 16] {
     out
 }
 
-/// Requantization of one sub-block of 16 contiguous values with a fixed
-/// scale: `l = clamp(nearest_int(x / d), lo, hi) + off`, as bytes.
+/// Q3_K's scale quantization (`quantize_row_q3_K_ref` from the largest
+/// sub-block scale to the stored `d`) on the 16 scales of `scale`: writes
+/// the packed 6-bit scales and `d`, and returns each sub-block's
+/// requantization scale `d · (stored scale - 32)`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+pub(crate) fn q3_scales(scale: F16, scales: &mut [u8; 12], d: &mut [u8; 2]) -> F16 {
+    use super::{f16_bytes, f16_value};
+    // C scans `if (fabsf(s) > amax)` from 0: the largest non-NaN magnitude,
+    // the first scale reaching it.
+    let a = _mm512_abs_ps(scale);
+    let a = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(a, a), a);
+    let amax = _mm512_reduce_max_ps(a);
+    let sc = if amax > 0.0 {
+        let first = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, splat(amax)).trailing_zeros();
+        let max_scale = lanes(scale)[first as usize];
+        let iscale = -32.0f32 / max_scale;
+        // `int8_t l = nearest_int(iscale*scales[j])`: wrapped to 8 bits.
+        let q = nint(mul(splat(iscale), scale));
+        let q = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(q));
+        let q = _mm512_max_epi32(
+            _mm512_min_epi32(q, _mm512_set1_epi32(31)),
+            _mm512_set1_epi32(-32),
+        );
+        let mut b = [0u8; 16];
+        let v = _mm512_cvtepi32_epi8(_mm512_add_epi32(q, _mm512_set1_epi32(32)));
+        // SAFETY: 16 bytes into a 16-byte array.
+        unsafe { _mm_storeu_si128(b.as_mut_ptr().cast(), v) };
+        // Low nibbles of scales j and j + 8 in byte j, the high 2 bits of
+        // scale j in bits 2·(j/4) of byte 8 + j % 4.
+        let v = u128::from_le_bytes(b);
+        let low = v & 0x0F0F_0F0F_0F0F_0F0F_0F0F_0F0F_0F0F_0F0F;
+        let high = (v >> 4) & 0x0303_0303_0303_0303_0303_0303_0303_0303;
+        let packed_low = (low as u64) | ((low >> 64) as u64) << 4;
+        let h = |k: u32| (high >> (32 * k)) as u32;
+        let packed_high = h(0) | h(1) << 2 | h(2) << 4 | h(3) << 6;
+        scales[..8].copy_from_slice(&packed_low.to_le_bytes());
+        scales[8..].copy_from_slice(&packed_high.to_le_bytes());
+        *d = f16_bytes(1.0 / iscale);
+        q
+    } else {
+        *scales = [0; 12];
+        *d = f16_bytes(0.0);
+        _mm512_set1_epi32(-32)
+    };
+    mul(splat(f16_value(*d)), _mm512_cvtepi32_ps(sc))
+}
+
+/// Requantization of one sub-block of 16 contiguous values with the scale
+/// `d` (`rd` = fl(1/d); `fast`: 2^-100 <= |d| <= 2^100):
+/// `l = clamp(nearest_int(x / d), -4, 3) + 4`, as bytes.
+///
+/// Exactness of the division-free shortcut: let t = fl(x/d) (what C
+/// rounds) and t' = fl(x·rd). With |d| in that range rd is normal, so
+/// |t' - x/d| <= |x/d|·(2^-23 + 2^-48) + 2^-150 (the last term for a
+/// subnormal t') and |t - x/d| <= |x/d|·2^-24 + 2^-150. The shortcut is
+/// taken only when every lane has |t'| < 2^21 (so t' is finite: x was
+/// neither NaN nor infinite; and |t| < 2^22, where `nearest_int` is
+/// round-to-nearest-even) and c = clamp(t', -4, 3) lies within
+/// 0.5 - 2^-16 of k = roundeven(c). If t' is in [-4, 3], |t - t'| < 2^-20,
+/// so |t - k| < 0.5 and roundeven(t) = k; if t' > 3 (< -4), then t > 2.9
+/// (< -3.9) and the clamped level is 3 (-4), which is k as well.
 #[inline]
 #[target_feature(enable = "avx512f")]
-pub(crate) fn requantize16(x: &[f32], d: f32, lo: i32, hi: i32, off: i32, l: &mut [u8]) {
+pub(crate) fn requantize_q3(x: &[f32], d: f32, rd: f32, fast: bool, l: &mut [u8]) {
     assert!(x.len() >= 16 && l.len() >= 16);
     // SAFETY: 16 floats are readable.
     let v = unsafe { _mm512_loadu_ps(x.as_ptr()) };
-    let q = nint_clamp_i(
-        div(v, splat(d)),
-        _mm512_set1_epi32(lo),
-        _mm512_set1_epi32(hi),
-    );
-    let b = _mm512_cvtepi32_epi8(_mm512_add_epi32(q, _mm512_set1_epi32(off)));
+    let q = 'q: {
+        if fast {
+            let t = mul(v, splat(rd));
+            let c = _mm512_min_ps(_mm512_max_ps(t, splat(-4.0)), splat(3.0));
+            let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(c);
+            let near = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(
+                _mm512_abs_ps(sub(c, k)),
+                splat(0.5 - 1.0 / 65536.0),
+            );
+            let small = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(t), splat(2_097_152.0));
+            if near & small == 0xFFFF {
+                break 'q _mm512_cvtps_epi32(k);
+            }
+        }
+        let lo = _mm512_set1_epi32(-4);
+        let hi = _mm512_set1_epi32(3);
+        nint_clamp_i(div(v, splat(d)), lo, hi)
+    };
+    let b = _mm512_cvtepi32_epi8(_mm512_add_epi32(q, _mm512_set1_epi32(4)));
     // SAFETY: 16 bytes are writable.
     unsafe { _mm_storeu_si128(l.as_mut_ptr().cast(), b) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::search::nearest_int;
+
+    /// The division-free requantization against C's formula on values at,
+    /// and a few ulps around, every rounding boundary, for scales across
+    /// the whole range (in and out of the shortcut's), plus specials.
+    #[test]
+    fn requantize_q3_is_exact() {
+        if !super::super::has_avx512() {
+            return;
+        }
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            f32::MAX,
+            1e-45,
+        ];
+        for _ in 0..200_000 {
+            let e = (next() % 280) as i32 - 140;
+            let d = (1.0 + (next() % 1024) as f32 / 1024.0)
+                * 2f32.powi(e)
+                * if next() % 2 == 0 { -1.0 } else { 1.0 };
+            if d == 0.0 || !d.is_finite() {
+                continue;
+            }
+            let mut x = [0f32; 16];
+            for v in x.iter_mut() {
+                let base = ((next() % 20) as f32 - 10.0) * 0.5 * d;
+                let ulps = (next() % 9) as i32 - 4;
+                *v = f32::from_bits((base.to_bits() as i32 + ulps) as u32);
+                if next() % 50 == 0 {
+                    *v = specials[(next() % specials.len() as u64) as usize];
+                }
+            }
+            let rd = 1.0 / d;
+            let fast = (2f32.powi(-100)..=2f32.powi(100)).contains(&d.abs());
+            let mut got = [0u8; 16];
+            // SAFETY: AVX-512 is available.
+            unsafe { requantize_q3(&x, d, rd, fast, &mut got) };
+            for k in 0..16 {
+                let want = (nearest_int(x[k] / d).clamp(-4, 3) + 4) as u8;
+                assert_eq!(got[k], want, "x {:e} d {:e}", x[k], d);
+            }
+        }
+    }
 }
