@@ -65,7 +65,29 @@ fn main() {
         ggml.lib.display()
     );
 
+    avx512_cfg();
     generate_header(&root);
+}
+
+/// `cfg(ggml_qat_avx512)` when the compiler has stable AVX-512 intrinsics
+/// (Rust 1.89): the AVX-512 kernels are compiled only then, so the crate
+/// still builds with its older minimum Rust version.
+fn avx512_cfg() {
+    println!("cargo:rustc-check-cfg=cfg(ggml_qat_avx512)");
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let Ok(out) = Command::new(rustc).arg("--version").output() else {
+        return;
+    };
+    // "rustc 1.95.0 (...)"
+    let text = String::from_utf8_lossy(&out.stdout);
+    let minor = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.split('.').nth(1))
+        .and_then(|m| m.parse::<u32>().ok());
+    if minor.is_some_and(|m| m >= 89) {
+        println!("cargo:rustc-cfg=ggml_qat_avx512");
+    }
 }
 
 fn find_ggml(root: &Path) -> Ggml {

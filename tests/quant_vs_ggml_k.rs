@@ -32,6 +32,19 @@ fn scalar_row_fn(ty: QuantType) -> fn(&[f32], &mut [u8], Option<&[f32]>) {
     }
 }
 
+type RowFn = fn(&[f32], &mut [u8], Option<&[f32]>);
+
+/// The row quantizers of `ty` that the registry's may bypass on this CPU:
+/// the portable scalar one, and for Q3_K the AVX2 one (the registry takes
+/// AVX-512 when available).
+fn other_row_fns(ty: QuantType) -> Vec<(&'static str, RowFn)> {
+    let mut v: Vec<(&'static str, RowFn)> = vec![("scalar path", scalar_row_fn(ty))];
+    if ty == QuantType::Q3_K {
+        v.push(("AVX2 path", q3k::quantize_row_avx2));
+    }
+    v
+}
+
 /// Position and values of the first differing byte, if any.
 fn first_byte_diff(a: &[u8], b: &[u8]) -> Option<(usize, u8, u8)> {
     assert_eq!(a.len(), b.len(), "lengths differ");
@@ -81,14 +94,16 @@ fn check_type(ty: QuantType) -> usize {
                 // The scalar fallback, on the shapes that are not the largest.
                 if nrows * n_per_row <= 1 << 16 {
                     let row_bytes = want.len() / nrows;
-                    let mut scalar = vec![0u8; want.len()];
-                    for (x, y) in src.chunks(n_per_row).zip(scalar.chunks_mut(row_bytes)) {
-                        scalar_row_fn(ty)(x, y, imat);
-                    }
-                    if let Some((i, g, w)) = first_byte_diff(&scalar, &want) {
-                        failures.push(format!(
-                            "{what} (scalar path): byte {i}: ours {g:#04x} ggml {w:#04x}"
-                        ));
+                    for (path, row_fn) in other_row_fns(ty) {
+                        let mut other = vec![0u8; want.len()];
+                        for (x, y) in src.chunks(n_per_row).zip(other.chunks_mut(row_bytes)) {
+                            row_fn(x, y, imat);
+                        }
+                        if let Some((i, g, w)) = first_byte_diff(&other, &want) {
+                            failures.push(format!(
+                                "{what} ({path}): byte {i}: ours {g:#04x} ggml {w:#04x}"
+                            ));
+                        }
                     }
                 }
                 let want_f = reference::to_float(ty, &want, nrows * n_per_row);
@@ -294,15 +309,17 @@ fn special_values_match_ggml() {
                 ));
             }
             let row_bytes = want.len() / nrows;
-            let mut scalar = vec![0u8; want.len()];
-            for (x, y) in src.chunks(n_per_row).zip(scalar.chunks_mut(row_bytes)) {
-                scalar_row_fn(ty)(x, y, imat);
-            }
-            if let Some((i, g, w)) = first_byte_diff(&scalar, &want) {
-                failures.push(format!(
-                    "{ty:?} imatrix={} (scalar): byte {i}: ours {g:#04x} ggml {w:#04x}",
-                    imat.is_some()
-                ));
+            for (path, row_fn) in other_row_fns(ty) {
+                let mut other = vec![0u8; want.len()];
+                for (x, y) in src.chunks(n_per_row).zip(other.chunks_mut(row_bytes)) {
+                    row_fn(x, y, imat);
+                }
+                if let Some((i, g, w)) = first_byte_diff(&other, &want) {
+                    failures.push(format!(
+                        "{ty:?} imatrix={} ({path}): byte {i}: ours {g:#04x} ggml {w:#04x}",
+                        imat.is_some()
+                    ));
+                }
             }
         }
     }

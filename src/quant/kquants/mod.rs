@@ -21,6 +21,10 @@ pub mod q5k;
 pub mod q6k;
 #[cfg(target_arch = "x86_64")]
 mod simd;
+// Compiled only with Rust >= 1.89 (stable AVX-512 intrinsics; see build.rs).
+#[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
+#[allow(clippy::incompatible_msrv)]
+mod simd512;
 
 /// Values per super-block (`QK_K`).
 pub const QK_K: usize = 256;
@@ -160,6 +164,28 @@ pub(crate) fn has_avx2() -> bool {
         2 => true,
         _ => {
             let yes = crate::quant::simd_allowed() && is_x86_feature_detected!("avx2");
+            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            yes
+        }
+    }
+}
+
+/// Whether the AVX-512 kernels (F, BW, DQ, VL) may run on this machine
+/// (checked once).
+#[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
+#[inline]
+pub(crate) fn has_avx512() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    match STATE.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let yes = has_avx2()
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512dq")
+                && is_x86_feature_detected!("avx512vl");
             STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
             yes
         }

@@ -180,6 +180,19 @@ pub(crate) fn finish_impl<const SIMD: bool>(
 
 /// Quantize one row (ggml's `quantize_q3_K` on a single row).
 pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    #[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
+    if imatrix.is_none() && super::has_avx512() {
+        let blocks = as_blocks_mut::<BlockQ3K>(dst);
+        assert_eq!(blocks.len() * QK_K, src.len(), "row length");
+        // SAFETY: AVX-512 F/BW/DQ/VL (and AVX2) are available.
+        return unsafe { avx512::quantize_blocks_ref(src, blocks) };
+    }
+    quantize_row_avx2(src, dst, imatrix)
+}
+
+/// Quantize one row without the AVX-512 kernels: AVX2 when the CPU has it,
+/// else scalar (for tests).
+pub fn quantize_row_avx2(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     #[cfg(target_arch = "x86_64")]
     if super::has_avx2() {
         let blocks = as_blocks_mut::<BlockQ3K>(dst);
@@ -302,6 +315,148 @@ mod avx2 {
                     );
                 }
             }
+        }
+    }
+}
+
+/// AVX-512 path of the reference quantization: the 16 sub-block searches
+/// run as the 16 lanes of one vector (Rust >= 1.89, see build.rs).
+#[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
+#[allow(clippy::incompatible_msrv)]
+mod avx512 {
+    use super::super::{block_at, simd, simd512, QK_K};
+    use super::BlockQ3K;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+    pub(super) fn quantize_blocks_ref(src: &[f32], blocks: &mut [BlockQ3K]) {
+        for (i, y) in blocks.iter_mut().enumerate() {
+            block(block_at(src, i), y);
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+    fn block(x: &[f32; QK_K], y: &mut BlockQ3K) {
+        use std::arch::x86_64::*;
+        let xt = simd512::load_transposed16(x);
+        let r = simd512::q3_search(&xt, 4);
+        let dv = simd512::q3_scales(r.scale, &mut y.scales, &mut y.d);
+        // 1/d once for all sub-blocks, for the requantization shortcut,
+        // which needs 2^-100 <= |d| <= 2^100.
+        let rd = simd512::lanes(_mm512_div_ps(_mm512_set1_ps(1.0), dv));
+        let ad = _mm512_abs_ps(dv);
+        let fast =
+            _mm512_cmp_ps_mask::<_CMP_GE_OQ>(ad, _mm512_set1_ps(f32::from_bits(0x0d80_0000)))
+                & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(ad, _mm512_set1_ps(f32::from_bits(0x7180_0000)));
+        let zero = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(dv, _mm512_setzero_ps());
+        let d = simd512::lanes(dv);
+        let mut l = [0u8; QK_K];
+        for j in 0..16 {
+            let lj = &mut l[16 * j..16 * j + 16];
+            if zero >> j & 1 != 0 {
+                // Rare: C keeps the search's levels of sub-block j.
+                for (i, o) in lj.iter_mut().enumerate() {
+                    *o = simd512::lanes_i32(r.l[i])[j] as u8;
+                }
+                continue;
+            }
+            simd512::requantize_q3(&x[16 * j..], d[j], rd[j], fast >> j & 1 != 0, lj);
+        }
+        simd::split_hmask(&mut l, &mut y.hmask);
+        simd::pack_2bit(&l, &mut y.qs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn unit(&mut self) -> f32 {
+            (self.next() >> 40) as f32 / (1u64 << 24) as f32
+        }
+        fn gauss(&mut self) -> f32 {
+            let s: f32 = (0..4).map(|_| self.unit()).sum();
+            (s - 2.0) * 1.7
+        }
+    }
+
+    /// Super-blocks of one of several classes: Gaussian at magnitudes from
+    /// 1e-38 to 1e38, small integers and halves (exact rounding ties), sparse
+    /// blocks, subnormals, and specials (NaN, ±∞, ±0, ±MAX).
+    fn make_block(r: &mut Rng, class: u64) -> [f32; QK_K] {
+        let mut x = [0f32; QK_K];
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1e-40,
+            -1e-45,
+            f32::MAX,
+            -f32::MAX,
+            f32::MIN_POSITIVE,
+        ];
+        for (i, v) in x.iter_mut().enumerate() {
+            *v = match class % 8 {
+                0 => r.gauss(),
+                1 => r.gauss() * 10f32.powi((r.next() % 77) as i32 - 38),
+                2 => (r.next() % 17) as f32 - 8.0,
+                3 => ((r.next() % 33) as f32 - 16.0) * 0.5 * 10f32.powi((class / 8 % 9) as i32 - 4),
+                4 => {
+                    if r.next() % 5 == 0 {
+                        r.gauss()
+                    } else {
+                        0.0
+                    }
+                }
+                5 => {
+                    f32::from_bits((r.next() % 0x0080_0000) as u32)
+                        * if i % 3 == 0 { -1.0 } else { 1.0 }
+                }
+                6 => r.gauss() * 10f32.powi(((i / 16) % 61) as i32 - 30),
+                _ => {
+                    if r.next() % 13 == 0 {
+                        specials[(r.next() % specials.len() as u64) as usize]
+                    } else {
+                        r.gauss() * 10f32.powi((r.next() % 9) as i32 - 4)
+                    }
+                }
+            };
+        }
+        x
+    }
+
+    /// The dispatched (SIMD) row quantizer gives the scalar translation's
+    /// bytes on many super-blocks of every class.
+    #[test]
+    fn simd_paths_match_scalar() {
+        let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+        let bpr = 16;
+        let row_bytes = bpr * std::mem::size_of::<BlockQ3K>();
+        for row in 0..2000u64 {
+            let mut src = Vec::with_capacity(bpr * QK_K);
+            for b in 0..bpr as u64 {
+                src.extend_from_slice(&make_block(&mut r, row * 7 + b));
+            }
+            let mut want = vec![0u8; row_bytes];
+            quantize_row_scalar(&src, &mut want, None);
+            let mut got = vec![0u8; row_bytes];
+            quantize_row(&src, &mut got, None);
+            assert!(
+                got == want,
+                "row {row}: dispatched path differs from scalar"
+            );
+            quantize_row_avx2(&src, &mut got, None);
+            assert!(got == want, "row {row}: AVX2 path differs from scalar");
         }
     }
 }

@@ -1,0 +1,350 @@
+//! AVX-512 versions of K-quant kernels: one f32 lane per sub-block, all 16
+//! sub-blocks of a Q3_K super-block in one `__m512`.
+//!
+//! The same rules as the AVX2 kernels of [`super::simd`] hold: every lane
+//! performs exactly its sub-block's scalar sequence of f32 operations (same
+//! operations, same order, no FMA in anything that reaches a result), and
+//! branches become per-lane masks computed with the same ordered compares.
+
+// Index loops mirror the scalar code lane by lane.
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+/// Sixteen f32 lanes.
+pub(crate) type F16 = __m512;
+
+/// `nearest_int` of every lane (ggml's magic-number rounding).
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn nint(v: F16) -> __m512i {
+    let t = _mm512_add_ps(v, _mm512_set1_ps(12_582_912.0));
+    _mm512_sub_epi32(
+        _mm512_and_si512(_mm512_castps_si512(t), _mm512_set1_epi32(0x007f_ffff)),
+        _mm512_set1_epi32(0x0040_0000),
+    )
+}
+
+/// `MAX(lo, MIN(hi, nearest_int(v)))` of every lane, as i32.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn nint_clamp_i(v: F16, lo: __m512i, hi: __m512i) -> __m512i {
+    _mm512_max_epi32(_mm512_min_epi32(nint(v), hi), lo)
+}
+
+/// `MAX(lo, MIN(hi, nearest_int(v)))` of every lane, as f32.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn nint_clamp(v: F16, lo: __m512i, hi: __m512i) -> F16 {
+    _mm512_cvtepi32_ps(nint_clamp_i(v, lo, hi))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn add(a: F16, b: F16) -> F16 {
+    _mm512_add_ps(a, b)
+}
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn sub(a: F16, b: F16) -> F16 {
+    _mm512_sub_ps(a, b)
+}
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn mul(a: F16, b: F16) -> F16 {
+    _mm512_mul_ps(a, b)
+}
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn div(a: F16, b: F16) -> F16 {
+    _mm512_div_ps(a, b)
+}
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn splat(v: f32) -> F16 {
+    _mm512_set1_ps(v)
+}
+
+/// Element `i` of the 16 sub-blocks of 16 of a super-block: lane `j` of
+/// `out[i]` is `x[16j + i]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq")]
+pub(crate) fn load_transposed16(x: &[f32; 256]) -> [F16; 16] {
+    let t = super::simd::load_transposed::<16, 2>(x);
+    let mut out = [_mm512_setzero_ps(); 16];
+    for i in 0..16 {
+        out[i] = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(t[i][0]), t[i][1]);
+    }
+    out
+}
+
+/// Per-lane result of [`q3_search`].
+pub(crate) struct Q3Out {
+    /// The returned scale (0 for all-zero lanes).
+    pub scale: F16,
+    /// The levels, offset by `nmax` (0 for all-zero lanes): lane `j` of
+    /// `l[i]` is level `i` of sub-block `j`.
+    pub l: [__m512i; 16],
+}
+
+/// `make_q3_quants(16, nmax, x, L, true)` on 16 sub-blocks of 16 at once.
+///
+/// The refinement stops once 16 consecutive element steps (one for each
+/// element) have changed no lane, or after ggml's 5 passes: a lane whose
+/// state survived a visit of every element unchanged is a fixed point (each
+/// element's decision depends only on that state), so ggml's remaining
+/// steps for it change nothing; lanes that ggml would have stopped earlier
+/// are unchanged by the extra steps for the same reason.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq")]
+pub(crate) fn q3_search(x: &[F16; 16], nmax: i32) -> Q3Out {
+    let zero = _mm512_setzero_ps();
+    let lo = _mm512_set1_epi32(-nmax);
+    let hi = _mm512_set1_epi32(nmax - 1);
+    // Largest magnitude and the signed value of its first occurrence, as
+    // C's `if (ax > amax)` scan from 0 (NaN never wins): the maximum of the
+    // non-NaN magnitudes, then the first element reaching it (only lanes
+    // where it is positive matter: the others are below GROUP_MAX_EPS).
+    let mut amax = zero;
+    for i in 0..16 {
+        // `max_ps(a, b)` gives `b` when `a` is NaN.
+        amax = _mm512_max_ps(_mm512_abs_ps(x[i]), amax);
+    }
+    let mut max = zero;
+    for i in (0..16).rev() {
+        let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(x[i]), amax);
+        max = _mm512_mask_mov_ps(max, hit, x[i]);
+    }
+    let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(amax, splat(crate::quant::search::GROUP_MAX_EPS));
+
+    let iscale = div(splat(-(nmax as f32)), max);
+    let w: [F16; 16] = std::array::from_fn(|i| mul(x[i], x[i]));
+    let wx: [F16; 16] = std::array::from_fn(|i| mul(w[i], x[i]));
+    let mut l: [F16; 16] = std::array::from_fn(|i| nint_clamp(mul(iscale, x[i]), lo, hi));
+    // Cached per-element terms `(w·x)·l` and `(w·l)·l` of the current
+    // levels, and `sumlx²`: the same products ggml recomputes.
+    let mut wxl: [F16; 16] = std::array::from_fn(|i| mul(wx[i], l[i]));
+    let mut wl2: [F16; 16] = std::array::from_fn(|i| mul(mul(w[i], l[i]), l[i]));
+    let mut sumlx = zero;
+    let mut suml2 = zero;
+    for i in 0..16 {
+        sumlx = add(sumlx, wxl[i]);
+        suml2 = add(suml2, wl2[i]);
+    }
+    let mut sumlx2 = mul(sumlx, sumlx);
+    let mut quiet = 0;
+    'passes: for _ in 0..5 {
+        for i in 0..16 {
+            let li = l[i];
+            let slx = sub(sumlx, wxl[i]);
+            let sl2 = sub(suml2, wl2[i]);
+            let new_l = nint_clamp(div(mul(x[i], sl2), slx), lo, hi);
+            let nwxl = mul(wx[i], new_l);
+            let nwl2 = mul(mul(w[i], new_l), new_l);
+            let slx2 = add(slx, nwxl);
+            let sl22 = add(sl2, nwl2);
+            let slx2sq = mul(slx2, slx2);
+            let m = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(slx, zero);
+            let m = _mm512_mask_cmp_ps_mask::<_CMP_NEQ_OQ>(m, new_l, li);
+            let m = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(m, sl22, zero);
+            let upd =
+                _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(m, mul(slx2sq, suml2), mul(sumlx2, sl22));
+            // Updates are rare after the first pass: branching over them
+            // lets the next elements start before this one is decided.
+            if upd != 0 {
+                l[i] = _mm512_mask_mov_ps(li, upd, new_l);
+                wxl[i] = _mm512_mask_mov_ps(wxl[i], upd, nwxl);
+                wl2[i] = _mm512_mask_mov_ps(wl2[i], upd, nwl2);
+                sumlx = _mm512_mask_mov_ps(sumlx, upd, slx2);
+                suml2 = _mm512_mask_mov_ps(suml2, upd, sl22);
+                sumlx2 = _mm512_mask_mov_ps(sumlx2, upd, slx2sq);
+                quiet = 0;
+            } else {
+                quiet += 1;
+                if quiet == 16 {
+                    break 'passes;
+                }
+            }
+        }
+    }
+    let off = _mm512_set1_epi32(nmax);
+    let keep = !tiny;
+    let mut out = [_mm512_setzero_si512(); 16];
+    for i in 0..16 {
+        let q = _mm512_add_epi32(_mm512_cvtps_epi32(l[i]), off);
+        out[i] = _mm512_maskz_mov_epi32(keep, q);
+    }
+    let pos = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(keep, suml2, zero);
+    let scale = _mm512_maskz_div_ps(pos, sumlx, suml2);
+    Q3Out { scale, l: out }
+}
+
+/// Lane values of a vector.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn lanes(v: F16) -> [f32; 16] {
+    let mut out = [0f32; 16];
+    // SAFETY: 16 floats into a 16-float array.
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
+    out
+}
+
+/// Lane values of an i32 vector.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn lanes_i32(v: __m512i) -> [i32; 16] {
+    let mut out = [0i32; 16];
+    // SAFETY: 16 i32 into a 16-i32 array.
+    unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), v) };
+    out
+}
+
+/// Q3_K's scale quantization (`quantize_row_q3_K_ref` from the largest
+/// sub-block scale to the stored `d`) on the 16 scales of `scale`: writes
+/// the packed 6-bit scales and `d`, and returns each sub-block's
+/// requantization scale `d · (stored scale - 32)`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+pub(crate) fn q3_scales(scale: F16, scales: &mut [u8; 12], d: &mut [u8; 2]) -> F16 {
+    use super::{f16_bytes, f16_value};
+    // C scans `if (fabsf(s) > amax)` from 0: the largest non-NaN magnitude,
+    // the first scale reaching it.
+    let a = _mm512_abs_ps(scale);
+    let a = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(a, a), a);
+    let amax = _mm512_reduce_max_ps(a);
+    let sc = if amax > 0.0 {
+        let first = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, splat(amax)).trailing_zeros();
+        let max_scale = lanes(scale)[first as usize];
+        let iscale = -32.0f32 / max_scale;
+        // `int8_t l = nearest_int(iscale*scales[j])`: wrapped to 8 bits.
+        let q = nint(mul(splat(iscale), scale));
+        let q = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(q));
+        let q = _mm512_max_epi32(
+            _mm512_min_epi32(q, _mm512_set1_epi32(31)),
+            _mm512_set1_epi32(-32),
+        );
+        let mut b = [0u8; 16];
+        let v = _mm512_cvtepi32_epi8(_mm512_add_epi32(q, _mm512_set1_epi32(32)));
+        // SAFETY: 16 bytes into a 16-byte array.
+        unsafe { _mm_storeu_si128(b.as_mut_ptr().cast(), v) };
+        // Low nibbles of scales j and j + 8 in byte j, the high 2 bits of
+        // scale j in bits 2·(j/4) of byte 8 + j % 4.
+        let v = u128::from_le_bytes(b);
+        let low = v & 0x0F0F_0F0F_0F0F_0F0F_0F0F_0F0F_0F0F_0F0F;
+        let high = (v >> 4) & 0x0303_0303_0303_0303_0303_0303_0303_0303;
+        let packed_low = (low as u64) | ((low >> 64) as u64) << 4;
+        let h = |k: u32| (high >> (32 * k)) as u32;
+        let packed_high = h(0) | h(1) << 2 | h(2) << 4 | h(3) << 6;
+        scales[..8].copy_from_slice(&packed_low.to_le_bytes());
+        scales[8..].copy_from_slice(&packed_high.to_le_bytes());
+        *d = f16_bytes(1.0 / iscale);
+        q
+    } else {
+        *scales = [0; 12];
+        *d = f16_bytes(0.0);
+        _mm512_set1_epi32(-32)
+    };
+    mul(splat(f16_value(*d)), _mm512_cvtepi32_ps(sc))
+}
+
+/// Requantization of one sub-block of 16 contiguous values with the scale
+/// `d` (`rd` = fl(1/d); `fast`: 2^-100 <= |d| <= 2^100):
+/// `l = clamp(nearest_int(x / d), -4, 3) + 4`, as bytes.
+///
+/// Exactness of the division-free shortcut: let t = fl(x/d) (what C
+/// rounds) and t' = fl(x·rd). With |d| in that range rd is normal, so
+/// |t' - x/d| <= |x/d|·(2^-23 + 2^-48) + 2^-150 (the last term for a
+/// subnormal t') and |t - x/d| <= |x/d|·2^-24 + 2^-150. The shortcut is
+/// taken only when every lane has |t'| < 2^21 (so t' is finite: x was
+/// neither NaN nor infinite; and |t| < 2^22, where `nearest_int` is
+/// round-to-nearest-even) and c = clamp(t', -4, 3) lies within
+/// 0.5 - 2^-16 of k = roundeven(c). If t' is in [-4, 3], |t - t'| < 2^-20,
+/// so |t - k| < 0.5 and roundeven(t) = k; if t' > 3 (< -4), then t > 2.9
+/// (< -3.9) and the clamped level is 3 (-4), which is k as well.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn requantize_q3(x: &[f32], d: f32, rd: f32, fast: bool, l: &mut [u8]) {
+    assert!(x.len() >= 16 && l.len() >= 16);
+    // SAFETY: 16 floats are readable.
+    let v = unsafe { _mm512_loadu_ps(x.as_ptr()) };
+    let q = 'q: {
+        if fast {
+            let t = mul(v, splat(rd));
+            let c = _mm512_min_ps(_mm512_max_ps(t, splat(-4.0)), splat(3.0));
+            let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(c);
+            let near = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(
+                _mm512_abs_ps(sub(c, k)),
+                splat(0.5 - 1.0 / 65536.0),
+            );
+            let small = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(t), splat(2_097_152.0));
+            if near & small == 0xFFFF {
+                break 'q _mm512_cvtps_epi32(k);
+            }
+        }
+        let lo = _mm512_set1_epi32(-4);
+        let hi = _mm512_set1_epi32(3);
+        nint_clamp_i(div(v, splat(d)), lo, hi)
+    };
+    let b = _mm512_cvtepi32_epi8(_mm512_add_epi32(q, _mm512_set1_epi32(4)));
+    // SAFETY: 16 bytes are writable.
+    unsafe { _mm_storeu_si128(l.as_mut_ptr().cast(), b) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::search::nearest_int;
+
+    /// The division-free requantization against C's formula on values at,
+    /// and a few ulps around, every rounding boundary, for scales across
+    /// the whole range (in and out of the shortcut's), plus specials.
+    #[test]
+    fn requantize_q3_is_exact() {
+        if !super::super::has_avx512() {
+            return;
+        }
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            f32::MAX,
+            1e-45,
+        ];
+        for _ in 0..200_000 {
+            let e = (next() % 280) as i32 - 140;
+            let d = (1.0 + (next() % 1024) as f32 / 1024.0)
+                * 2f32.powi(e)
+                * if next() % 2 == 0 { -1.0 } else { 1.0 };
+            if d == 0.0 || !d.is_finite() {
+                continue;
+            }
+            let mut x = [0f32; 16];
+            for v in x.iter_mut() {
+                let base = ((next() % 20) as f32 - 10.0) * 0.5 * d;
+                let ulps = (next() % 9) as i32 - 4;
+                *v = f32::from_bits((base.to_bits() as i32 + ulps) as u32);
+                if next() % 50 == 0 {
+                    *v = specials[(next() % specials.len() as u64) as usize];
+                }
+            }
+            let rd = 1.0 / d;
+            let fast = (2f32.powi(-100)..=2f32.powi(100)).contains(&d.abs());
+            let mut got = [0u8; 16];
+            // SAFETY: AVX-512 is available.
+            unsafe { requantize_q3(&x, d, rd, fast, &mut got) };
+            for k in 0..16 {
+                let want = (nearest_int(x[k] / d).clamp(-4, 3) + 4) as u8;
+                assert_eq!(got[k], want, "x {:e} d {:e}", x[k], d);
+            }
+        }
+    }
+}
