@@ -142,7 +142,8 @@ bool ggml_qat_set_seed(ggml_qat_context_t *ctx,
                        uint64_t seed);
 
 // Worker threads for this context's quantization and metrics; 0 uses the
-// global pool (RAYON_NUM_THREADS, or one per CPU). False on a negative count.
+// global pool (RAYON_NUM_THREADS, or one per CPU). False on a negative count
+// or more than 1024.
 bool ggml_qat_set_n_threads(ggml_qat_context_t *ctx,
                             int n_threads);
 

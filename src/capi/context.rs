@@ -101,7 +101,8 @@ pub unsafe extern "C" fn ggml_qat_set_seed(ctx: *mut QatContext, seed: u64) -> b
 }
 
 /// Worker threads for this context's quantization and metrics; 0 uses the
-/// global pool (RAYON_NUM_THREADS, or one per CPU). False on a negative count.
+/// global pool (RAYON_NUM_THREADS, or one per CPU). False on a negative count
+/// or more than 1024.
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_set_n_threads(ctx: *mut QatContext, n_threads: c_int) -> bool {
     guard("ggml_qat_set_n_threads", false, || {
