@@ -148,7 +148,18 @@ impl Session {
             }
             None => {
                 let n = self.config().calibration_samples;
-                let mut x = vec![0f32; ne0 * n];
+                // calibration_samples may be anything up to INT_MAX: allocate
+                // fallibly, so an impossible size is an error, not an abort.
+                let mut x = Vec::new();
+                ne0.checked_mul(n)
+                    .filter(|&len| len <= isize::MAX as usize / std::mem::size_of::<f32>())
+                    .and_then(|len| x.try_reserve_exact(len).ok().map(|_| len))
+                    .map(|len| x.resize(len, 0f32))
+                    .ok_or_else(|| {
+                        Error::Ggml(format!(
+                            "cannot allocate {n} synthetic samples of {ne0} values (config calibration_samples)"
+                        ))
+                    })?;
                 let stream = self.next_stream();
                 self.run(|| super::calibration::fill_normal(&mut x, &stream, 0.0, 1.0));
                 Ok((x, n))
