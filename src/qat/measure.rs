@@ -12,6 +12,9 @@ use crate::ggml::Tensor;
 use crate::quant::{self, QuantType};
 
 const MIB: f64 = 1024.0 * 1024.0;
+/// The most timed repetitions a benchmark runs (its timings are kept in
+/// memory, and INT_MAX repetitions would never end).
+pub const MAX_BENCHMARK_ITERATIONS: usize = 1_000_000;
 /// Timed repetitions of each product in a validation (after one warm-up).
 pub const VALIDATION_RUNS: usize = 5;
 
@@ -226,8 +229,11 @@ impl Session {
         test_input: &Tensor,
         iterations: usize,
     ) -> Result<f64> {
-        if iterations == 0 {
-            return Err(Error::invalid("n_iterations", "must be at least 1"));
+        if iterations == 0 || iterations > MAX_BENCHMARK_ITERATIONS {
+            return Err(Error::invalid(
+                "n_iterations",
+                format!("{iterations} (must be 1 to {MAX_BENCHMARK_ITERATIONS})"),
+            ));
         }
         let m = Weights::of(model)?;
         let f = Weights::f32_of(model)?;
