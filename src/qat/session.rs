@@ -165,6 +165,12 @@ impl Session {
                 format!("{std} is not a finite value >= 0"),
             ));
         }
+        if mean.abs() as f64 + super::calibration::MAX_ABS_NORMAL * std as f64 > f32::MAX as f64 {
+            return Err(Error::invalid(
+                "std",
+                format!("mean {mean} and std {std} give values beyond the F32 range"),
+            ));
+        }
         let t = gctx.new_tensor(QuantType::F32.ggml_id(), shape)?;
         let stream = self.next_stream();
         let bytes = unsafe { t.bytes_mut()? };
