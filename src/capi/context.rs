@@ -22,6 +22,7 @@ pub(crate) unsafe fn session<'a>(ctx: *const QatContext) -> Result<&'a Session> 
 /// norms Q8_0, kl_divergence_weight 0.5, temperature 3, progressive_layers 0
 /// (all), calibration_samples 128, memory_reduction_target 0.75,
 /// accuracy_threshold 0.98, OpenCog structures enabled.
+// Not wrapped in `guard`: it cannot panic (constants and field copies only).
 #[no_mangle]
 pub extern "C" fn ggml_qat_default_config() -> ggml_qat_config_t {
     let d = Config::default();
@@ -154,6 +155,7 @@ pub unsafe extern "C" fn ggml_qat_get_fallbacks(
 }
 
 /// The library version, "MAJOR.MINOR.PATCH".
+// Not wrapped in `guard`: it cannot panic (a static string).
 #[no_mangle]
 pub extern "C" fn ggml_qat_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
