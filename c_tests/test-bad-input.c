@@ -207,6 +207,7 @@ static void snap_tensor(const struct ggml_tensor * t) {
 }
 
 static void snap_all(fx_t * f) {
+    for (int i = 0; i < g_nsnap; ++i) free(g_snap[i].data); /* an unchecked earlier snapshot */
     g_nsnap = 0;
     struct ggml_tensor * all[] = { f->w, f->w2, f->wsmall, f->wq, f->x, f->x128, f->xnan, f->ti32, f->tf64,
                                    f->nodata, f->huge, f->ovf, f->empty, f->nan_t, f->pinf_t, f->ninf_t,
@@ -1003,12 +1004,16 @@ static void c_est_valid(fx_t * f, long a, long b) {
 
 /* -- get_optimal_qtype -- */
 
-static void c_optimal(fx_t * f, long v, long b) {
-    (void) b;
+static void c_optimal(fx_t * f, long v, long with_backend) {
+    ggml_backend_t be = with_backend ? ggml_backend_cpu_init() : NULL;
     before(f, "ggml_qat_get_optimal_qtype");
-    enum ggml_type t = ggml_qat_get_optimal_qtype((ggml_qat_layer_type_t) g_bad_enums[v], NULL);
+    enum ggml_type t = ggml_qat_get_optimal_qtype((ggml_qat_layer_type_t) g_bad_enums[v], be);
     CHECK(t == GGML_TYPE_F32, "layer_type %d gave %d", g_bad_enums[v], (int) t);
     after_fail(f, "layer_type");
+    if (be) {
+        CHECK(ggml_qat_get_optimal_qtype(GGML_QAT_LAYER_ATTENTION, be) == GGML_TYPE_Q4_K, "CPU backend after the failure");
+        ggml_backend_free(be);
+    }
 }
 
 /* -- progressive_quantize -- */
@@ -1212,7 +1217,9 @@ static void build_table(void) {
     add(c_est_int_max, 0, 0, "estimate: n_tensors INT_MAX");
     add(c_est_valid, 0, 0, "estimate: n_tensors 0, no-data tensors, view");
 
-    for (long v = 0; v < N(g_bad_enums); ++v) add(c_optimal, v, 0, "get_optimal_qtype: layer_type %d", g_bad_enums[v]);
+    for (long be = 0; be < 2; ++be)
+        for (long v = 0; v < N(g_bad_enums); ++v)
+            add(c_optimal, v, be, "get_optimal_qtype: layer_type %d, %s backend", g_bad_enums[v], be ? "CPU" : "NULL");
 
     for (long v = 0; v < 28; ++v) add(c_prog, v, 0, "progressive: bad case %ld", v);
     add(c_prog_int_max, 0, 0, "progressive: n_layers INT_MAX, layers[1] NULL");
