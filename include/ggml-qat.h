@@ -142,7 +142,8 @@ bool ggml_qat_set_seed(ggml_qat_context_t *ctx,
                        uint64_t seed);
 
 // Worker threads for this context's quantization and metrics; 0 uses the
-// global pool (RAYON_NUM_THREADS, or one per CPU). False on a negative count.
+// global pool (RAYON_NUM_THREADS, or one per CPU). False on a negative count
+// or more than 1024.
 bool ggml_qat_set_n_threads(ggml_qat_context_t *ctx,
                             int n_threads);
 
@@ -199,7 +200,8 @@ ggml_qat_stats_t ggml_qat_validate_performance(ggml_qat_context_t *ctx,
 // copy of the model; returns median F32 time / median model time (> 1: the
 // model is faster). The absolute times are kept for
 // ggml_qat_get_benchmark_times(). 0 on bad arguments (NULL model or input,
-// n_iterations <= 0, ne[0] that differ, an operation the backend lacks).
+// n_iterations <= 0 or > 1000000, ne[0] that differ, an operation the
+// backend lacks).
 float ggml_qat_benchmark_inference_speed(ggml_qat_context_t *ctx,
                                          ggml_backend_t backend,
                                          struct ggml_tensor *model,
@@ -277,8 +279,9 @@ bool ggml_qat_plan_mixed_precision(ggml_qat_context_t *ctx,
 // A new F32 tensor in `ggml_ctx` of `n_dims` (1 to 4) dimensions `shape`,
 // filled with i.i.d. Normal(mean, std) values from the context's seeded
 // generator (the same seed and calls give the same bytes, whatever the
-// thread count; std == 0 gives all `mean`). NULL on bad arguments or when
-// `ggml_ctx` has no room.
+// thread count; std == 0 gives all `mean`). NULL on bad arguments (NaN or
+// infinite mean or std, std < 0, |mean| + 8.7 std beyond the F32 range),
+// or when `ggml_ctx` has no room.
 struct ggml_tensor *ggml_qat_generate_calibration_data(ggml_qat_context_t *ctx,
                                                        struct ggml_context *ggml_ctx,
                                                        int64_t *shape,

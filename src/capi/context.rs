@@ -22,6 +22,7 @@ pub(crate) unsafe fn session<'a>(ctx: *const QatContext) -> Result<&'a Session> 
 /// norms Q8_0, kl_divergence_weight 0.5, temperature 3, progressive_layers 0
 /// (all), calibration_samples 128, memory_reduction_target 0.75,
 /// accuracy_threshold 0.98, OpenCog structures enabled.
+// Not wrapped in `guard`: it cannot panic (constants and field copies only).
 #[no_mangle]
 pub extern "C" fn ggml_qat_default_config() -> ggml_qat_config_t {
     let d = Config::default();
@@ -101,7 +102,8 @@ pub unsafe extern "C" fn ggml_qat_set_seed(ctx: *mut QatContext, seed: u64) -> b
 }
 
 /// Worker threads for this context's quantization and metrics; 0 uses the
-/// global pool (RAYON_NUM_THREADS, or one per CPU). False on a negative count.
+/// global pool (RAYON_NUM_THREADS, or one per CPU). False on a negative count
+/// or more than 1024.
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_set_n_threads(ctx: *mut QatContext, n_threads: c_int) -> bool {
     guard("ggml_qat_set_n_threads", false, || {
@@ -153,6 +155,7 @@ pub unsafe extern "C" fn ggml_qat_get_fallbacks(
 }
 
 /// The library version, "MAJOR.MINOR.PATCH".
+// Not wrapped in `guard`: it cannot panic (a static string).
 #[no_mangle]
 pub extern "C" fn ggml_qat_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()

@@ -84,7 +84,8 @@ pub unsafe extern "C" fn ggml_qat_validate_performance(
 /// copy of the model; returns median F32 time / median model time (> 1: the
 /// model is faster). The absolute times are kept for
 /// ggml_qat_get_benchmark_times(). 0 on bad arguments (NULL model or input,
-/// n_iterations <= 0, ne[0] that differ, an operation the backend lacks).
+/// n_iterations <= 0 or > 1000000, ne[0] that differ, an operation the
+/// backend lacks).
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_benchmark_inference_speed(
     ctx: *mut QatContext,

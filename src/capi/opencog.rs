@@ -166,6 +166,7 @@ pub unsafe extern "C" fn ggml_qat_create_ecan(
 }
 
 /// Frees an AtomSpace from ggml_qat_create_atomspace() (NULL is accepted).
+// Not wrapped in `guard`: it cannot panic (a NULL test and libc::free).
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_free_atomspace(atomspace: *mut ggml_qat_atomspace_t) {
     if let Some(a) = atomspace.as_ref() {
@@ -179,6 +180,7 @@ pub unsafe extern "C" fn ggml_qat_free_atomspace(atomspace: *mut ggml_qat_atomsp
 }
 
 /// Frees a tree from ggml_qat_create_moses_tree() (NULL is accepted).
+// Not wrapped in `guard`: it cannot panic (a NULL test and libc::free).
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_free_moses_tree(tree: *mut ggml_qat_moses_tree_t) {
     if let Some(t) = tree.as_ref() {
@@ -188,6 +190,7 @@ pub unsafe extern "C" fn ggml_qat_free_moses_tree(tree: *mut ggml_qat_moses_tree
 }
 
 /// Frees ECAN values from ggml_qat_create_ecan() (NULL is accepted).
+// Not wrapped in `guard`: it cannot panic (a NULL test and libc::free).
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_free_ecan(ecan: *mut ggml_qat_ecan_t) {
     if let Some(e) = ecan.as_ref() {

@@ -26,8 +26,9 @@ pub(crate) unsafe fn c_slice<'a, T>(
 /// A new F32 tensor in `ggml_ctx` of `n_dims` (1 to 4) dimensions `shape`,
 /// filled with i.i.d. Normal(mean, std) values from the context's seeded
 /// generator (the same seed and calls give the same bytes, whatever the
-/// thread count; std == 0 gives all `mean`). NULL on bad arguments or when
-/// `ggml_ctx` has no room.
+/// thread count; std == 0 gives all `mean`). NULL on bad arguments (NaN or
+/// infinite mean or std, std < 0, |mean| + 8.7 std beyond the F32 range),
+/// or when `ggml_ctx` has no room.
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_generate_calibration_data(
     ctx: *mut QatContext,

@@ -4,6 +4,10 @@ use rayon::prelude::*;
 
 use crate::rng::Stream;
 
+/// A bound on |x| of every standard normal the streams produce: Box-Muller
+/// of uniforms no smaller than 2^-54 gives at most sqrt(2 · 54 · ln 2) ≈ 8.65.
+pub const MAX_ABS_NORMAL: f64 = 8.7;
+
 /// Fills `out` with Normal(mean, std) values: element `i` is
 /// `mean + std * stream.normal_at(i)`, so the bytes do not depend on how many
 /// threads fill them. `std == 0` gives exactly `mean`.

@@ -12,6 +12,9 @@ use crate::ggml::Tensor;
 use crate::quant::{self, QuantType};
 
 const MIB: f64 = 1024.0 * 1024.0;
+/// The most timed repetitions a benchmark runs (its timings are kept in
+/// memory, and INT_MAX repetitions would never end).
+pub const MAX_BENCHMARK_ITERATIONS: usize = 1_000_000;
 /// Timed repetitions of each product in a validation (after one warm-up).
 pub const VALIDATION_RUNS: usize = 5;
 
@@ -148,7 +151,18 @@ impl Session {
             }
             None => {
                 let n = self.config().calibration_samples;
-                let mut x = vec![0f32; ne0 * n];
+                // calibration_samples may be anything up to INT_MAX: allocate
+                // fallibly, so an impossible size is an error, not an abort.
+                let mut x = Vec::new();
+                ne0.checked_mul(n)
+                    .filter(|&len| len <= isize::MAX as usize / std::mem::size_of::<f32>())
+                    .and_then(|len| x.try_reserve_exact(len).ok().map(|_| len))
+                    .map(|len| x.resize(len, 0f32))
+                    .ok_or_else(|| {
+                        Error::Ggml(format!(
+                            "cannot allocate {n} synthetic samples of {ne0} values (config calibration_samples)"
+                        ))
+                    })?;
                 let stream = self.next_stream();
                 self.run(|| super::calibration::fill_normal(&mut x, &stream, 0.0, 1.0));
                 Ok((x, n))
@@ -180,6 +194,9 @@ impl Session {
                 ),
             ));
         }
+        // Non-finite weights would only give NaN figures: refuse them.
+        self.checked_values(original)?;
+        self.checked_values(quantized)?;
         let a = Weights::of(original)?;
         let b = Weights::of(quantized)?;
         let (x, n) = self.inputs(a.ne0, test_data)?;
@@ -215,8 +232,11 @@ impl Session {
         test_input: &Tensor,
         iterations: usize,
     ) -> Result<f64> {
-        if iterations == 0 {
-            return Err(Error::invalid("n_iterations", "must be at least 1"));
+        if iterations == 0 || iterations > MAX_BENCHMARK_ITERATIONS {
+            return Err(Error::invalid(
+                "n_iterations",
+                format!("{iterations} (must be 1 to {MAX_BENCHMARK_ITERATIONS})"),
+            ));
         }
         let m = Weights::of(model)?;
         let f = Weights::f32_of(model)?;

@@ -15,6 +15,10 @@ use crate::ggml::{Context, Tensor};
 use crate::quant::{self, QuantType};
 use crate::rng::{SeedSequence, Stream};
 
+/// The most worker threads a session may ask for (rayon itself would start
+/// up to 65535).
+pub const MAX_THREADS: usize = 1024;
+
 /// The seed a new context starts from.
 pub const DEFAULT_SEED: u64 = 12345;
 
@@ -78,9 +82,16 @@ impl Session {
         lock(&self.seeds).next_stream()
     }
 
-    /// Uses `n` worker threads for this session's parallel work; 0 returns
-    /// to the global pool (sized by `RAYON_NUM_THREADS` or the CPU count).
+    /// Uses `n` worker threads (at most [`MAX_THREADS`]) for this session's
+    /// parallel work; 0 returns to the global pool (sized by
+    /// `RAYON_NUM_THREADS` or the CPU count).
     pub fn set_n_threads(&self, n: usize) -> Result<()> {
+        if n > MAX_THREADS {
+            return Err(Error::invalid(
+                "n_threads",
+                format!("{n} (must be at most {MAX_THREADS})"),
+            ));
+        }
         let pool = if n == 0 {
             None
         } else {
@@ -152,6 +163,12 @@ impl Session {
             return Err(Error::invalid(
                 "std",
                 format!("{std} is not a finite value >= 0"),
+            ));
+        }
+        if mean.abs() as f64 + super::calibration::MAX_ABS_NORMAL * std as f64 > f32::MAX as f64 {
+            return Err(Error::invalid(
+                "std",
+                format!("mean {mean} and std {std} give values beyond the F32 range"),
             ));
         }
         let t = gctx.new_tensor(QuantType::F32.ggml_id(), shape)?;
