@@ -7,6 +7,7 @@
 #include "ggml-cpu.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +95,37 @@ static void print_row(const char * name, const char * cls, const struct ggml_ten
            after, (double) after / (double) before, m->kl, 100.0 * m->top1, speed);
 }
 
+/* Plans the block under `pc`, applies the plan and prints measured figures;
+ * false (nothing printed) when no plan meets the configuration. */
+static bool show_plan(ggml_qat_context_t * pq, struct ggml_context * g, const struct layer * block,
+                      struct ggml_tensor ** weights, int n_layers, ggml_qat_config_t pc, struct ggml_tensor * x512,
+                      struct ggml_tensor * x2048, size_t total_before) {
+    enum ggml_type plan[16];
+    if (!pq || !ggml_qat_plan_mixed_precision(pq, weights, n_layers, plan)) {
+        return false;
+    }
+    printf("\nmixed-precision plan for a %.0f%% reduction, %.0f%% top-1 gate on %d planning samples\n"
+           "(figures below on the demo's own %d held-out samples):\n",
+           100.0 * pc.memory_reduction_target, 100.0 * pc.accuracy_threshold, pc.calibration_samples, N_SAMPLES);
+    size_t plan_after = 0;
+    double min_top1 = 1.0;
+    for (int i = 0; i < n_layers; ++i) {
+        struct ggml_tensor * wq = ggml_qat_quantize_tensor(pq, g, weights[i], plan[i]);
+        if (!wq) {
+            fprintf(stderr, "%s: %s\n", block[i].name, ggml_qat_last_error());
+            return false;
+        }
+        struct ggml_tensor * x = block[i].ne0 == 512 ? x512 : x2048;
+        struct measured m = measure(pq, weights[i], wq, x);
+        min_top1 = fmin(min_top1, m.top1);
+        plan_after += ggml_nbytes(wq);
+        print_row(block[i].name, class_name(block[i].type), wq, ggml_nbytes(weights[i]), ggml_nbytes(wq), &m);
+    }
+    printf("total: %zu -> %zu bytes, size reduction %.1f%%, lowest top-1 agreement %.1f%%\n", total_before,
+           plan_after, 100.0 * (1.0 - (double) plan_after / (double) total_before), 100.0 * min_top1);
+    return true;
+}
+
 int main(void) {
     const struct layer block[] = {
         { "token_embd.weight", 512, 5000, GGML_QAT_LAYER_EMBEDDING },
@@ -153,29 +185,22 @@ int main(void) {
            100.0 * config.memory_reduction_target);
 
     /* The mixed-precision plan: the least sensitive layers quantized first
-     * until the memory target is met. */
-    enum ggml_type plan[16];
-    if (!ggml_qat_plan_mixed_precision(qat, weights, n_layers, plan)) {
-        fprintf(stderr, "plan: %s\n", ggml_qat_last_error());
-        return 1;
-    }
-    printf("\nmixed-precision plan for a %.0f%% reduction:\n", 100.0 * config.memory_reduction_target);
-    size_t plan_after = 0;
-    double min_top1 = 1.0;
-    for (int i = 0; i < n_layers; ++i) {
-        struct ggml_tensor * wq = ggml_qat_quantize_tensor(qat, g, weights[i], plan[i]);
-        if (!wq) {
-            fprintf(stderr, "%s: %s\n", block[i].name, ggml_qat_last_error());
-            return 1;
+     * until the memory target is met, among the types that keep the top-1
+     * gate; when the gate makes the target unreachable, say so and show the
+     * plan under a looser gate. */
+    float gates[2] = { config.accuracy_threshold, 0.95f };
+    for (int k = 0; k < 2; ++k) {
+        ggml_qat_config_t pc = config;
+        pc.accuracy_threshold = gates[k];
+        ggml_qat_context_t * pq = ggml_qat_init(&pc);
+        if (!show_plan(pq, g, block, weights, n_layers, pc, x512, x2048, total_before)) {
+            printf("\nmixed-precision plan with a %.0f%% top-1 gate: %s\n", 100.0 * gates[k], ggml_qat_last_error());
+            ggml_qat_free(pq);
+            continue;
         }
-        struct ggml_tensor * x = block[i].ne0 == 512 ? x512 : x2048;
-        struct measured m = measure(qat, weights[i], wq, x);
-        min_top1 = fmin(min_top1, m.top1);
-        plan_after += ggml_nbytes(wq);
-        print_row(block[i].name, class_name(block[i].type), wq, ggml_nbytes(weights[i]), ggml_nbytes(wq), &m);
+        ggml_qat_free(pq);
+        break;
     }
-    printf("total: %zu -> %zu bytes, size reduction %.1f%%, lowest top-1 agreement %.1f%%\n", total_before,
-           plan_after, 100.0 * (1.0 - (double) plan_after / (double) total_before), 100.0 * min_top1);
     printf("\n");
 
     char fallbacks[1024];

@@ -175,8 +175,9 @@ impl Session {
                 return Err(Error::invalid(
                     "memory_reduction_target",
                     format!(
-                        "{} cannot be reached even with every layer at its smallest type",
-                        self.config().memory_reduction_target
+                        "{} cannot be reached with every layer at the smallest type whose top-1 agreement meets accuracy_threshold {} (lower one of them)",
+                        self.config().memory_reduction_target,
+                        self.config().accuracy_threshold
                     ),
                 ));
             };
