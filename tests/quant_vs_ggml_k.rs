@@ -177,7 +177,11 @@ fn dequantize_random_bytes_matches_ggml() {
 /// the elements of weight zero are free to be off), and over the whole
 /// matrix `rms(e) <= rms·rms(x)` (checked in both paths). Q2_K … Q6_K keep
 /// 2 … 6 bits; the max bound is a bit over one step of a sub-block whose
-/// range is the whole super-block.
+/// range is the whole super-block. These are the bounds measured on the
+/// smooth input classes of this test (Gaussian, Laplace, ramps), not proven
+/// ones: adversarial blocks reach 0.54·amax in Q2_K and 0.31·amax in Q3_K
+/// (found by the fuzzer, with bytes identical to ggml's), so the fuzz target
+/// enforces only 1.0·amax for K-quants on arbitrary input.
 fn round_trip_bound(ty: QuantType) -> (f32, f32) {
     match ty {
         QuantType::Q2_K => (0.40, 0.40),
