@@ -331,7 +331,7 @@ mod tests {
             for v in x.iter_mut() {
                 let base = ((next() % 20) as f32 - 10.0) * 0.5 * d;
                 let ulps = (next() % 9) as i32 - 4;
-                *v = f32::from_bits((base.to_bits() as i32 + ulps) as u32);
+                *v = f32::from_bits((base.to_bits() as i32).wrapping_add(ulps) as u32);
                 if next() % 50 == 0 {
                     *v = specials[(next() % specials.len() as u64) as usize];
                 }
