@@ -153,6 +153,31 @@ pub(crate) fn block_at(v: &[f32], i: usize) -> &[f32; QK_K] {
     v[QK_K * i..QK_K * (i + 1)].try_into().unwrap()
 }
 
+/// `y[k] = d · l[k] − m` (ggml's `d * q - m`: a product, then a difference;
+/// no fused multiply-add). Written to auto-vectorize.
+#[inline(always)]
+pub(crate) fn scale_levels(l: &[u8; 32], d: f32, m: f32, y: &mut [f32]) {
+    for (y, &l) in y[..32].iter_mut().zip(l) {
+        *y = d * l as f32 - m;
+    }
+}
+
+/// Runs a dequantizer body compiled for AVX2 when the CPU has it (the same
+/// scalar operations, vectorized by the compiler), else for the baseline.
+#[inline(always)]
+pub(crate) fn with_avx2(body: impl FnOnce()) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        #[target_feature(enable = "avx2")]
+        unsafe fn run(body: impl FnOnce()) {
+            body()
+        }
+        // SAFETY: AVX2 is available.
+        return unsafe { run(body) };
+    }
+    body()
+}
+
 /// Whether the AVX2 kernels may run on this machine (checked once).
 #[cfg(target_arch = "x86_64")]
 #[inline]

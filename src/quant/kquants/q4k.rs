@@ -362,22 +362,23 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
 pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
     let blocks = as_blocks::<BlockQ4K>(src);
     assert_eq!(blocks.len() * QK_K, dst.len(), "row length");
-    for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
-        let d = f16_value(b.d);
-        let min = f16_value(b.dmin);
-        for g in 0..4 {
-            let (sc, m) = get_scale_min_k4(2 * g, &b.scales);
-            let (d1, m1) = (d * sc as f32, min * m as f32);
-            let (sc, m) = get_scale_min_k4(2 * g + 1, &b.scales);
-            let (d2, m2) = (d * sc as f32, min * m as f32);
-            let q = &b.qs[32 * g..32 * g + 32];
-            let y = &mut y[64 * g..64 * g + 64];
-            for k in 0..32 {
-                y[k] = d1 * (q[k] & 0xF) as f32 - m1;
-                y[k + 32] = d2 * (q[k] >> 4) as f32 - m2;
+    super::with_avx2(|| {
+        for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
+            let d = f16_value(b.d);
+            let min = f16_value(b.dmin);
+            for g in 0..4 {
+                let (sc, m) = get_scale_min_k4(2 * g, &b.scales);
+                let (d1, m1) = (d * sc as f32, min * m as f32);
+                let (sc, m) = get_scale_min_k4(2 * g + 1, &b.scales);
+                let (d2, m2) = (d * sc as f32, min * m as f32);
+                let q = &b.qs[32 * g..32 * g + 32];
+                let lo: [u8; 32] = std::array::from_fn(|k| q[k] & 0xF);
+                let hi: [u8; 32] = std::array::from_fn(|k| q[k] >> 4);
+                super::scale_levels(&lo, d1, m1, &mut y[64 * g..]);
+                super::scale_levels(&hi, d2, m2, &mut y[64 * g + 32..]);
             }
         }
-    }
+    })
 }
 
 /// AVX2 paths of Q4_K and Q5_K.
