@@ -152,31 +152,56 @@ fn main() {
         }
     }
 
+    for gate in [session.config().accuracy_threshold, 0.95] {
+        let s = Session::new(Config {
+            accuracy_threshold: gate,
+            ..session.config().clone()
+        });
+        match plan_report(&s, &block, &tensors) {
+            Ok(()) => break,
+            Err(e) => println!(
+                "\nmixed-precision plan with a {:.0}% top-1 gate: {e}",
+                100.0 * gate
+            ),
+        }
+    }
+    println!("\noutput-aware quantization against ggml (equal size: same type):");
+    optimize_report::report();
+    println!("\n({:.1} s)", start.elapsed().as_secs_f64());
+}
+
+/// Plans the block under `s`'s configuration and prints the plan with its
+/// top-1 agreement on the planning inputs and on held-out inputs.
+fn plan_report(
+    s: &Session,
+    block: &[(&str, usize, usize)],
+    tensors: &[Tensor],
+) -> ggml_qat::error::Result<()> {
+    s.set_seed(2024);
+    let plan = s.plan_mixed_precision(tensors)?;
     println!(
         "\nmixed-precision plan, target {:.0}% reduction, accuracy gate {:.0}% top-1:",
-        100.0 * session.config().memory_reduction_target,
-        100.0 * session.config().accuracy_threshold
+        100.0 * s.config().memory_reduction_target,
+        100.0 * s.config().accuracy_threshold
     );
-    session.set_seed(2024);
-    let plan = session.plan_mixed_precision(&tensors).unwrap();
     // The same seed replays the planning inputs; then fresh, held-out ones.
-    session.set_seed(2024);
+    s.set_seed(2024);
     let planning: Vec<f64> = tensors
         .iter()
         .zip(&plan)
-        .map(|(t, ty)| session.layer_error(t, *ty).unwrap().top1)
+        .map(|(t, ty)| s.layer_error(t, *ty).unwrap().top1)
         .collect();
     let held_out: Vec<f64> = tensors
         .iter()
         .zip(&plan)
-        .map(|(t, ty)| session.layer_error(t, *ty).unwrap().top1)
+        .map(|(t, ty)| s.layer_error(t, *ty).unwrap().top1)
         .collect();
     println!(
         "{:<22} {:<7} {:>10} {:>16} {:>16}",
         "layer", "type", "bytes", "top-1 (planning)", "top-1 (held-out)"
     );
     let (mut f32_total, mut total) = (0usize, 0usize);
-    for (i, ((name, _, _), t)) in block.iter().zip(&tensors).enumerate() {
+    for (i, ((name, _, _), t)) in block.iter().zip(tensors).enumerate() {
         let bytes = Context::data_bytes(plan[i].ggml_id(), &t.ne()).unwrap();
         f32_total += t.nbytes();
         total += bytes;
@@ -196,7 +221,5 @@ fn main() {
         100.0 * min(&planning),
         100.0 * min(&held_out)
     );
-    println!("\noutput-aware quantization against ggml (equal size: same type):");
-    optimize_report::report();
-    println!("\n({:.1} s)", start.elapsed().as_secs_f64());
+    Ok(())
 }
