@@ -20,23 +20,6 @@ use ggml_qat::quant::{dequantize_rows, format, is_implemented, quantize_rows, Qu
 
 const N_PER_ROW: usize = 4096;
 
-const TYPES: [QuantType; 14] = [
-    QuantType::F16,
-    QuantType::BF16,
-    QuantType::Q4_0,
-    QuantType::Q4_1,
-    QuantType::Q5_0,
-    QuantType::Q5_1,
-    QuantType::Q8_0,
-    QuantType::Q2_K,
-    QuantType::Q3_K,
-    QuantType::Q4_K,
-    QuantType::Q5_K,
-    QuantType::Q6_K,
-    QuantType::IQ4_NL,
-    QuantType::IQ4_XS,
-];
-
 /// Deterministic N(0, 1) weights (SplitMix64 + Box-Muller).
 fn gaussian(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
@@ -153,7 +136,8 @@ fn main() {
         "ratio"
     );
     let only = std::env::var("QAT_BENCH_TYPES").ok();
-    for ty in TYPES {
+    // Every format but F32 (a copy).
+    for ty in QuantType::ALL.into_iter().filter(|t| *t != QuantType::F32) {
         let name = format!("{ty:?}");
         if only
             .as_ref()
