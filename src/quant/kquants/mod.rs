@@ -162,21 +162,32 @@ pub(crate) fn scale_levels(l: &[u8; 32], d: f32, m: f32, y: &mut [f32]) {
     }
 }
 
-/// Runs a dequantizer body compiled for AVX2 when the CPU has it (the same
-/// scalar operations, vectorized by the compiler), else for the baseline.
-#[inline(always)]
-pub(crate) fn with_avx2(body: impl FnOnce()) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        #[target_feature(enable = "avx2")]
-        unsafe fn run(body: impl FnOnce()) {
-            body()
+/// Defines `pub fn dequantize_row(src, dst)` for block type `$block` from an
+/// `#[inline(always)] fn $body(blocks: &[$block], dst: &mut [f32])`: the body
+/// is compiled twice, for the baseline and (inlined into a
+/// `#[target_feature(enable = "avx2")]` function) for AVX2, so the compiler
+/// vectorizes the same float operations 8 wide; the AVX2 copy runs when the
+/// CPU has it.
+macro_rules! dequantize_row_with_avx2 {
+    ($block:ty, $body:ident, $doc:literal) => {
+        #[doc = $doc]
+        pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
+            let blocks = super::as_blocks::<$block>(src);
+            assert_eq!(blocks.len() * super::QK_K, dst.len(), "row length");
+            #[cfg(target_arch = "x86_64")]
+            if super::has_avx2() {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2(blocks: &[$block], dst: &mut [f32]) {
+                    $body(blocks, dst)
+                }
+                // SAFETY: AVX2 is available.
+                return unsafe { avx2(blocks, dst) };
+            }
+            $body(blocks, dst)
         }
-        // SAFETY: AVX2 is available.
-        return unsafe { run(body) };
-    }
-    body()
+    };
 }
+pub(crate) use dequantize_row_with_avx2;
 
 /// Whether the AVX2 kernels may run on this machine (checked once).
 #[cfg(target_arch = "x86_64")]

@@ -6,9 +6,7 @@
 // Index loops mirror ggml's C so that the order of operations is evident.
 #![allow(clippy::needless_range_loop)]
 
-use super::{
-    as_blocks, as_blocks_mut, f16_bytes, f16_value, super_blocks, Block, K_SCALE_SIZE, QK_K,
-};
+use super::{as_blocks_mut, f16_bytes, f16_value, super_blocks, Block, K_SCALE_SIZE, QK_K};
 use crate::quant::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants, nearest_int};
 
 /// ggml's `block_q4_K`.
@@ -358,27 +356,29 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     }
 }
 
-/// Dequantize one row (`dequantize_row_q4_K`).
-pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
-    let blocks = as_blocks::<BlockQ4K>(src);
-    assert_eq!(blocks.len() * QK_K, dst.len(), "row length");
-    super::with_avx2(|| {
-        for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
-            let d = f16_value(b.d);
-            let min = f16_value(b.dmin);
-            for g in 0..4 {
-                let (sc, m) = get_scale_min_k4(2 * g, &b.scales);
-                let (d1, m1) = (d * sc as f32, min * m as f32);
-                let (sc, m) = get_scale_min_k4(2 * g + 1, &b.scales);
-                let (d2, m2) = (d * sc as f32, min * m as f32);
-                let q = &b.qs[32 * g..32 * g + 32];
-                let lo: [u8; 32] = std::array::from_fn(|k| q[k] & 0xF);
-                let hi: [u8; 32] = std::array::from_fn(|k| q[k] >> 4);
-                super::scale_levels(&lo, d1, m1, &mut y[64 * g..]);
-                super::scale_levels(&hi, d2, m2, &mut y[64 * g + 32..]);
-            }
+super::dequantize_row_with_avx2!(
+    BlockQ4K,
+    dequantize_blocks,
+    "Dequantize one row (`dequantize_row_q4_K`)."
+);
+
+#[inline(always)]
+fn dequantize_blocks(blocks: &[BlockQ4K], dst: &mut [f32]) {
+    for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
+        let d = f16_value(b.d);
+        let min = f16_value(b.dmin);
+        for g in 0..4 {
+            let (sc, m) = get_scale_min_k4(2 * g, &b.scales);
+            let (d1, m1) = (d * sc as f32, min * m as f32);
+            let (sc, m) = get_scale_min_k4(2 * g + 1, &b.scales);
+            let (d2, m2) = (d * sc as f32, min * m as f32);
+            let q = &b.qs[32 * g..32 * g + 32];
+            let lo: [u8; 32] = std::array::from_fn(|k| q[k] & 0xF);
+            let hi: [u8; 32] = std::array::from_fn(|k| q[k] >> 4);
+            super::scale_levels(&lo, d1, m1, &mut y[64 * g..]);
+            super::scale_levels(&hi, d2, m2, &mut y[64 * g + 32..]);
         }
-    })
+    }
 }
 
 /// AVX2 paths of Q4_K and Q5_K.

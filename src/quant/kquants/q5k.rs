@@ -9,9 +9,7 @@ use super::q4k::{
     finish_scales_common, get_scale_min_k4, pack_scales_mins, quantize_scales_impl, requantize,
     search_impl, search_ref,
 };
-use super::{
-    as_blocks, as_blocks_mut, f16_bytes, f16_value, super_blocks, Block, K_SCALE_SIZE, QK_K,
-};
+use super::{as_blocks_mut, f16_bytes, f16_value, super_blocks, Block, K_SCALE_SIZE, QK_K};
 
 /// ggml's `block_q5_K`.
 #[repr(C)]
@@ -175,30 +173,32 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     }
 }
 
-/// Dequantize one row (`dequantize_row_q5_K`).
-pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
-    let blocks = as_blocks::<BlockQ5K>(src);
-    assert_eq!(blocks.len() * QK_K, dst.len(), "row length");
-    super::with_avx2(|| {
-        for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
-            let d = f16_value(b.d);
-            let min = f16_value(b.dmin);
-            let (mut u1, mut u2) = (1u8, 2u8);
-            for g in 0..4 {
-                let (sc, m) = get_scale_min_k4(2 * g, &b.scales);
-                let (d1, m1) = (d * sc as f32, min * m as f32);
-                let (sc, m) = get_scale_min_k4(2 * g + 1, &b.scales);
-                let (d2, m2) = (d * sc as f32, min * m as f32);
-                let ql = &b.qs[32 * g..32 * g + 32];
-                let lo: [u8; 32] =
-                    std::array::from_fn(|k| (ql[k] & 0xF) + 16 * ((b.qh[k] & u1 != 0) as u8));
-                let hi: [u8; 32] =
-                    std::array::from_fn(|k| (ql[k] >> 4) + 16 * ((b.qh[k] & u2 != 0) as u8));
-                super::scale_levels(&lo, d1, m1, &mut y[64 * g..]);
-                super::scale_levels(&hi, d2, m2, &mut y[64 * g + 32..]);
-                u1 <<= 2;
-                u2 <<= 2;
-            }
+super::dequantize_row_with_avx2!(
+    BlockQ5K,
+    dequantize_blocks,
+    "Dequantize one row (`dequantize_row_q5_K`)."
+);
+
+#[inline(always)]
+fn dequantize_blocks(blocks: &[BlockQ5K], dst: &mut [f32]) {
+    for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
+        let d = f16_value(b.d);
+        let min = f16_value(b.dmin);
+        let (mut u1, mut u2) = (1u8, 2u8);
+        for g in 0..4 {
+            let (sc, m) = get_scale_min_k4(2 * g, &b.scales);
+            let (d1, m1) = (d * sc as f32, min * m as f32);
+            let (sc, m) = get_scale_min_k4(2 * g + 1, &b.scales);
+            let (d2, m2) = (d * sc as f32, min * m as f32);
+            let ql = &b.qs[32 * g..32 * g + 32];
+            let lo: [u8; 32] =
+                std::array::from_fn(|k| (ql[k] & 0xF) + 16 * ((b.qh[k] & u1 != 0) as u8));
+            let hi: [u8; 32] =
+                std::array::from_fn(|k| (ql[k] >> 4) + 16 * ((b.qh[k] & u2 != 0) as u8));
+            super::scale_levels(&lo, d1, m1, &mut y[64 * g..]);
+            super::scale_levels(&hi, d2, m2, &mut y[64 * g + 32..]);
+            u1 <<= 2;
+            u2 <<= 2;
         }
-    })
+    }
 }
