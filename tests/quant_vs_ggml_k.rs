@@ -35,12 +35,14 @@ fn scalar_row_fn(ty: QuantType) -> fn(&[f32], &mut [u8], Option<&[f32]>) {
 type RowFn = fn(&[f32], &mut [u8], Option<&[f32]>);
 
 /// The row quantizers of `ty` that the registry's may bypass on this CPU:
-/// the portable scalar one, and for Q3_K the AVX2 one (the registry takes
-/// AVX-512 when available).
+/// the portable scalar one, and for Q3_K and Q6_K the AVX2 one (the
+/// registry takes AVX-512 when available).
 fn other_row_fns(ty: QuantType) -> Vec<(&'static str, RowFn)> {
     let mut v: Vec<(&'static str, RowFn)> = vec![("scalar path", scalar_row_fn(ty))];
-    if ty == QuantType::Q3_K {
-        v.push(("AVX2 path", q3k::quantize_row_avx2));
+    match ty {
+        QuantType::Q3_K => v.push(("AVX2 path", q3k::quantize_row_avx2)),
+        QuantType::Q6_K => v.push(("AVX2 path", q6k::quantize_row_avx2)),
+        _ => {}
     }
     v
 }

@@ -369,71 +369,8 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_blocks::{make_block, Rng};
     use super::*;
-
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn unit(&mut self) -> f32 {
-            (self.next() >> 40) as f32 / (1u64 << 24) as f32
-        }
-        fn gauss(&mut self) -> f32 {
-            let s: f32 = (0..4).map(|_| self.unit()).sum();
-            (s - 2.0) * 1.7
-        }
-    }
-
-    /// Super-blocks of one of several classes: Gaussian at magnitudes from
-    /// 1e-38 to 1e38, small integers and halves (exact rounding ties), sparse
-    /// blocks, subnormals, and specials (NaN, ±∞, ±0, ±MAX).
-    fn make_block(r: &mut Rng, class: u64) -> [f32; QK_K] {
-        let mut x = [0f32; QK_K];
-        let specials = [
-            f32::NAN,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            0.0,
-            -0.0,
-            1e-40,
-            -1e-45,
-            f32::MAX,
-            -f32::MAX,
-            f32::MIN_POSITIVE,
-        ];
-        for (i, v) in x.iter_mut().enumerate() {
-            *v = match class % 8 {
-                0 => r.gauss(),
-                1 => r.gauss() * 10f32.powi((r.next() % 77) as i32 - 38),
-                2 => (r.next() % 17) as f32 - 8.0,
-                3 => ((r.next() % 33) as f32 - 16.0) * 0.5 * 10f32.powi((class / 8 % 9) as i32 - 4),
-                4 => {
-                    if r.next() % 5 == 0 {
-                        r.gauss()
-                    } else {
-                        0.0
-                    }
-                }
-                5 => {
-                    f32::from_bits((r.next() % 0x0080_0000) as u32)
-                        * if i % 3 == 0 { -1.0 } else { 1.0 }
-                }
-                6 => r.gauss() * 10f32.powi(((i / 16) % 61) as i32 - 30),
-                _ => {
-                    if r.next() % 13 == 0 {
-                        specials[(r.next() % specials.len() as u64) as usize]
-                    } else {
-                        r.gauss() * 10f32.powi((r.next() % 9) as i32 - 4)
-                    }
-                }
-            };
-        }
-        x
-    }
 
     /// The dispatched (SIMD) row quantizer gives the scalar translation's
     /// bytes on many super-blocks of every class.

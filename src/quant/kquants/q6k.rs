@@ -120,6 +120,22 @@ pub fn quantize_block_scalar(x: &[f32; QK_K], qw: Option<&[f32]>, y: &mut BlockQ
 
 /// Quantize one row (ggml's `quantize_q6_K` on a single row).
 pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    #[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
+    if super::has_avx512() {
+        let blocks = as_blocks_mut::<BlockQ6K>(dst);
+        assert_eq!(blocks.len() * QK_K, src.len(), "row length");
+        if let Some(qw) = imatrix {
+            assert_eq!(qw.len(), src.len(), "imatrix length");
+        }
+        // SAFETY: AVX-512 F/BW/DQ/VL (and AVX2) are available.
+        return unsafe { avx512::quantize_blocks(src, blocks, imatrix) };
+    }
+    quantize_row_avx2(src, dst, imatrix)
+}
+
+/// Quantize one row without the AVX-512 kernels: AVX2 when the CPU has it,
+/// else scalar (for tests).
+pub fn quantize_row_avx2(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     #[cfg(target_arch = "x86_64")]
     if super::has_avx2() {
         let blocks = as_blocks_mut::<BlockQ6K>(dst);
@@ -202,6 +218,77 @@ mod avx2 {
             let scales = simd::lanes16(&r.scale);
             let levels = Levels16::new(&r.l);
             finish::<true>(x, &scales, &mut l, y, |j, lj| levels.fill(j, lj));
+        }
+    }
+}
+
+/// AVX-512 path: the 16 sub-block searches run as the 16 lanes of one
+/// vector (Rust >= 1.89, see build.rs).
+#[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
+#[allow(clippy::incompatible_msrv)]
+mod avx512 {
+    use super::super::{block_at, simd512, QK_K};
+    use super::{finish, BlockQ6K};
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+    pub(super) fn quantize_blocks(src: &[f32], blocks: &mut [BlockQ6K], imatrix: Option<&[f32]>) {
+        let mut l = [0u8; QK_K];
+        for (i, y) in blocks.iter_mut().enumerate() {
+            let x = block_at(src, i);
+            let xt = simd512::load_transposed16(x);
+            let w = match imatrix {
+                Some(qw) => simd512::load_transposed16(block_at(qw, i)),
+                None => std::array::from_fn(|k| simd512::mul(xt[k], xt[k])),
+            };
+            let r = simd512::qx_search(&xt, &w, 32);
+            let scales = simd512::lanes(r.scale);
+            finish::<true>(x, &scales, &mut l, y, |j, lj| {
+                // Rare (a zero final scale): C keeps the search's levels.
+                for (i, o) in lj.iter_mut().enumerate() {
+                    *o = simd512::lanes_i32(r.l[i])[j] as u8;
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_blocks::{make_block, make_weights, Rng};
+    use super::*;
+
+    /// The dispatched (AVX-512 when present) and AVX2 row quantizers give
+    /// the scalar translation's bytes on many super-blocks of every class,
+    /// with and without an importance matrix.
+    #[test]
+    fn simd_paths_match_scalar() {
+        let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+        let bpr = 16;
+        let row_bytes = bpr * std::mem::size_of::<BlockQ6K>();
+        for row in 0..2000u64 {
+            let mut src = Vec::with_capacity(bpr * QK_K);
+            let mut qw = Vec::with_capacity(bpr * QK_K);
+            for b in 0..bpr as u64 {
+                src.extend_from_slice(&make_block(&mut r, row * 7 + b));
+                qw.extend_from_slice(&make_weights(&mut r, row * 7 + b));
+            }
+            for imatrix in [None, Some(qw.as_slice())] {
+                let mut want = vec![0u8; row_bytes];
+                quantize_row_scalar(&src, &mut want, imatrix);
+                let mut got = vec![0u8; row_bytes];
+                quantize_row(&src, &mut got, imatrix);
+                assert!(
+                    got == want,
+                    "row {row} (imatrix {}): dispatched path differs from scalar",
+                    imatrix.is_some()
+                );
+                quantize_row_avx2(&src, &mut got, imatrix);
+                assert!(
+                    got == want,
+                    "row {row} (imatrix {}): AVX2 path differs from scalar",
+                    imatrix.is_some()
+                );
+            }
         }
     }
 }

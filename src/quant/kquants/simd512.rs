@@ -1,5 +1,5 @@
 //! AVX-512 versions of K-quant kernels: one f32 lane per sub-block, all 16
-//! sub-blocks of a Q3_K super-block in one `__m512`.
+//! sub-blocks of a Q3_K or Q6_K super-block in one `__m512`.
 //!
 //! The same rules as the AVX2 kernels of [`super::simd`] hold: every lane
 //! performs exactly its sub-block's scalar sequence of f32 operations (same
@@ -39,6 +39,26 @@ pub(crate) fn nint_clamp(v: F16, lo: __m512i, hi: __m512i) -> F16 {
     _mm512_cvtepi32_ps(nint_clamp_i(v, lo, hi))
 }
 
+/// [`nint_clamp`] for `lo <= hi` in `[-2^22, 2^22)`, in 5 operations
+/// instead of 6, the same value for every input: `nint` takes the low 23
+/// bits `m` of `t = v + 1.5·2^23` and returns `m - 2^22`. Here `m` goes in
+/// the mantissa of `u = 2^23 + m` (bits `0x4B00_0000 | m`), clamped as an
+/// integer (monotonic in `m`) to `2^23 + 2^22 + [lo, hi]`, and `u - 1.5·2^23`
+/// is exact (integers below 2^24), `+0` for 0 as `cvtepi32_ps` gives.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn nint_clamp_5(v: F16, lo: i32, hi: i32) -> F16 {
+    let t = _mm512_castps_si512(add(v, splat(12_582_912.0)));
+    let u = _mm512_ternarylogic_epi32::<0xEA>(
+        t,
+        _mm512_set1_epi32(0x007f_ffff),
+        _mm512_set1_epi32(0x4b00_0000),
+    );
+    let u = _mm512_min_epi32(u, _mm512_set1_epi32(0x4b40_0000 + hi));
+    let u = _mm512_max_epi32(u, _mm512_set1_epi32(0x4b40_0000 + lo));
+    sub(_mm512_castsi512_ps(u), splat(12_582_912.0))
+}
+
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn add(a: F16, b: F16) -> F16 {
@@ -51,7 +71,7 @@ fn sub(a: F16, b: F16) -> F16 {
 }
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn mul(a: F16, b: F16) -> F16 {
+pub(crate) fn mul(a: F16, b: F16) -> F16 {
     _mm512_mul_ps(a, b)
 }
 #[inline]
@@ -78,13 +98,120 @@ pub(crate) fn load_transposed16(x: &[f32; 256]) -> [F16; 16] {
     out
 }
 
-/// Per-lane result of [`q3_search`].
-pub(crate) struct Q3Out {
+/// Per-lane result of [`q3_search`] and [`qx_search`].
+pub(crate) struct SearchOut {
     /// The returned scale (0 for all-zero lanes).
     pub scale: F16,
     /// The levels, offset by `nmax` (0 for all-zero lanes): lane `j` of
     /// `l[i]` is level `i` of sub-block `j`.
     pub l: [__m512i; 16],
+}
+
+/// Largest magnitude of each lane and the signed value of its first
+/// occurrence, as C's `if (ax > amax)` scan from 0 (NaN never wins).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn signed_absmax(x: &[F16; 16]) -> (F16, F16) {
+    let mut amax = _mm512_setzero_ps();
+    let mut max = _mm512_setzero_ps();
+    for i in 0..16 {
+        let ax = _mm512_abs_ps(x[i]);
+        let upd = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(ax, amax);
+        amax = _mm512_mask_mov_ps(amax, upd, ax);
+        max = _mm512_mask_mov_ps(max, upd, x[i]);
+    }
+    (amax, max)
+}
+
+/// `sumlx` and `suml2` of `make_qx_quants` for `N` candidate scales
+/// `iscale` at once (`N` independent chains of additions, so that they
+/// overlap; each chain adds its elements in C's order).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn qx_sums<const N: usize>(
+    x: &[F16; 16],
+    w: &[F16; 16],
+    wx: &[F16; 16],
+    iscale: &[F16],
+    lo: i32,
+    hi: i32,
+) -> ([F16; N], [F16; N]) {
+    let mut sumlx = [_mm512_setzero_ps(); N];
+    let mut suml2 = [_mm512_setzero_ps(); N];
+    for i in 0..16 {
+        for k in 0..N {
+            let l = nint_clamp_5(mul(iscale[k], x[i]), lo, hi);
+            sumlx[k] = add(sumlx[k], mul(wx[i], l));
+            suml2[k] = add(suml2[k], mul(mul(w[i], l), l));
+        }
+    }
+    (sumlx, suml2)
+}
+
+/// `make_qx_quants(16, nmax, x, L, 1, w)` on 16 sub-blocks of 16 at once
+/// (`w` = the weights, x² when ggml passes NULL): lane `j` performs
+/// sub-block `j`'s scalar sequence of operations. The sums of the 19
+/// candidate scales do not depend on each other, so they are computed
+/// first, several at a time; the choice among them then follows C's order.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn qx_search(x: &[F16; 16], w: &[F16; 16], nmax: i32) -> SearchOut {
+    let zero = _mm512_setzero_ps();
+    let lo = _mm512_set1_epi32(-nmax);
+    let hi = _mm512_set1_epi32(nmax - 1);
+    let (amax, max) = signed_absmax(x);
+    let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(amax, splat(crate::quant::search::GROUP_MAX_EPS));
+    let wx: [F16; 16] = std::array::from_fn(|i| mul(w[i], x[i]));
+    // Candidate 0 is C's first `iscale`, then `is` = -9..=-1, 1..=9.
+    let iscale: [F16; 19] = std::array::from_fn(|k| {
+        let num = match k {
+            0 => -(nmax as f32),
+            _ => {
+                let is = if k <= 9 { k as i32 - 10 } else { k as i32 - 9 };
+                -(nmax as f32 + 0.1f32 * is as f32)
+            }
+        };
+        div(splat(num), max)
+    });
+    let mut sumlx = [zero; 19];
+    let mut suml2 = [zero; 19];
+    let (a, b) = qx_sums::<6>(x, w, &wx, &iscale[0..6], -nmax, nmax - 1);
+    sumlx[0..6].copy_from_slice(&a);
+    suml2[0..6].copy_from_slice(&b);
+    let (a, b) = qx_sums::<6>(x, w, &wx, &iscale[6..12], -nmax, nmax - 1);
+    sumlx[6..12].copy_from_slice(&a);
+    suml2[6..12].copy_from_slice(&b);
+    let (a, b) = qx_sums::<7>(x, w, &wx, &iscale[12..19], -nmax, nmax - 1);
+    sumlx[12..19].copy_from_slice(&a);
+    suml2[12..19].copy_from_slice(&b);
+    // `suml2 ? sumlx/suml2 : 0.0f` (NaN is true).
+    let nz = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(suml2[0], zero);
+    let mut scale = _mm512_maskz_div_ps(nz, sumlx[0], suml2[0]);
+    let mut best = mul(scale, sumlx[0]);
+    let mut win_iscale = iscale[0];
+    for k in 1..19 {
+        let upd = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(suml2[k], zero);
+        let upd = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(
+            upd,
+            mul(sumlx[k], sumlx[k]),
+            mul(best, suml2[k]),
+        );
+        let s = div(sumlx[k], suml2[k]);
+        scale = _mm512_mask_mov_ps(scale, upd, s);
+        best = _mm512_mask_mov_ps(best, upd, mul(s, sumlx[k]));
+        win_iscale = _mm512_mask_mov_ps(win_iscale, upd, iscale[k]);
+    }
+    let off = _mm512_set1_epi32(nmax);
+    let keep = !tiny;
+    let mut out = [_mm512_setzero_si512(); 16];
+    for i in 0..16 {
+        let q = nint_clamp_i(mul(win_iscale, x[i]), lo, hi);
+        out[i] = _mm512_maskz_add_epi32(keep, q, off);
+    }
+    SearchOut {
+        scale: _mm512_maskz_mov_ps(keep, scale),
+        l: out,
+    }
 }
 
 /// `make_q3_quants(16, nmax, x, L, true)` on 16 sub-blocks of 16 at once.
@@ -97,7 +224,7 @@ pub(crate) struct Q3Out {
 /// are unchanged by the extra steps for the same reason.
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq")]
-pub(crate) fn q3_search(x: &[F16; 16], nmax: i32) -> Q3Out {
+pub(crate) fn q3_search(x: &[F16; 16], nmax: i32) -> SearchOut {
     let zero = _mm512_setzero_ps();
     let lo = _mm512_set1_epi32(-nmax);
     let hi = _mm512_set1_epi32(nmax - 1);
@@ -176,7 +303,7 @@ pub(crate) fn q3_search(x: &[F16; 16], nmax: i32) -> Q3Out {
     }
     let pos = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(keep, suml2, zero);
     let scale = _mm512_maskz_div_ps(pos, sumlx, suml2);
-    Q3Out { scale, l: out }
+    SearchOut { scale, l: out }
 }
 
 /// Lane values of a vector.
@@ -294,6 +421,46 @@ pub(crate) fn requantize_q3(x: &[f32], d: f32, rd: f32, fast: bool, l: &mut [u8]
 mod tests {
     use super::*;
     use crate::quant::search::nearest_int;
+
+    /// The 5-operation clamp against `nint_clamp` on random bit patterns
+    /// (every NaN payload, infinities, subnormals), values near every
+    /// rounding boundary, and both formats' bounds.
+    #[test]
+    fn nint_clamp_5_is_exact() {
+        if !super::super::has_avx512() {
+            return;
+        }
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for (lo, hi) in [(-32, 31), (-4, 3), (-128, 127), (0, 0)] {
+            for round in 0..100_000 {
+                let v: [f32; 16] = std::array::from_fn(|_| match round % 3 {
+                    0 => f32::from_bits(next() as u32),
+                    1 => {
+                        let base = ((next() % 160) as f32 - 80.0) * 0.5;
+                        let ulps = (next() % 9) as i32 - 4;
+                        f32::from_bits((base.to_bits() as i32).wrapping_add(ulps) as u32)
+                    }
+                    _ => (next() % 2_000_000) as f32 * 1e-3 - 1000.0,
+                });
+                // SAFETY: AVX-512 is available.
+                let (got, want) = unsafe {
+                    let x = _mm512_loadu_ps(v.as_ptr());
+                    let got = lanes(nint_clamp_5(x, lo, hi));
+                    let want = lanes(nint_clamp(x, _mm512_set1_epi32(lo), _mm512_set1_epi32(hi)));
+                    (got, want)
+                };
+                for k in 0..16 {
+                    assert_eq!(got[k].to_bits(), want[k].to_bits(), "{:e}", v[k]);
+                }
+            }
+        }
+    }
 
     /// The division-free requantization against C's formula on values at,
     /// and a few ulps around, every rounding boundary, for scales across
