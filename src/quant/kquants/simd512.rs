@@ -126,9 +126,13 @@ fn signed_absmax(x: &[F16; 16]) -> (F16, F16) {
 /// `sumlx` and `suml2` of `make_qx_quants` for `N` candidate scales
 /// `iscale` at once (`N` independent chains of additions, so that they
 /// overlap; each chain adds its elements in C's order).
+///
+/// `FINITE` (every `x` finite) computes each level as
+/// `clamp(roundeven(v), lo, hi)` in floats, 2 operations fewer than C's
+/// `nearest_int` (see [`qx_search`] for why that is exact).
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn qx_sums<const N: usize>(
+fn qx_sums<const N: usize, const FINITE: bool>(
     x: &[F16; 16],
     w: &[F16; 16],
     wx: &[F16; 16],
@@ -140,11 +144,42 @@ fn qx_sums<const N: usize>(
     let mut suml2 = [_mm512_setzero_ps(); N];
     for i in 0..16 {
         for k in 0..N {
-            let l = nint_clamp_5(mul(iscale[k], x[i]), lo, hi);
+            let v = mul(iscale[k], x[i]);
+            let l = if FINITE {
+                let r =
+                    _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+                _mm512_max_ps(_mm512_min_ps(r, splat(hi as f32)), splat(lo as f32))
+            } else {
+                nint_clamp_5(v, lo, hi)
+            };
             sumlx[k] = add(sumlx[k], mul(wx[i], l));
             suml2[k] = add(suml2[k], mul(mul(w[i], l), l));
         }
     }
+    (sumlx, suml2)
+}
+
+/// All 19 candidates' sums (see [`qx_sums`]), 6 or 7 at a time.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn qx_all_sums<const FINITE: bool>(
+    x: &[F16; 16],
+    w: &[F16; 16],
+    wx: &[F16; 16],
+    iscale: &[F16; 19],
+    nmax: i32,
+) -> ([F16; 19], [F16; 19]) {
+    let mut sumlx = [_mm512_setzero_ps(); 19];
+    let mut suml2 = [_mm512_setzero_ps(); 19];
+    let (a, b) = qx_sums::<6, FINITE>(x, w, wx, &iscale[0..6], -nmax, nmax - 1);
+    sumlx[0..6].copy_from_slice(&a);
+    suml2[0..6].copy_from_slice(&b);
+    let (a, b) = qx_sums::<6, FINITE>(x, w, wx, &iscale[6..12], -nmax, nmax - 1);
+    sumlx[6..12].copy_from_slice(&a);
+    suml2[6..12].copy_from_slice(&b);
+    let (a, b) = qx_sums::<7, FINITE>(x, w, wx, &iscale[12..19], -nmax, nmax - 1);
+    sumlx[12..19].copy_from_slice(&a);
+    suml2[12..19].copy_from_slice(&b);
     (sumlx, suml2)
 }
 
@@ -154,7 +189,7 @@ fn qx_sums<const N: usize>(
 /// candidate scales do not depend on each other, so they are computed
 /// first, several at a time; the choice among them then follows C's order.
 #[inline]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512dq")]
 pub(crate) fn qx_search(x: &[F16; 16], w: &[F16; 16], nmax: i32) -> SearchOut {
     let zero = _mm512_setzero_ps();
     let lo = _mm512_set1_epi32(-nmax);
@@ -173,17 +208,20 @@ pub(crate) fn qx_search(x: &[F16; 16], w: &[F16; 16], nmax: i32) -> SearchOut {
         };
         div(splat(num), max)
     });
-    let mut sumlx = [zero; 19];
-    let mut suml2 = [zero; 19];
-    let (a, b) = qx_sums::<6>(x, w, &wx, &iscale[0..6], -nmax, nmax - 1);
-    sumlx[0..6].copy_from_slice(&a);
-    suml2[0..6].copy_from_slice(&b);
-    let (a, b) = qx_sums::<6>(x, w, &wx, &iscale[6..12], -nmax, nmax - 1);
-    sumlx[6..12].copy_from_slice(&a);
-    suml2[6..12].copy_from_slice(&b);
-    let (a, b) = qx_sums::<7>(x, w, &wx, &iscale[12..19], -nmax, nmax - 1);
-    sumlx[12..19].copy_from_slice(&a);
-    suml2[12..19].copy_from_slice(&b);
+    // When every element is finite, a lane that is not tiny has a finite
+    // `max` with |max| >= GROUP_MAX_EPS and |x| <= |max|, so every
+    // `v = iscale·x` is finite with |v| < 33: there C's `nearest_int(v)` is
+    // exactly roundeven(v) (`v + 1.5·2^23` is rounded to an integer in
+    // [2^23, 2^24)), and min/max clamp as C's MIN/MAX. The only other
+    // difference is the sign of a zero level, which changes no sum: every
+    // sum starts at +0 and (round to nearest) a sum is -0 only when both
+    // of its terms are. Tiny lanes' sums are discarded.
+    let special = (0..16).fold(0, |m, i| m | _mm512_fpclass_ps_mask::<0x99>(x[i]));
+    let (sumlx, suml2) = if special == 0 {
+        qx_all_sums::<true>(x, w, &wx, &iscale, nmax)
+    } else {
+        qx_all_sums::<false>(x, w, &wx, &iscale, nmax)
+    };
     // `suml2 ? sumlx/suml2 : 0.0f` (NaN is true).
     let nz = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(suml2[0], zero);
     let mut scale = _mm512_maskz_div_ps(nz, sumlx[0], suml2[0]);
