@@ -129,10 +129,13 @@ fn signed_absmax(x: &[F16; 16]) -> (F16, F16) {
 ///
 /// `FINITE` (every `x` finite) computes each level as
 /// `clamp(roundeven(v), lo, hi)` in floats, 2 operations fewer than C's
-/// `nearest_int` (see [`qx_search`] for why that is exact).
+/// `nearest_int` (see [`qx_search`] for why that is exact), and then
+/// `CLAMP` = 2 clamps both sides, 1 only from above, 0 not at all (for
+/// candidates whose |v| cannot round beyond those sides, see
+/// [`qx_all_sums`]).
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn qx_sums<const N: usize, const FINITE: bool>(
+fn qx_sums<const N: usize, const FINITE: bool, const CLAMP: u8>(
     x: &[F16; 16],
     w: &[F16; 16],
     wx: &[F16; 16],
@@ -148,7 +151,11 @@ fn qx_sums<const N: usize, const FINITE: bool>(
             let l = if FINITE {
                 let r =
                     _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-                _mm512_max_ps(_mm512_min_ps(r, splat(hi as f32)), splat(lo as f32))
+                match CLAMP {
+                    0 => r,
+                    1 => _mm512_min_ps(r, splat(hi as f32)),
+                    _ => _mm512_max_ps(_mm512_min_ps(r, splat(hi as f32)), splat(lo as f32)),
+                }
             } else {
                 nint_clamp_5(v, lo, hi)
             };
@@ -160,6 +167,14 @@ fn qx_sums<const N: usize, const FINITE: bool>(
 }
 
 /// All 19 candidates' sums (see [`qx_sums`]), 6 or 7 at a time.
+///
+/// With `FINITE` and `nmax` = 32, in the lanes that matter (see
+/// [`qx_search`]) |x| <= |max|, so |v| <= |num|·(1 + 2^-24)^2 for the
+/// candidate's numerator `num` = -(32 + 0.1·is): for `is` <= -6,
+/// |num| <= 31.4 + 2^-19 and |v| < 31.5, so roundeven(v) is in [-31, 31]
+/// and needs no clamp; for -5 <= `is` <= 0, |v| < 32.5, so roundeven(v)
+/// is at least -32 and needs only the upper clamp
+/// (`clamp_kinds_are_sound` checks the float constants).
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn qx_all_sums<const FINITE: bool>(
@@ -171,13 +186,36 @@ fn qx_all_sums<const FINITE: bool>(
 ) -> ([F16; 19], [F16; 19]) {
     let mut sumlx = [_mm512_setzero_ps(); 19];
     let mut suml2 = [_mm512_setzero_ps(); 19];
-    let (a, b) = qx_sums::<6, FINITE>(x, w, wx, &iscale[0..6], -nmax, nmax - 1);
+    let (lo, hi) = (-nmax, nmax - 1);
+    if FINITE && nmax == 32 {
+        // Candidates 1..=4 (is = -9..=-6): no clamp.
+        let (a, b) = qx_sums::<4, true, 0>(x, w, wx, &iscale[1..5], lo, hi);
+        sumlx[1..5].copy_from_slice(&a);
+        suml2[1..5].copy_from_slice(&b);
+        // Candidates 0 and 5..=9 (is = 0, -5..=-1): upper clamp only.
+        let sel = [
+            iscale[0], iscale[5], iscale[6], iscale[7], iscale[8], iscale[9],
+        ];
+        let (a, b) = qx_sums::<6, true, 1>(x, w, wx, &sel, lo, hi);
+        for (j, k) in [0, 5, 6, 7, 8, 9].into_iter().enumerate() {
+            sumlx[k] = a[j];
+            suml2[k] = b[j];
+        }
+        let (a, b) = qx_sums::<5, true, 2>(x, w, wx, &iscale[10..15], lo, hi);
+        sumlx[10..15].copy_from_slice(&a);
+        suml2[10..15].copy_from_slice(&b);
+        let (a, b) = qx_sums::<4, true, 2>(x, w, wx, &iscale[15..19], lo, hi);
+        sumlx[15..19].copy_from_slice(&a);
+        suml2[15..19].copy_from_slice(&b);
+        return (sumlx, suml2);
+    }
+    let (a, b) = qx_sums::<6, FINITE, 2>(x, w, wx, &iscale[0..6], lo, hi);
     sumlx[0..6].copy_from_slice(&a);
     suml2[0..6].copy_from_slice(&b);
-    let (a, b) = qx_sums::<6, FINITE>(x, w, wx, &iscale[6..12], -nmax, nmax - 1);
+    let (a, b) = qx_sums::<6, FINITE, 2>(x, w, wx, &iscale[6..12], lo, hi);
     sumlx[6..12].copy_from_slice(&a);
     suml2[6..12].copy_from_slice(&b);
-    let (a, b) = qx_sums::<7, FINITE>(x, w, wx, &iscale[12..19], -nmax, nmax - 1);
+    let (a, b) = qx_sums::<7, FINITE, 2>(x, w, wx, &iscale[12..19], lo, hi);
     sumlx[12..19].copy_from_slice(&a);
     suml2[12..19].copy_from_slice(&b);
     (sumlx, suml2)
@@ -459,6 +497,20 @@ pub(crate) fn requantize_q3(x: &[f32], d: f32, rd: f32, fast: bool, l: &mut [u8]
 mod tests {
     use super::*;
     use crate::quant::search::nearest_int;
+
+    /// The bounds behind `qx_all_sums`'s clamp kinds, on the actual float
+    /// numerators of the candidates (as C computes them).
+    #[test]
+    fn clamp_kinds_are_sound() {
+        let grow = |v: f32| v as f64 * (1.0 + 2f64.powi(-24)).powi(2);
+        for is in -9i32..=0 {
+            let num = 32f32 + 0.1f32 * is as f32;
+            assert!(grow(num) < 32.5, "is {is}");
+            if is <= -6 {
+                assert!(grow(num) < 31.5, "is {is}");
+            }
+        }
+    }
 
     /// The 5-operation clamp against `nint_clamp` on random bit patterns
     /// (every NaN payload, infinities, subnormals), values near every
