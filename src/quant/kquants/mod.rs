@@ -122,6 +122,25 @@ pub(crate) fn super_blocks(x: &[f32]) -> impl Iterator<Item = &[f32; QK_K]> {
     x.chunks_exact(QK_K).map(|c| c.try_into().unwrap())
 }
 
+/// `dst` viewed as the blocks of one row of `src`, after checking that the
+/// row is a whole number of super-blocks of `dst` and that `imatrix`, when
+/// given, has one weight per element.
+///
+/// # Panics
+/// On either length mismatch.
+pub(crate) fn row_blocks<'a, B: Block>(
+    src: &[f32],
+    dst: &'a mut [u8],
+    imatrix: Option<&[f32]>,
+) -> &'a mut [B] {
+    let blocks = as_blocks_mut::<B>(dst);
+    assert_eq!(blocks.len() * QK_K, src.len(), "row length");
+    if let Some(qw) = imatrix {
+        assert_eq!(qw.len(), src.len(), "imatrix length");
+    }
+    blocks
+}
+
 /// Runs a scalar super-block quantizer over one row: `reference` without
 /// an importance matrix (ggml's `quantize_row_qN_K_ref`), `weighted` with one
 /// (`quantize_row_qN_K_impl`).
@@ -132,14 +151,12 @@ pub(crate) fn quantize_row_blocks<B: Block>(
     reference: impl Fn(&[f32; QK_K], &mut B),
     weighted: impl Fn(&[f32; QK_K], &[f32], &mut B),
 ) {
-    let blocks = as_blocks_mut::<B>(dst);
-    assert_eq!(blocks.len() * QK_K, src.len(), "row length");
+    let blocks = row_blocks::<B>(src, dst, imatrix);
     match imatrix {
         None => super_blocks(src)
             .zip(blocks)
             .for_each(|(x, y)| reference(x, y)),
         Some(qw) => {
-            assert_eq!(qw.len(), src.len(), "imatrix length");
             for ((x, y), w) in super_blocks(src).zip(blocks).zip(qw.chunks_exact(QK_K)) {
                 weighted(x, w, y);
             }

@@ -4,7 +4,7 @@
 // Index loops mirror ggml's C so that the order of operations is evident.
 #![allow(clippy::needless_range_loop)]
 
-use super::{as_blocks, as_blocks_mut, f16_bytes, f16_value, pack_2bit, Block, QK_K};
+use super::{as_blocks, f16_bytes, f16_value, pack_2bit, Block, QK_K};
 use crate::quant::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants, nearest_int};
 
 /// ggml's `block_q2_K`.
@@ -192,11 +192,7 @@ pub fn quantize_block_impl_scalar(x: &[f32; QK_K], qw: &[f32], y: &mut BlockQ2K)
 pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     #[cfg(target_arch = "x86_64")]
     if super::has_avx2() {
-        let blocks = as_blocks_mut::<BlockQ2K>(dst);
-        assert_eq!(blocks.len() * QK_K, src.len(), "row length");
-        if let Some(qw) = imatrix {
-            assert_eq!(qw.len(), src.len(), "imatrix length");
-        }
+        let blocks = super::row_blocks::<BlockQ2K>(src, dst, imatrix);
         // SAFETY: AVX2 is available.
         return unsafe { avx2::quantize_blocks(src, blocks, imatrix) };
     }

@@ -5,7 +5,7 @@
 // Index loops mirror ggml's C so that the order of operations is evident.
 #![allow(clippy::needless_range_loop)]
 
-use super::{as_blocks, as_blocks_mut, f16_bytes, f16_value, pack_2bit, Block, QK_K};
+use super::{as_blocks, f16_bytes, f16_value, pack_2bit, Block, QK_K};
 use crate::quant::search::{make_q3_quants, make_qx_quants, nearest_int};
 
 /// ggml's `block_q3_K`.
@@ -182,8 +182,7 @@ pub(crate) fn finish_impl<const SIMD: bool>(
 pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     #[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
     if imatrix.is_none() && super::has_avx512() {
-        let blocks = as_blocks_mut::<BlockQ3K>(dst);
-        assert_eq!(blocks.len() * QK_K, src.len(), "row length");
+        let blocks = super::row_blocks::<BlockQ3K>(src, dst, imatrix);
         // SAFETY: AVX-512 F/BW/DQ/VL (and AVX2) are available.
         return unsafe { avx512::quantize_blocks_ref(src, blocks) };
     }
@@ -195,11 +194,7 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
 pub fn quantize_row_avx2(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     #[cfg(target_arch = "x86_64")]
     if super::has_avx2() {
-        let blocks = as_blocks_mut::<BlockQ3K>(dst);
-        assert_eq!(blocks.len() * QK_K, src.len(), "row length");
-        if let Some(qw) = imatrix {
-            assert_eq!(qw.len(), src.len(), "imatrix length");
-        }
+        let blocks = super::row_blocks::<BlockQ3K>(src, dst, imatrix);
         // SAFETY: AVX2 is available.
         return unsafe { avx2::quantize_blocks(src, blocks, imatrix) };
     }

@@ -6,7 +6,7 @@
 // Index loops mirror ggml's C so that the order of operations is evident.
 #![allow(clippy::needless_range_loop)]
 
-use super::{as_blocks_mut, f16_bytes, f16_value, super_blocks, Block, K_SCALE_SIZE, QK_K};
+use super::{f16_bytes, f16_value, super_blocks, Block, K_SCALE_SIZE, QK_K};
 use crate::quant::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants, nearest_int};
 
 /// ggml's `block_q4_K`.
@@ -316,8 +316,7 @@ pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>)
 
 /// Quantize one row (ggml's `quantize_q4_K` on a single row).
 pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    let blocks = as_blocks_mut::<BlockQ4K>(dst);
-    assert_eq!(blocks.len() * QK_K, src.len(), "row length");
+    let blocks = super::row_blocks::<BlockQ4K>(src, dst, imatrix);
     match imatrix {
         None => {
             #[cfg(target_arch = "x86_64")]
@@ -339,7 +338,6 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
             }
         }
         Some(qw) => {
-            assert_eq!(qw.len(), src.len(), "imatrix length");
             #[cfg(target_arch = "x86_64")]
             if super::has_avx2() {
                 // SAFETY: AVX2 is available.

@@ -9,7 +9,7 @@ use super::q4k::{
     finish_scales_common, get_scale_min_k4, pack_scales_mins, quantize_scales_impl, requantize,
     search_impl, search_ref,
 };
-use super::{as_blocks_mut, f16_bytes, f16_value, super_blocks, Block, K_SCALE_SIZE, QK_K};
+use super::{f16_bytes, f16_value, super_blocks, Block, K_SCALE_SIZE, QK_K};
 
 /// ggml's `block_q5_K`.
 #[repr(C)]
@@ -130,8 +130,7 @@ pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>)
 
 /// Quantize one row (ggml's `quantize_q5_K` on a single row).
 pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    let blocks = as_blocks_mut::<BlockQ5K>(dst);
-    assert_eq!(blocks.len() * QK_K, src.len(), "row length");
+    let blocks = super::row_blocks::<BlockQ5K>(src, dst, imatrix);
     match imatrix {
         None => {
             #[cfg(target_arch = "x86_64")]
@@ -153,7 +152,6 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
             }
         }
         Some(qw) => {
-            assert_eq!(qw.len(), src.len(), "imatrix length");
             #[cfg(target_arch = "x86_64")]
             if super::has_avx2() {
                 // SAFETY: AVX2 is available.

@@ -5,7 +5,7 @@
 // Index loops mirror ggml's C so that the order of operations is evident.
 #![allow(clippy::needless_range_loop)]
 
-use super::{as_blocks, as_blocks_mut, f16_bytes, f16_value, super_blocks, Block, QK_K};
+use super::{as_blocks, f16_bytes, f16_value, super_blocks, Block, QK_K};
 use crate::quant::search::{make_qx_quants, nearest_int, GROUP_MAX_EPS};
 
 /// ggml's `block_q6_K`.
@@ -122,11 +122,7 @@ pub fn quantize_block_scalar(x: &[f32; QK_K], qw: Option<&[f32]>, y: &mut BlockQ
 pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     #[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
     if super::has_avx512() {
-        let blocks = as_blocks_mut::<BlockQ6K>(dst);
-        assert_eq!(blocks.len() * QK_K, src.len(), "row length");
-        if let Some(qw) = imatrix {
-            assert_eq!(qw.len(), src.len(), "imatrix length");
-        }
+        let blocks = super::row_blocks::<BlockQ6K>(src, dst, imatrix);
         // SAFETY: AVX-512 F/BW/DQ/VL (and AVX2) are available.
         return unsafe { avx512::quantize_blocks(src, blocks, imatrix) };
     }
@@ -138,11 +134,7 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
 pub fn quantize_row_avx2(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     #[cfg(target_arch = "x86_64")]
     if super::has_avx2() {
-        let blocks = as_blocks_mut::<BlockQ6K>(dst);
-        assert_eq!(blocks.len() * QK_K, src.len(), "row length");
-        if let Some(qw) = imatrix {
-            assert_eq!(qw.len(), src.len(), "imatrix length");
-        }
+        let blocks = super::row_blocks::<BlockQ6K>(src, dst, imatrix);
         // SAFETY: AVX2 is available.
         return unsafe { avx2::quantize_blocks(src, blocks, imatrix) };
     }
@@ -151,11 +143,7 @@ pub fn quantize_row_avx2(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
 
 /// Quantize one row with the portable scalar code only (for tests).
 pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    let blocks = as_blocks_mut::<BlockQ6K>(dst);
-    assert_eq!(blocks.len() * QK_K, src.len(), "row length");
-    if let Some(qw) = imatrix {
-        assert_eq!(qw.len(), src.len(), "imatrix length");
-    }
+    let blocks = super::row_blocks::<BlockQ6K>(src, dst, imatrix);
     for (i, (x, y)) in super_blocks(src).zip(blocks).enumerate() {
         quantize_block_scalar(x, imatrix.map(|q| &q[QK_K * i..QK_K * (i + 1)]), y);
     }
