@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::Rng;
+use common::{weights, Rng, Weights};
 use ggml_qat::ggml::reference;
 use ggml_qat::qat::optimize::{input_imatrix, output_mse, quantize_output_aware};
 use ggml_qat::quant::{dequantize_rows, format, is_implemented, QuantType};
@@ -28,26 +28,6 @@ const SAMPLES: usize = 256;
 /// Relative slack for "not worse": the two sides may sum in a different
 /// order.
 const TIE: f64 = 1e-12;
-
-#[derive(Copy, Clone, Debug)]
-enum Weights {
-    Gaussian,
-    StudentT,
-}
-
-fn weights(class: Weights, len: usize, seed: u64) -> Vec<f32> {
-    let mut r = Rng::new(seed);
-    (0..len)
-        .map(|_| match class {
-            Weights::Gaussian => r.normal() as f32,
-            Weights::StudentT => {
-                let z = r.normal();
-                let chi2: f64 = (0..3).map(|_| r.normal().powi(2)).sum();
-                (z / (chi2 / 3.0).sqrt().max(1e-3)) as f32
-            }
-        })
-        .collect()
-}
 
 /// Anisotropic inputs: `s` samples, column `i` scaled by a log-uniform
 /// factor in 0.1..10 (the same factors for every sample).

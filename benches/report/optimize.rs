@@ -14,28 +14,7 @@ use ggml_qat::qat::optimize::{input_imatrix, output_mse, quantize_output_aware_w
 use ggml_qat::quant::{is_implemented, QuantType};
 use std::time::Instant;
 
-use crate::common::Rng;
-
-#[derive(Copy, Clone, Debug)]
-enum Weights {
-    Gaussian,
-    /// Student-t, 3 degrees of freedom.
-    StudentT,
-}
-
-fn weights(class: Weights, len: usize, seed: u64) -> Vec<f32> {
-    let mut r = Rng::new(seed);
-    (0..len)
-        .map(|_| match class {
-            Weights::Gaussian => r.normal() as f32,
-            Weights::StudentT => {
-                let z = r.normal();
-                let chi2: f64 = (0..3).map(|_| r.normal().powi(2)).sum();
-                (z / (chi2 / 3.0).sqrt().max(1e-3)) as f32
-            }
-        })
-        .collect()
-}
+use crate::common::{weights, Rng, Weights};
 
 /// `s` samples of width `n`, column `i` scaled by `scales[i]`.
 fn inputs(scales: &[f32], s: usize, seed: u64) -> Vec<f32> {

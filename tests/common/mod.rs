@@ -130,3 +130,26 @@ pub fn shapes(block: usize) -> Vec<(usize, usize)> {
     let bs = block.max(32);
     vec![(1, bs), (1, bs * 8), (3, bs * 2), (17, bs * 4), (2048, bs)]
 }
+
+/// Weight distributions of the output-aware quantizer's tests and report.
+#[derive(Copy, Clone, Debug)]
+pub enum Weights {
+    Gaussian,
+    /// Student-t, 3 degrees of freedom.
+    StudentT,
+}
+
+/// `len` weights of `class`, deterministic in `seed`.
+pub fn weights(class: Weights, len: usize, seed: u64) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    (0..len)
+        .map(|_| match class {
+            Weights::Gaussian => r.normal() as f32,
+            Weights::StudentT => {
+                let z = r.normal();
+                let chi2: f64 = (0..3).map(|_| r.normal().powi(2)).sum();
+                (z / (chi2 / 3.0).sqrt().max(1e-3)) as f32
+            }
+        })
+        .collect()
+}
