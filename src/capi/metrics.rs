@@ -70,10 +70,7 @@ pub unsafe extern "C" fn ggml_qat_validate_performance(
             let s = session(ctx)?;
             let a = Tensor::from_raw(original_model, "original_model")?;
             let b = Tensor::from_raw(quantized_model, "quantized_model")?;
-            let x = match test_data.is_null() {
-                true => None,
-                false => Some(Tensor::from_raw(test_data, "test_data")?),
-            };
+            let x = Tensor::from_raw_opt(test_data, "test_data")?;
             Ok(s.validate(&a, &b, x.as_ref())?.into())
         },
     )

@@ -105,10 +105,7 @@ pub unsafe extern "C" fn ggml_qat_quantize_layer_optimized(
             let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
             let src = Tensor::from_raw(src, "src")?;
             let class = layer_type.class("layer_type")?;
-            let x = match calibration.is_null() {
-                true => None,
-                false => Some(Tensor::from_raw(calibration, "calibration")?),
-            };
+            let x = Tensor::from_raw_opt(calibration, "calibration")?;
             Ok(s.quantize_optimized(&gctx, &src, class, x.as_ref())?
                 .as_ptr())
         },

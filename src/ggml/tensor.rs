@@ -48,6 +48,20 @@ impl Tensor {
         Ok(t)
     }
 
+    /// Wraps an optional tensor argument: `None` for NULL.
+    ///
+    /// # Safety
+    /// As [`Tensor::from_raw`].
+    pub unsafe fn from_raw_opt(
+        ptr: *const GgmlTensor,
+        what: &'static str,
+    ) -> Result<Option<Tensor>> {
+        if ptr.is_null() {
+            return Ok(None);
+        }
+        Tensor::from_raw(ptr, what).map(Some)
+    }
+
     pub fn as_ptr(&self) -> *mut GgmlTensor {
         self.raw.as_ptr()
     }
