@@ -4,8 +4,7 @@
 //! passes.
 
 use super::layer::LayerClass;
-use super::measure::{compare, Weights};
-use super::metrics;
+use super::measure::Weights;
 use super::plan;
 use super::session::Session;
 use crate::error::{Error, Result};
@@ -22,19 +21,6 @@ pub struct Gated {
 }
 
 impl Session {
-    /// Top-1 agreement of `candidate` against the F32 `reference` on `x`.
-    fn agreement(
-        &self,
-        backend: &Backend,
-        reference: &Weights,
-        candidate: &Weights,
-        x: &[f32],
-        n: usize,
-    ) -> Result<f64> {
-        let c = compare(backend, reference, candidate, x, n, 0)?;
-        Ok(metrics::top1_agreement(&c.y_a, &c.y_b, reference.ne1))
-    }
-
     /// `values` (rows of `ne0`) quantized to `start`, raised one precision
     /// step at a time until top-1 agreement on `calibration_samples` synthetic
     /// inputs reaches `accuracy_threshold` (F32 always does).
@@ -45,14 +31,13 @@ impl Session {
         ne0: usize,
         start: QuantType,
     ) -> Result<Gated> {
-        let reference = Weights::quantized(QuantType::F32, values, ne0)?;
-        let (x, n) = self.inputs(ne0, None)?;
+        let probe = self.probe(values, ne0)?;
         let threshold = self.config().accuracy_threshold as f64;
         let mut ty = plan::type_for_row(start, ne0);
         let mut rejected = Vec::new();
         loop {
-            let weights = Weights::quantized(ty, values, ne0)?;
-            let agreement = self.agreement(backend, &reference, &weights, &x, n)?;
+            let (e, weights) = self.output_error(backend, &probe, ty)?;
+            let agreement = e.top1;
             match plan::raise(ty) {
                 Some(next) if agreement < threshold => {
                     rejected.push((ty, agreement));

@@ -38,6 +38,15 @@ pub struct OutputError {
     pub top1: f64,
 }
 
+/// A layer's values, its F32 reference and the synthetic inputs it is
+/// measured on (see [`Session::probe`]).
+pub struct Probe<'v> {
+    pub values: &'v [f32],
+    pub reference: Weights,
+    pub x: Vec<f32>,
+    pub n: usize,
+}
+
 /// One layer's candidates: (type, bytes, blended error), least precise first.
 struct Candidates(Vec<(QuantType, usize, f64)>);
 
@@ -48,17 +57,29 @@ impl Session {
         w * e.kl + (1.0 - w) * e.rel_mse
     }
 
-    fn output_error(
+    /// A layer's values with its F32 reference and the synthetic inputs
+    /// (`calibration_samples` N(0,1) samples) it is measured on.
+    pub fn probe<'v>(&self, values: &'v [f32], ne0: usize) -> Result<Probe<'v>> {
+        let (x, n) = self.inputs(ne0, None)?;
+        Ok(Probe {
+            values,
+            reference: Weights::quantized(QuantType::F32, values, ne0)?,
+            x,
+            n,
+        })
+    }
+
+    /// The probe's values quantized to `ty`, with their output error against
+    /// the F32 reference (both products with ggml on `backend`).
+    pub fn output_error(
         &self,
         backend: &Backend,
-        reference: &Weights,
+        probe: &Probe,
         ty: QuantType,
-        values: &[f32],
-        x: &[f32],
-        n: usize,
-    ) -> Result<OutputError> {
-        let w = Weights::quantized(ty, values, reference.ne0)?;
-        let c = compare(backend, reference, &w, x, n, 0)?;
+    ) -> Result<(OutputError, Weights)> {
+        let reference = &probe.reference;
+        let w = Weights::quantized(ty, probe.values, reference.ne0)?;
+        let c = compare(backend, reference, &w, &probe.x, probe.n, 0)?;
         let t = self.config().temperature as f64;
         let (num, den) = c
             .y_a
@@ -70,11 +91,12 @@ impl Session {
                     den + (a as f64).powi(2),
                 )
             });
-        Ok(OutputError {
+        let e = OutputError {
             kl: metrics::mean_kl(&c.y_a, &c.y_b, reference.ne1, t),
             rel_mse: if den > 0.0 { num / den } else { 0.0 },
             top1: metrics::top1_agreement(&c.y_a, &c.y_b, reference.ne1),
-        })
+        };
+        Ok((e, w))
     }
 
     /// Output error of `layer` quantized to `ty` (after fallback), on
@@ -82,17 +104,11 @@ impl Session {
     pub fn layer_error(&self, layer: &Tensor, ty: QuantType) -> Result<OutputError> {
         let values = self.checked_values(layer)?;
         let ne0 = layer.row_len();
-        let reference = Weights::quantized(QuantType::F32, &values, ne0)?;
-        let (x, n) = self.inputs(ne0, None)?;
+        let probe = self.probe(&values, ne0)?;
         let backend = self.cpu_backend()?;
-        self.output_error(
-            &backend,
-            &reference,
-            plan::type_for_row(ty, ne0),
-            &values,
-            &x,
-            n,
-        )
+        Ok(self
+            .output_error(&backend, &probe, plan::type_for_row(ty, ne0))?
+            .0)
     }
 
     /// Blended output error per MiB saved against F32 when `layer` is
@@ -114,8 +130,7 @@ impl Session {
     fn candidates(&self, backend: &Backend, layer: &Tensor) -> Result<Candidates> {
         let values = self.checked_values(layer)?;
         let ne0 = layer.row_len();
-        let reference = Weights::quantized(QuantType::F32, &values, ne0)?;
-        let (x, n) = self.inputs(ne0, None)?;
+        let probe = self.probe(&values, ne0)?;
         let mut types: Vec<QuantType> = PLAN_LADDER
             .iter()
             .map(|&t| plan::type_for_row(t, ne0))
@@ -126,7 +141,7 @@ impl Session {
         let mut out = Vec::with_capacity(types.len());
         for ty in types {
             let bytes = Context::data_bytes(ty.ggml_id(), &layer.ne())?;
-            let e = self.output_error(backend, &reference, ty, &values, &x, n)?;
+            let (e, _) = self.output_error(backend, &probe, ty)?;
             // The accuracy gate: a type whose top-1 agreement misses the
             // threshold is not a candidate (the most precise always is).
             if e.top1 >= threshold || ty == most_precise {
