@@ -4,9 +4,14 @@
 //! For every type we implement: ggml's `ggml_quantize_chunk` (one thread,
 //! as ggml runs it), our `quantize_rows` on a 1-thread rayon pool and on
 //! all threads, whether the bytes are identical, and dequantization (ggml's
-//! `to_float` against our `dequantize_rows` on one thread). Throughput is
+//! `to_float` against our `dequantize_rows` on one thread and on all). Throughput is
 //! MB/s (10^6 bytes) of F32 data (input of quantization, output of
 //! dequantization); each figure is the median of several runs.
+//!
+//! The first row, F32, is a plain copy (ggml: `memcpy`; ours: the same row
+//! driver as every format): the memory ceiling of the machine. A format
+//! whose one-thread figure is near it is memory bound, and its all-threads
+//! figure cannot scale further than the copy's does.
 //!
 //! `cargo bench --bench quantize`; set `QAT_BENCH_BUDGET_MS` to change the
 //! time spent per measurement (default 600 ms, at least 3 runs), and
@@ -40,7 +45,10 @@ fn gaussian(n: usize, seed: u64) -> Vec<f32> {
 
 /// Median wall times of the given functions, run in turns (so that a noisy
 /// neighbour slows all of them alike) until `budget` is spent: 3 to 15
-/// rounds.
+/// rounds. Each run starts after a short pause, so that the rayon workers
+/// of the run before have gone to sleep: an idle worker spins and yields for
+/// a while, and on a 2-core machine it would take CPU time from the next
+/// measurement (a 1-thread run followed by an all-threads run, or ggml's).
 fn median_times<const N: usize>(budget: Duration, fs: [&mut dyn FnMut(); N]) -> [Duration; N] {
     let mut times: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
     let start = Instant::now();
@@ -49,6 +57,7 @@ fn median_times<const N: usize>(budget: Duration, fs: [&mut dyn FnMut(); N]) -> 
         // Rotate who goes first, so none always runs after the same one.
         for k in 0..N {
             let i = (k + rounds) % N;
+            std::thread::sleep(Duration::from_millis(5));
             let s = Instant::now();
             fs[i]();
             times[i].push(s.elapsed());
@@ -123,7 +132,7 @@ fn main() {
         src_bytes >> 20
     );
     println!(
-        "{:<7} {:>9} {:>9} {:>9} {:>7} {:>7} {:>5} | {:>9} {:>9} {:>7}",
+        "{:<7} {:>9} {:>9} {:>9} {:>7} {:>7} {:>5} | {:>9} {:>9} {:>9} {:>7}",
         "type",
         "ggml 1t",
         "ours 1t",
@@ -132,12 +141,12 @@ fn main() {
         "all/1t",
         "same",
         "deq ggml",
-        "deq ours",
-        "ratio"
+        "deq 1t",
+        "deq all",
+        "1t/ggml"
     );
     let only = std::env::var("QAT_BENCH_TYPES").ok();
-    // Every format but F32 (a copy).
-    for ty in QuantType::ALL.into_iter().filter(|t| *t != QuantType::F32) {
+    for ty in QuantType::ALL {
         let name = format!("{ty:?}");
         if only
             .as_ref()
@@ -172,29 +181,13 @@ fn main() {
             ],
         );
 
-        let mut back = vec![0f32; src.len()];
-        let mut back2 = vec![0f32; src.len()];
-        ggml_to_float(ty, &want, &mut back);
-        dequantize_rows(ty, &want, N_PER_ROW, &mut back2).expect("dequantize");
-        let [t_deq_ggml, t_deq_ours] = median_times(
-            budget,
-            [&mut || ggml_to_float(ty, &want, &mut back), &mut || {
-                one.install(|| dequantize_rows(ty, &want, N_PER_ROW, &mut back2))
-                    .expect("dequantize")
-            }],
-        );
-
         let (g, o1, oa) = (
             mb_per_s(src_bytes, t_ggml),
             mb_per_s(src_bytes, t_one),
             mb_per_s(src_bytes, t_all),
         );
-        let (dg, d_o) = (
-            mb_per_s(src_bytes, t_deq_ggml),
-            mb_per_s(src_bytes, t_deq_ours),
-        );
-        println!(
-            "{:<7} {:>9.0} {:>9.0} {:>9.0} {:>7.2} {:>7.2} {:>5} | {:>9.0} {:>9.0} {:>7.2}",
+        print!(
+            "{:<7} {:>9.0} {:>9.0} {:>9.0} {:>7.2} {:>7.2} {:>5} |",
             format!("{ty:?}"),
             g,
             o1,
@@ -202,9 +195,36 @@ fn main() {
             o1 / g,
             oa / o1,
             if same { "yes" } else { "NO" },
-            dg,
-            d_o,
-            d_o / dg
         );
+        if ty == QuantType::F32 {
+            // ggml has no to_float for F32.
+            println!(" {:>9} {:>9} {:>9} {:>7}", "-", "-", "-", "-");
+            continue;
+        }
+
+        let mut back = vec![0f32; src.len()];
+        let mut back1 = vec![0f32; src.len()];
+        let mut back_all = vec![0f32; src.len()];
+        ggml_to_float(ty, &want, &mut back);
+        dequantize_rows(ty, &want, N_PER_ROW, &mut back1).expect("dequantize");
+        dequantize_rows(ty, &want, N_PER_ROW, &mut back_all).expect("dequantize");
+        let [t_deq_ggml, t_deq_one, t_deq_all] = median_times(
+            budget,
+            [
+                &mut || ggml_to_float(ty, &want, &mut back),
+                &mut || {
+                    one.install(|| dequantize_rows(ty, &want, N_PER_ROW, &mut back1))
+                        .expect("dequantize")
+                },
+                &mut || dequantize_rows(ty, &want, N_PER_ROW, &mut back_all).expect("dequantize"),
+            ],
+        );
+
+        let (dg, d1, da) = (
+            mb_per_s(src_bytes, t_deq_ggml),
+            mb_per_s(src_bytes, t_deq_one),
+            mb_per_s(src_bytes, t_deq_all),
+        );
+        println!(" {dg:>9.0} {d1:>9.0} {da:>9.0} {:>7.2}", d1 / dg);
     }
 }

@@ -10,9 +10,8 @@ pub mod float;
 pub mod iq4;
 pub mod kquants;
 pub mod legacy;
+mod parallel;
 pub mod search;
-
-use rayon::prelude::*;
 
 /// ggml type ids of the formats this crate knows; values equal `enum ggml_type`.
 #[allow(non_camel_case_types)]
@@ -188,10 +187,16 @@ pub fn quantize_rows(
             });
         }
     }
-    src.par_chunks(n_per_row)
-        .zip(dst.par_chunks_mut(row_bytes))
-        .with_min_len(rows_per_task(n_per_row))
-        .for_each(|(s, d)| (f.quantize_row)(s, d, imatrix));
+    let rows = rows_per_task(n_per_row);
+    let pieces = src
+        .chunks(rows * n_per_row)
+        .zip(dst.chunks_mut(rows * row_bytes))
+        .collect();
+    parallel::for_each_item(pieces, |(s, d): (&[f32], &mut [u8])| {
+        for (s, d) in s.chunks(n_per_row).zip(d.chunks_mut(row_bytes)) {
+            (f.quantize_row)(s, d, imatrix);
+        }
+    });
     Ok(())
 }
 
@@ -220,10 +225,16 @@ pub fn dequantize_rows(
             want: dst.len() / n_per_row * row_bytes,
         });
     }
-    src.par_chunks(row_bytes)
-        .zip(dst.par_chunks_mut(n_per_row))
-        .with_min_len(rows_per_task(n_per_row))
-        .for_each(|(s, d)| (f.dequantize_row)(s, d));
+    let rows = rows_per_task(n_per_row);
+    let pieces = src
+        .chunks(rows * row_bytes)
+        .zip(dst.chunks_mut(rows * n_per_row))
+        .collect();
+    parallel::for_each_item(pieces, |(s, d): (&[u8], &mut [f32])| {
+        for (s, d) in s.chunks(row_bytes).zip(d.chunks_mut(n_per_row)) {
+            (f.dequantize_row)(s, d);
+        }
+    });
     Ok(())
 }
 
@@ -236,7 +247,8 @@ pub(crate) fn simd_allowed() -> bool {
     *ALLOWED.get_or_init(|| std::env::var_os("GGML_QAT_FORCE_SCALAR").is_none())
 }
 
-/// Rows per rayon task: enough work (~64k elements) to amortize scheduling.
+/// Rows per piece of parallel work: enough (~64k elements) to amortize the
+/// hand-over, small enough to balance the threads.
 fn rows_per_task(n_per_row: usize) -> usize {
     (65536 / n_per_row.max(1)).max(1)
 }
