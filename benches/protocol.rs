@@ -12,9 +12,13 @@ use std::time::Instant;
 mod common;
 #[path = "report/optimize.rs"]
 mod optimize_report;
+#[path = "report/real.rs"]
+mod real;
 
 use ggml_qat::ggml::{Context, Tensor};
 use ggml_qat::qat::measure::{compare, Weights};
+use ggml_qat::qat::plan::type_for_row;
+use ggml_qat::qat::sensitivity::PLAN_LADDER;
 use ggml_qat::qat::{metrics, Config, Session};
 use ggml_qat::quant::QuantType;
 use ggml_qat::rng::SeedSequence;
@@ -120,49 +124,31 @@ fn main() {
         })
         .collect();
 
-    println!(
-        "\nper layer and type, on {} synthetic N(0,1) samples, KL at T = {}:",
-        session.config().calibration_samples,
-        session.config().temperature
-    );
-    println!(
-        "{:<22} {:<7} {:>10} {:>7} {:>11} {:>7} {:>8}",
-        "layer", "type", "bytes", "ratio", "KL", "top-1", "speedup"
-    );
-    let backend = session.cpu_backend().unwrap();
-    for ((name, ne0, _), t) in block.iter().zip(&tensors).take(4) {
-        let values = t.values().unwrap();
-        let a = Weights::quantized(QuantType::F32, &values, *ne0).unwrap();
-        let (x, n) = session.inputs(*ne0, None).unwrap();
-        for ty in TYPES {
-            let b = Weights::quantized(ty, &values, *ne0).unwrap();
-            let c = compare(&backend, &a, &b, &x, n, 5).unwrap();
-            let kl = metrics::mean_kl(&c.y_a, &c.y_b, a.ne1, session.config().temperature as f64);
-            let top1 = metrics::top1_agreement(&c.y_a, &c.y_b, a.ne1);
-            println!(
-                "{:<22} {:<7} {:>10} {:>7.4} {:>11.3e} {:>6.1}% {:>7.2}x",
-                name,
-                ty.format().name,
-                b.bytes.len(),
-                b.bytes.len() as f64 / a.bytes.len() as f64,
-                kl,
-                100.0 * top1,
-                c.time_a.as_secs_f64() / c.time_b.as_secs_f64()
-            );
-        }
-    }
+    layer_table(&session, &block[..4], &tensors[..4]);
 
-    for gate in [session.config().accuracy_threshold, 0.95] {
-        let s = Session::new(Config {
-            accuracy_threshold: gate,
-            ..session.config().clone()
-        });
-        match plan_report(&s, &block, &tensors) {
-            Ok(()) => break,
-            Err(e) => println!(
-                "\nmixed-precision plan with a {:.0}% top-1 gate: {e}",
-                100.0 * gate
-            ),
+    plans(&session, &block, &tensors);
+    gate_report(&session, &block, &tensors, 1024);
+
+    println!(
+        "\n== real weights: all-MiniLM-L6-v2, word embedding and encoder layer 0 ({}) ==",
+        real::path().display()
+    );
+    match real::load() {
+        Err(e) => println!("not available ({e}); scripts/fetch-minilm.sh downloads them"),
+        Ok(matrices) => {
+            let real_block: Vec<(&str, usize, usize)> = real::LAYERS
+                .iter()
+                .zip(&matrices)
+                .map(|((label, _), m)| (*label, m.ne0, m.values.len() / m.ne0))
+                .collect();
+            let real_ctx = Context::new_owned(128 << 20, false).unwrap();
+            let real_tensors: Vec<Tensor> = matrices
+                .iter()
+                .map(|m| f32_tensor(&real_ctx, &m.values, m.ne0))
+                .collect();
+            layer_table(&session, &real_block, &real_tensors);
+            plans(&session, &real_block, &real_tensors);
+            gate_report(&session, &real_block, &real_tensors, 1024);
         }
     }
     println!("\noutput-aware quantization against ggml (equal size: same type):");
@@ -222,4 +208,110 @@ fn plan_report(
         100.0 * min(&held_out)
     );
     Ok(())
+}
+
+/// Top-1 agreement of every layer at every type of the planner's ladder on
+/// `samples` synthetic inputs (more than the planner uses, so the figures
+/// are tight), the smallest type of each layer that meets the configured
+/// accuracy gate, and the reduction when every layer is at that type: the
+/// most any plan can reach under the gate.
+fn gate_report(
+    session: &Session,
+    block: &[(&str, usize, usize)],
+    tensors: &[Tensor],
+    samples: usize,
+) {
+    let s = Session::new(Config {
+        calibration_samples: samples,
+        ..session.config().clone()
+    });
+    let gate = s.config().accuracy_threshold as f64;
+    println!(
+        "\nwhat a {:.0}% top-1 gate allows (top-1 on {samples} synthetic samples per layer and type):",
+        100.0 * gate
+    );
+    let mut head = format!("{:<22}", "layer");
+    for ty in PLAN_LADDER {
+        head += &format!(" {:>7}", ty.format().name);
+    }
+    println!("{head}  smallest passing");
+    let (mut f32_total, mut least) = (0usize, 0usize);
+    for ((name, _, _), t) in block.iter().zip(tensors) {
+        let mut line = format!("{name:<22}");
+        let mut smallest = None;
+        for ty in PLAN_LADDER {
+            s.set_seed(7);
+            let top1 = s.layer_error(t, ty).unwrap().top1;
+            line += &format!(" {:>6.1}%", 100.0 * top1);
+            if smallest.is_none() && (top1 >= gate || ty == QuantType::F16) {
+                smallest = Some(ty);
+            }
+        }
+        let ty = type_for_row(smallest.expect("F16 always passes"), t.row_len());
+        f32_total += t.nbytes();
+        least += Context::data_bytes(ty.ggml_id(), &t.ne()).unwrap();
+        println!("{line}  {}", ty.format().name);
+    }
+    println!(
+        "every layer at its smallest passing type: {:.1}% reduction (target {:.0}%)",
+        100.0 * (1.0 - least as f64 / f32_total as f64),
+        100.0 * s.config().memory_reduction_target
+    );
+}
+
+/// Per layer and type: size, ratio to F32, KL, top-1 agreement and measured
+/// speedup over F32, on the session's synthetic inputs. Types a layer's rows
+/// cannot hold are replaced by llama.cpp's fallback (shown once).
+fn layer_table(session: &Session, block: &[(&str, usize, usize)], tensors: &[Tensor]) {
+    println!(
+        "\nper layer and type, on {} synthetic N(0,1) samples, KL at T = {}:",
+        session.config().calibration_samples,
+        session.config().temperature
+    );
+    println!(
+        "{:<22} {:<7} {:>10} {:>7} {:>11} {:>7} {:>8}",
+        "layer", "type", "bytes", "ratio", "KL", "top-1", "speedup"
+    );
+    let backend = session.cpu_backend().unwrap();
+    for ((name, ne0, _), t) in block.iter().zip(tensors) {
+        let values = t.values().unwrap();
+        let a = Weights::quantized(QuantType::F32, &values, *ne0).unwrap();
+        let (x, n) = session.inputs(*ne0, None).unwrap();
+        let mut types: Vec<QuantType> = TYPES.iter().map(|&ty| type_for_row(ty, *ne0)).collect();
+        types.dedup();
+        for ty in types {
+            let b = Weights::quantized(ty, &values, *ne0).unwrap();
+            let c = compare(&backend, &a, &b, &x, n, 5).unwrap();
+            let kl = metrics::mean_kl(&c.y_a, &c.y_b, a.ne1, session.config().temperature as f64);
+            let top1 = metrics::top1_agreement(&c.y_a, &c.y_b, a.ne1);
+            println!(
+                "{:<22} {:<7} {:>10} {:>7.4} {:>11.3e} {:>6.1}% {:>7.2}x",
+                name,
+                ty.format().name,
+                b.bytes.len(),
+                b.bytes.len() as f64 / a.bytes.len() as f64,
+                kl,
+                100.0 * top1,
+                c.time_a.as_secs_f64() / c.time_b.as_secs_f64()
+            );
+        }
+    }
+}
+
+/// The plan under the session's gate, or when that cannot reach the target,
+/// why, and the plan under a 95% gate.
+fn plans(session: &Session, block: &[(&str, usize, usize)], tensors: &[Tensor]) {
+    for gate in [session.config().accuracy_threshold, 0.95] {
+        let s = Session::new(Config {
+            accuracy_threshold: gate,
+            ..session.config().clone()
+        });
+        match plan_report(&s, block, tensors) {
+            Ok(()) => break,
+            Err(e) => println!(
+                "\nmixed-precision plan with a {:.0}% top-1 gate: {e}",
+                100.0 * gate
+            ),
+        }
+    }
 }

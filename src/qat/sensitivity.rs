@@ -187,12 +187,15 @@ impl Session {
                 })
                 .min_by(|a, b| a.1.total_cmp(&b.1));
             let Some((l, _)) = best else {
+                // Every layer is at its smallest admissible type: `total` is
+                // the least size the gate allows.
                 return Err(Error::invalid(
                     "memory_reduction_target",
                     format!(
-                        "{} cannot be reached with every layer at the smallest type whose top-1 agreement meets accuracy_threshold {} (lower one of them)",
+                        "{} cannot be reached: with every layer at the smallest type whose top-1 agreement meets accuracy_threshold {} the reduction is {:.1}% (lower one of them)",
                         self.config().memory_reduction_target,
-                        self.config().accuracy_threshold
+                        self.config().accuracy_threshold,
+                        100.0 * (1.0 - total as f64 / f32_total as f64)
                     ),
                 ));
             };
