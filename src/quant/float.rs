@@ -26,6 +26,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: 4,
         quantize_row: quantize_row_f32,
         dequantize_row: dequantize_row_f32,
+        dequantize_row_streaming: None,
     },
     Format {
         ty: QuantType::F16,
@@ -34,6 +35,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: 2,
         quantize_row: quantize_row_f16,
         dequantize_row: dequantize_row_f16,
+        dequantize_row_streaming: None,
     },
     Format {
         ty: QuantType::BF16,
@@ -42,6 +44,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: 2,
         quantize_row: quantize_row_bf16,
         dequantize_row: dequantize_row_bf16,
+        dequantize_row_streaming: None,
     },
 ];
 

@@ -75,6 +75,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: std::mem::size_of::<BlockIq4Nl>(),
         quantize_row: quantize_row_iq4_nl,
         dequantize_row: dequantize_row_iq4_nl,
+        dequantize_row_streaming: None,
     },
     Format {
         ty: QuantType::IQ4_XS,
@@ -83,6 +84,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: std::mem::size_of::<BlockIq4Xs>(),
         quantize_row: quantize_row_iq4_xs,
         dequantize_row: dequantize_row_iq4_xs,
+        dequantize_row_streaming: None,
     },
 ];
 

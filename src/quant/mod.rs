@@ -91,7 +91,18 @@ pub struct Format {
     pub block_bytes: usize,
     pub quantize_row: QuantizeRowFn,
     pub dequantize_row: DequantizeRowFn,
+    /// The same dequantizer writing with non-temporal stores, which skip
+    /// reading the destination into the caches: used for outputs of at
+    /// least [`STREAM_MIN_BYTES`], where the plain one is memory bound.
+    /// `None` where streaming does not pay.
+    pub dequantize_row_streaming: Option<DequantizeRowFn>,
 }
+
+/// Outputs of at least this many bytes are dequantized with the formats'
+/// streaming (non-temporal) dequantizers: far beyond the per-core caches,
+/// so the output would not stay cached anyway, and the plain stores' reads
+/// of the destination would cost memory bandwidth.
+pub const STREAM_MIN_BYTES: usize = 16 << 20;
 
 impl Format {
     /// Bytes of one row of `n` elements, or `None` when `n` is not a multiple
@@ -200,7 +211,10 @@ pub fn quantize_rows(
     Ok(())
 }
 
-/// Dequantize `src` (rows of `n_per_row` elements of type `ty`) into `dst`.
+/// Dequantize `src` (rows of `n_per_row` elements of type `ty`) into `dst`,
+/// rows in parallel on the current rayon pool. Outputs of
+/// [`STREAM_MIN_BYTES`] or more are written with the format's streaming
+/// dequantizer when it has one (same values).
 pub fn dequantize_rows(
     ty: QuantType,
     src: &[u8],
@@ -225,16 +239,18 @@ pub fn dequantize_rows(
             want: dst.len() / n_per_row * row_bytes,
         });
     }
+    let dequantize_row = f
+        .dequantize_row_streaming
+        .filter(|_| std::mem::size_of_val(dst) >= STREAM_MIN_BYTES)
+        .unwrap_or(f.dequantize_row);
     let rows = rows_per_task(n_per_row);
     let pieces = src
         .chunks(rows * row_bytes)
         .zip(dst.chunks_mut(rows * n_per_row))
         .collect();
-    parallel::for_each_item(pieces, |(s, d): (&[u8], &mut [f32])| {
-        for (s, d) in s.chunks(row_bytes).zip(d.chunks_mut(n_per_row)) {
-            (f.dequantize_row)(s, d);
-        }
-    });
+    // Rows are whole blocks, so a piece of rows is one run of blocks for the
+    // row dequantizer (and one store fence for the streaming one).
+    parallel::for_each_item(pieces, |(s, d): (&[u8], &mut [f32])| dequantize_row(s, d));
     Ok(())
 }
 
@@ -264,5 +280,66 @@ mod tests {
         }
         assert_eq!(QuantType::from_ggml(4), None);
         assert_eq!(QuantType::from_ggml(-1), None);
+    }
+
+    /// Pseudo-random bytes (SplitMix64).
+    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        (0..n as u64)
+            .map(|i| (crate::rng::mix64(seed ^ (i / 8)) >> (8 * (i % 8))) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn streaming_dequantizers_write_the_plain_values() {
+        for f in all_formats() {
+            let Some(streaming) = f.dequantize_row_streaming else {
+                continue;
+            };
+            // Random blocks: NaN/Inf scales and every code pattern occur.
+            let nblocks = 300;
+            let src = bytes(nblocks * f.block_bytes, f.ty as u64);
+            let n = nblocks * f.block_size;
+            let mut want = vec![0f32; n];
+            (f.dequantize_row)(&src, &mut want);
+            // Aligned (streamed) and misaligned (plain fallback) outputs.
+            let mut buf = vec![0f32; n + 8];
+            for offset in 0..4 {
+                buf.iter_mut().for_each(|v| *v = 7.0);
+                streaming(&src, &mut buf[offset..offset + n]);
+                assert!(
+                    want.iter()
+                        .zip(&buf[offset..])
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{:?} at offset {offset}",
+                    f.ty
+                );
+                assert!(buf[..offset]
+                    .iter()
+                    .chain(&buf[offset + n..])
+                    .all(|&v| v == 7.0));
+            }
+        }
+    }
+
+    #[test]
+    fn large_outputs_dequantize_like_small_ones() {
+        // At least STREAM_MIN_BYTES of output: the streaming path.
+        let n_per_row = 4096;
+        let rows = STREAM_MIN_BYTES / 4 / n_per_row + 3;
+        for f in all_formats() {
+            let row_bytes = f.row_bytes(n_per_row).unwrap();
+            let src = bytes(rows * row_bytes, 99);
+            let mut got = vec![0f32; rows * n_per_row];
+            dequantize_rows(f.ty, &src, n_per_row, &mut got).unwrap();
+            let mut want = vec![0f32; n_per_row];
+            for (r, (s, g)) in src.chunks(row_bytes).zip(got.chunks(n_per_row)).enumerate() {
+                (f.dequantize_row)(s, &mut want);
+                assert!(
+                    want.iter().zip(g).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{:?} row {r}",
+                    f.ty
+                );
+            }
+        }
     }
 }

@@ -254,6 +254,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: std::mem::size_of::<q2k::BlockQ2K>(),
         quantize_row: q2k::quantize_row,
         dequantize_row: q2k::dequantize_row,
+        dequantize_row_streaming: None,
     },
     Format {
         ty: QuantType::Q3_K,
@@ -262,6 +263,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: std::mem::size_of::<q3k::BlockQ3K>(),
         quantize_row: q3k::quantize_row,
         dequantize_row: q3k::dequantize_row,
+        dequantize_row_streaming: None,
     },
     Format {
         ty: QuantType::Q4_K,
@@ -270,6 +272,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: std::mem::size_of::<q4k::BlockQ4K>(),
         quantize_row: q4k::quantize_row,
         dequantize_row: q4k::dequantize_row,
+        dequantize_row_streaming: None,
     },
     Format {
         ty: QuantType::Q5_K,
@@ -278,6 +281,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: std::mem::size_of::<q5k::BlockQ5K>(),
         quantize_row: q5k::quantize_row,
         dequantize_row: q5k::dequantize_row,
+        dequantize_row_streaming: None,
     },
     Format {
         ty: QuantType::Q6_K,
@@ -286,6 +290,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: std::mem::size_of::<q6k::BlockQ6K>(),
         quantize_row: q6k::quantize_row,
         dequantize_row: q6k::dequantize_row,
+        dequantize_row_streaming: None,
     },
 ];
 
