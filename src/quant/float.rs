@@ -44,7 +44,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: 2,
         quantize_row: quantize_row_bf16,
         dequantize_row: dequantize_row_bf16,
-        dequantize_row_streaming: None,
+        dequantize_row_streaming: Some(dequantize_row_bf16_streaming),
     },
 ];
 
@@ -185,6 +185,34 @@ pub fn quantize_row_bf16(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) 
 /// Row of BF16 → F32 (`ggml_bf16_to_fp32_row`).
 pub fn dequantize_row_bf16(src: &[u8], dst: &mut [f32]) {
     check_lengths(dst.len(), src.len(), 2);
+    #[cfg(target_arch = "x86_64")]
+    if simd::has_f16c() {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        unsafe { simd::bf16_to_fp32_row::<false>(src, dst) };
+        return;
+    }
+    bf16_to_fp32_row_scalar(src, dst);
+}
+
+/// Row of BF16 → F32 with non-temporal stores (same values as
+/// [`dequantize_row_bf16`]; plain stores when `dst` is not 16-byte aligned).
+pub fn dequantize_row_bf16_streaming(src: &[u8], dst: &mut [f32]) {
+    check_lengths(dst.len(), src.len(), 2);
+    #[cfg(target_arch = "x86_64")]
+    if simd::has_f16c() && dst.as_ptr().align_offset(16) == 0 {
+        // SAFETY: AVX2 is available and dst is 16-byte aligned (checked
+        // just above); the fence orders the streamed stores before whatever
+        // follows.
+        unsafe {
+            simd::bf16_to_fp32_row::<true>(src, dst);
+            std::arch::x86_64::_mm_sfence();
+        }
+        return;
+    }
+    dequantize_row_bf16(src, dst);
+}
+
+fn bf16_to_fp32_row_scalar(src: &[u8], dst: &mut [f32]) {
     for (s, d) in src.chunks_exact(2).zip(dst.iter_mut()) {
         *d = bf16_to_fp32(u16::from_le_bytes([s[0], s[1]]));
     }
@@ -247,6 +275,27 @@ mod simd {
             i += 8;
         }
         super::fp16_to_fp32_row_scalar(&src[2 * i..], &mut dst[i..]);
+    }
+
+    /// BF16 → F32: each value's bits shifted into the high half. With `NT`,
+    /// non-temporal stores (`dst` must then be 16-byte aligned).
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn bf16_to_fp32_row<const NT: bool>(src: &[u8], dst: &mut [f32]) {
+        let n = dst.len();
+        let mut i = 0;
+        while i + 8 <= n {
+            let h = _mm_loadu_si128(src.as_ptr().add(2 * i) as *const __m128i);
+            let f = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)));
+            let y = dst.as_mut_ptr().add(i);
+            if NT {
+                _mm_stream_ps(y, _mm256_castps256_ps128(f));
+                _mm_stream_ps(y.add(4), _mm256_extractf128_ps::<1>(f));
+            } else {
+                _mm256_storeu_ps(y, f);
+            }
+            i += 8;
+        }
+        super::bf16_to_fp32_row_scalar(&src[2 * i..], &mut dst[i..]);
     }
 }
 
