@@ -171,20 +171,49 @@ pub(crate) fn block_at(v: &[f32], i: usize) -> &[f32; QK_K] {
 }
 
 /// `y[k] = d · l[k] − m` (ggml's `d * q - m`: a product, then a difference;
-/// no fused multiply-add). Written to auto-vectorize.
+/// no fused multiply-add). Written to auto-vectorize. With `STREAM` the
+/// values are written with non-temporal stores: only inside an AVX2
+/// function, with `y` 16-byte aligned, and the caller fences.
 #[inline(always)]
-pub(crate) fn scale_levels(l: &[u8; 32], d: f32, m: f32, y: &mut [f32]) {
+pub(crate) fn scale_levels<const STREAM: bool>(l: &[u8; 32], d: f32, m: f32, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if STREAM {
+        // SAFETY: the streaming row function runs this only after checking
+        // AVX2 and the alignment of its output (every 32-value group of it
+        // is then aligned too).
+        unsafe { stream_levels(l, d, m, &mut y[..32]) };
+        return;
+    }
     for (y, &l) in y[..32].iter_mut().zip(l) {
         *y = d * l as f32 - m;
     }
 }
 
+/// [`scale_levels`] with non-temporal stores: the same product, then the
+/// same difference, 8 lanes at a time.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn stream_levels(l: &[u8; 32], d: f32, m: f32, y: &mut [f32]) {
+    use std::arch::x86_64::*;
+    debug_assert!(y.len() == 32 && y.as_ptr().align_offset(16) == 0);
+    let (dv, mv) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
+    for k in 0..4 {
+        let q = _mm256_cvtepu8_epi32(_mm_loadl_epi64(l.as_ptr().add(8 * k) as *const __m128i));
+        let r = _mm256_sub_ps(_mm256_mul_ps(dv, _mm256_cvtepi32_ps(q)), mv);
+        _mm_stream_ps(y.as_mut_ptr().add(8 * k), _mm256_castps256_ps128(r));
+        _mm_stream_ps(y.as_mut_ptr().add(8 * k + 4), _mm256_extractf128_ps::<1>(r));
+    }
+}
+
 /// Defines `pub fn dequantize_row(src, dst)` for block type `$block` from an
-/// `#[inline(always)] fn $body(blocks: &[$block], dst: &mut [f32])`: the body
-/// is compiled twice, for the baseline and (inlined into a
+/// `#[inline(always)] fn $body<const STREAM: bool>(blocks: &[$block], dst:
+/// &mut [f32])`: the body is compiled for the baseline and (inlined into a
 /// `#[target_feature(enable = "avx2")]` function) for AVX2, so the compiler
 /// vectorizes the same float operations 8 wide; the AVX2 copy runs when the
-/// CPU has it.
+/// CPU has it. Also `pub fn dequantize_row_streaming(src, dst)`: the same
+/// values written with non-temporal stores (plain stores when `dst` is not
+/// 16-byte aligned or the CPU has no AVX2).
 macro_rules! dequantize_row_with_avx2 {
     ($block:ty, $body:ident, $doc:literal) => {
         #[doc = $doc]
@@ -195,12 +224,34 @@ macro_rules! dequantize_row_with_avx2 {
             if super::has_avx2() {
                 #[target_feature(enable = "avx2")]
                 unsafe fn avx2(blocks: &[$block], dst: &mut [f32]) {
-                    $body(blocks, dst)
+                    $body::<false>(blocks, dst)
                 }
                 // SAFETY: AVX2 is available.
                 return unsafe { avx2(blocks, dst) };
             }
-            $body(blocks, dst)
+            $body::<false>(blocks, dst)
+        }
+
+        #[doc = $doc]
+        /// With non-temporal stores (same values).
+        pub fn dequantize_row_streaming(src: &[u8], dst: &mut [f32]) {
+            #[cfg(target_arch = "x86_64")]
+            if super::has_avx2() && dst.as_ptr().align_offset(16) == 0 {
+                let blocks = super::as_blocks::<$block>(src);
+                assert_eq!(blocks.len() * super::QK_K, dst.len(), "row length");
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2(blocks: &[$block], dst: &mut [f32]) {
+                    $body::<true>(blocks, dst)
+                }
+                // SAFETY: AVX2 is available and dst is 16-byte aligned; the
+                // fence orders the streamed stores before whatever follows.
+                unsafe {
+                    avx2(blocks, dst);
+                    std::arch::x86_64::_mm_sfence();
+                }
+                return;
+            }
+            dequantize_row(src, dst)
         }
     };
 }
@@ -272,7 +323,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: std::mem::size_of::<q4k::BlockQ4K>(),
         quantize_row: q4k::quantize_row,
         dequantize_row: q4k::dequantize_row,
-        dequantize_row_streaming: None,
+        dequantize_row_streaming: Some(q4k::dequantize_row_streaming),
     },
     Format {
         ty: QuantType::Q5_K,
@@ -281,7 +332,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: std::mem::size_of::<q5k::BlockQ5K>(),
         quantize_row: q5k::quantize_row,
         dequantize_row: q5k::dequantize_row,
-        dequantize_row_streaming: None,
+        dequantize_row_streaming: Some(q5k::dequantize_row_streaming),
     },
     Format {
         ty: QuantType::Q6_K,

@@ -361,7 +361,7 @@ super::dequantize_row_with_avx2!(
 );
 
 #[inline(always)]
-fn dequantize_blocks(blocks: &[BlockQ4K], dst: &mut [f32]) {
+fn dequantize_blocks<const STREAM: bool>(blocks: &[BlockQ4K], dst: &mut [f32]) {
     for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
         let d = f16_value(b.d);
         let min = f16_value(b.dmin);
@@ -373,8 +373,8 @@ fn dequantize_blocks(blocks: &[BlockQ4K], dst: &mut [f32]) {
             let q = &b.qs[32 * g..32 * g + 32];
             let lo: [u8; 32] = std::array::from_fn(|k| q[k] & 0xF);
             let hi: [u8; 32] = std::array::from_fn(|k| q[k] >> 4);
-            super::scale_levels(&lo, d1, m1, &mut y[64 * g..]);
-            super::scale_levels(&hi, d2, m2, &mut y[64 * g + 32..]);
+            super::scale_levels::<STREAM>(&lo, d1, m1, &mut y[64 * g..]);
+            super::scale_levels::<STREAM>(&hi, d2, m2, &mut y[64 * g + 32..]);
         }
     }
 }

@@ -178,7 +178,7 @@ super::dequantize_row_with_avx2!(
 );
 
 #[inline(always)]
-fn dequantize_blocks(blocks: &[BlockQ5K], dst: &mut [f32]) {
+fn dequantize_blocks<const STREAM: bool>(blocks: &[BlockQ5K], dst: &mut [f32]) {
     for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
         let d = f16_value(b.d);
         let min = f16_value(b.dmin);
@@ -193,8 +193,8 @@ fn dequantize_blocks(blocks: &[BlockQ5K], dst: &mut [f32]) {
                 std::array::from_fn(|k| (ql[k] & 0xF) + 16 * ((b.qh[k] & u1 != 0) as u8));
             let hi: [u8; 32] =
                 std::array::from_fn(|k| (ql[k] >> 4) + 16 * ((b.qh[k] & u2 != 0) as u8));
-            super::scale_levels(&lo, d1, m1, &mut y[64 * g..]);
-            super::scale_levels(&hi, d2, m2, &mut y[64 * g + 32..]);
+            super::scale_levels::<STREAM>(&lo, d1, m1, &mut y[64 * g..]);
+            super::scale_levels::<STREAM>(&hi, d2, m2, &mut y[64 * g + 32..]);
             u1 <<= 2;
             u2 <<= 2;
         }
