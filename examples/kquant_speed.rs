@@ -1,4 +1,4 @@
-//! Single-thread throughput of our K-quant quantizers next to ggml's
+//! Single-thread throughput of our K-quant and IQ4 quantizers next to ggml's
 //! `ggml_quantize_chunk`, in MB/s of f32 input (8 MiB of Gaussian rows of
 //! 4096), measured as CPU time of one thread. Checks the bytes are equal
 //! while at it.
@@ -69,6 +69,8 @@ fn main() {
         QuantType::Q4_K,
         QuantType::Q5_K,
         QuantType::Q6_K,
+        QuantType::IQ4_XS,
+        QuantType::IQ4_NL,
     ] {
         if !only.is_empty() && !only.iter().any(|o| o.eq_ignore_ascii_case(format(ty).name)) {
             continue;
