@@ -11,13 +11,15 @@ use ggml_qat::ggml::reference;
 use ggml_qat::quant::kquants::{q2k, q3k, q4k, q5k, q6k};
 use ggml_qat::quant::{dequantize_rows, format, quantize_rows, QuantType};
 
-const K_TYPES: [QuantType; 5] = [
-    QuantType::Q2_K,
-    QuantType::Q3_K,
-    QuantType::Q4_K,
-    QuantType::Q5_K,
-    QuantType::Q6_K,
-];
+/// The K-quants of the registry (ggml's names end in `_K`).
+fn k_types() -> Vec<QuantType> {
+    let k: Vec<QuantType> = QuantType::ALL
+        .into_iter()
+        .filter(|t| format(*t).name.ends_with("_K"))
+        .collect();
+    assert_eq!(k.len(), 5, "Q2_K..Q6_K");
+    k
+}
 
 /// The portable scalar row quantizer of `ty` (the registry's row function
 /// takes the AVX2 path when the CPU has it; both must equal ggml).
@@ -158,7 +160,7 @@ fn q6_k_matches_ggml() {
 #[test]
 fn dequantize_random_bytes_matches_ggml() {
     let mut r = common::Rng::new(42);
-    for ty in K_TYPES {
+    for ty in k_types() {
         let f = format(ty);
         let n = 256 * 64;
         let bytes: Vec<u8> = (0..n / 256 * f.block_bytes)
@@ -197,7 +199,7 @@ fn round_trip_bound(ty: QuantType) -> (f32, f32) {
 
 #[test]
 fn round_trip_error_is_bounded() {
-    for ty in K_TYPES {
+    for ty in k_types() {
         let (max_bound, rms_bound) = round_trip_bound(ty);
         for class in [Input::Gaussian, Input::Laplace, Input::AlternatingRamp] {
             for imat in [false, true] {
@@ -255,7 +257,7 @@ fn thread_count_does_not_change_bytes() {
         .num_threads(4)
         .build()
         .unwrap();
-    for ty in K_TYPES {
+    for ty in k_types() {
         for imat in [None, Some(w.as_slice())] {
             let len = format(ty).row_bytes(n_per_row).unwrap() * nrows;
             let mut a = vec![0u8; len];
@@ -303,7 +305,7 @@ fn special_values_match_ggml() {
     }
     let w = make_imatrix(n_per_row, 99);
     let mut failures = Vec::new();
-    for ty in K_TYPES {
+    for ty in k_types() {
         for imat in [None, Some(w.as_slice())] {
             let want = reference::quantize_chunk(ty, &src, nrows, n_per_row, imat);
             let mut got = vec![0u8; want.len()];

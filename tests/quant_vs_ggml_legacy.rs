@@ -16,18 +16,16 @@ use ggml_qat::ggml::reference;
 use ggml_qat::quant::float::{bf16_to_fp32, fp16_to_fp32, fp32_to_bf16, fp32_to_fp16};
 use ggml_qat::quant::{dequantize_rows, format, quantize_rows, QuantType};
 
-const TYPES: [QuantType; 10] = [
-    QuantType::F32,
-    QuantType::F16,
-    QuantType::BF16,
-    QuantType::Q4_0,
-    QuantType::Q4_1,
-    QuantType::Q5_0,
-    QuantType::Q5_1,
-    QuantType::Q8_0,
-    QuantType::IQ4_NL,
-    QuantType::IQ4_XS,
-];
+/// Every registered format but the K-quants (tests/quant_vs_ggml_k.rs), so
+/// a format added to the registry is tested here without being listed.
+fn types() -> Vec<QuantType> {
+    let all: Vec<QuantType> = QuantType::ALL
+        .into_iter()
+        .filter(|t| !format(*t).name.ends_with("_K"))
+        .collect();
+    assert_eq!(all.len(), 10, "F32, F16, BF16, Q4_0..Q8_0, IQ4_NL, IQ4_XS");
+    all
+}
 
 /// Position and values of the first differing byte, if any.
 fn first_byte_diff(a: &[u8], b: &[u8]) -> Option<(usize, u8, u8)> {
@@ -240,7 +238,7 @@ fn special_rows(n_per_row: usize, nrows: usize, seed: u64) -> Vec<f32> {
 fn special_values_match_ggml() {
     let mut failures = Vec::new();
     let mut cases = 0;
-    for ty in TYPES {
+    for ty in types() {
         let n_per_row = format(ty).block_size.max(32) * 8;
         let nrows = 64;
         for seed in 0..4u64 {
@@ -262,7 +260,7 @@ fn special_values_match_ggml() {
 fn dequantize_random_bytes_matches_ggml() {
     let mut r = Rng::new(42);
     let mut failures = Vec::new();
-    for ty in TYPES {
+    for ty in types() {
         let f = format(ty);
         let n = 256 * 256;
         let nbytes = n / f.block_size * f.block_bytes;
@@ -278,7 +276,7 @@ fn dequantize_random_bytes_matches_ggml() {
             ));
         }
     }
-    assert_no_failures(TYPES.len(), &failures);
+    assert_no_failures(types().len(), &failures);
 }
 
 /// Largest round-trip error allowed for one block `x` (a super-block for
@@ -359,7 +357,7 @@ fn round_trip_error_is_bounded() {
         Input::OneNegative,
         Input::AlternatingRamp,
     ];
-    for ty in TYPES {
+    for ty in types() {
         let f = format(ty);
         let n_per_row = 1024;
         let nrows = 64;
@@ -447,7 +445,7 @@ fn imatrix_never_worse_weighted() {
 fn thread_count_does_not_change_bytes() -> Result<(), Box<dyn std::error::Error>> {
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
     let four = rayon::ThreadPoolBuilder::new().num_threads(4).build()?;
-    for ty in TYPES {
+    for ty in types() {
         let f = format(ty);
         let n_per_row = 4096;
         let nrows = 300;
