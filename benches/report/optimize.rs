@@ -32,6 +32,62 @@ fn margin(ours: f64, theirs: f64) -> f64 {
     100.0 * (1.0 - ours / theirs)
 }
 
+/// One table row's inputs: weights `w` (rows of `n`) of type `ty`,
+/// calibration and held-out inputs of `s` samples, the imatrix ggml gets.
+struct Case<'a> {
+    ty: QuantType,
+    w: &'a [f32],
+    n: usize,
+    x: &'a [f32],
+    x_test: &'a [f32],
+    s: usize,
+    imatrix: &'a [f32],
+}
+
+/// Quantizes `case` with ggml (with and without the imatrix) and with the
+/// output-aware quantizer, and prints their output MSE and the margins.
+fn print_row(label: &str, case: &Case, opts: &Options) {
+    let Case {
+        ty,
+        w,
+        n,
+        x,
+        x_test,
+        s,
+        imatrix,
+    } = *case;
+    let rows = w.len() / n;
+    let g_ref = reference::quantize_chunk(ty, w, rows, n, None);
+    let g_imat = reference::quantize_chunk(ty, w, rows, n, Some(imatrix));
+    let t = Instant::now();
+    let (ours, choice) = quantize_output_aware_with(ty, w, n, Some(x), s, opts).unwrap();
+    let dt = t.elapsed().as_secs_f64();
+    let mse = |q: &[u8], x: &[f32]| output_mse(ty, q, w, n, Some(x), s).unwrap();
+    let (a, b, o) = (mse(&g_ref, x), mse(&g_imat, x), mse(&ours, x));
+    let (ha, hb, ho) = (
+        mse(&g_ref, x_test),
+        mse(&g_imat, x_test),
+        mse(&ours, x_test),
+    );
+    println!(
+        "{:<7} {:<9} {:>11.4e} {:>11.4e} {:>11.4e} {:>7.1}% {:>7.1}% | {:>7.1}% {:>7.1}% | {:>3}/{:>2}/{:>3} {:>5.2} {:>5.1}s",
+        format!("{ty:?}"),
+        label,
+        a,
+        b,
+        o,
+        margin(o, a),
+        margin(o, b),
+        margin(ho, ha),
+        margin(ho, hb),
+        choice.reference,
+        choice.imatrix,
+        choice.refined,
+        choice.shrinkage,
+        dt
+    );
+}
+
 /// Prints the table (64 rows x 1024, 256 samples).
 pub fn report() {
     let (rows, n, s) = (64, 1024, 256);
@@ -83,35 +139,16 @@ pub fn report() {
         }
         for class in [Weights::Gaussian, Weights::StudentT] {
             let w = weights(class, rows * n, 7 + ty as u64);
-            let g_ref = reference::quantize_chunk(ty, &w, rows, n, None);
-            let g_imat = reference::quantize_chunk(ty, &w, rows, n, Some(&imatrix));
-            let t = Instant::now();
-            let (ours, choice) = quantize_output_aware_with(ty, &w, n, Some(&x), s, &opts).unwrap();
-            let dt = t.elapsed().as_secs_f64();
-            let mse = |q: &[u8], x: &[f32]| output_mse(ty, q, &w, n, Some(x), s).unwrap();
-            let (a, b, o) = (mse(&g_ref, &x), mse(&g_imat, &x), mse(&ours, &x));
-            let (ha, hb, ho) = (
-                mse(&g_ref, &x_test),
-                mse(&g_imat, &x_test),
-                mse(&ours, &x_test),
-            );
-            println!(
-                "{:<7} {:<9} {:>11.4e} {:>11.4e} {:>11.4e} {:>7.1}% {:>7.1}% | {:>7.1}% {:>7.1}% | {:>3}/{:>2}/{:>3} {:>5.2} {:>5.1}s",
-                format!("{ty:?}"),
-                format!("{class:?}"),
-                a,
-                b,
-                o,
-                margin(o, a),
-                margin(o, b),
-                margin(ho, ha),
-                margin(ho, hb),
-                choice.reference,
-                choice.imatrix,
-                choice.refined,
-                choice.shrinkage,
-                dt
-            );
+            let case = Case {
+                ty,
+                w: &w,
+                n,
+                x: &x,
+                x_test: &x_test,
+                s,
+                imatrix: &imatrix,
+            };
+            print_row(&format!("{class:?}"), &case, &opts);
         }
     }
     // Correlated inputs: 8 shared latent factors, more samples than columns;
@@ -144,35 +181,16 @@ pub fn report() {
     for ty in &types[..5] {
         let ty = *ty;
         let w = weights(Weights::Gaussian, crows * cn, 70 + ty as u64);
-        let g_ref = reference::quantize_chunk(ty, &w, crows, cn, None);
-        let g_imat = reference::quantize_chunk(ty, &w, crows, cn, Some(&cimatrix));
-        let t = Instant::now();
-        let (ours, choice) = quantize_output_aware_with(ty, &w, cn, Some(&cx), cs, &opts).unwrap();
-        let dt = t.elapsed().as_secs_f64();
-        let mse = |q: &[u8], x: &[f32]| output_mse(ty, q, &w, cn, Some(x), cs).unwrap();
-        let (a, b, o) = (mse(&g_ref, &cx), mse(&g_imat, &cx), mse(&ours, &cx));
-        let (ha, hb, ho) = (
-            mse(&g_ref, &cx_test),
-            mse(&g_imat, &cx_test),
-            mse(&ours, &cx_test),
-        );
-        println!(
-            "{:<7} {:<9} {:>11.4e} {:>11.4e} {:>11.4e} {:>7.1}% {:>7.1}% | {:>7.1}% {:>7.1}% | {:>3}/{:>2}/{:>3} {:>5.2} {:>5.1}s",
-            format!("{ty:?}"),
-            "Gaussian",
-            a,
-            b,
-            o,
-            margin(o, a),
-            margin(o, b),
-            margin(ho, ha),
-            margin(ho, hb),
-            choice.reference,
-            choice.imatrix,
-            choice.refined,
-            choice.shrinkage,
-            dt
-        );
+        let case = Case {
+            ty,
+            w: &w,
+            n: cn,
+            x: &cx,
+            x_test: &cx_test,
+            s: cs,
+            imatrix: &cimatrix,
+        };
+        print_row("Gaussian", &case, &opts);
     }
     println!();
     println!("data-free (no inputs: weight-space MSE)");
