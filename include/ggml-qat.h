@@ -338,7 +338,10 @@ size_t ggml_qat_estimate_memory_usage(ggml_qat_context_t *ctx,
 // default table (embeddings Q8_0, attention Q4_K, FFN Q6_K, norms Q8_0,
 // ATOMSPACE/ECAN Q8_0, MOSES Q6_K). Otherwise the first type of the class's
 // preference list whose MUL_MAT the backend supports
-// (ggml_backend_supports_op). GGML_TYPE_F32 with an error on bad arguments.
+// (ggml_backend_supports_op); for an accelerator device (BLAS, AMX: used
+// beside the CPU backend, which runs what it refuses) that supports none of
+// them, the CPU backend's answer. GGML_TYPE_F32 with an error on bad
+// arguments or when nothing in the list can run.
 enum ggml_type ggml_qat_get_optimal_qtype(ggml_qat_layer_type_t layer_type,
                                           ggml_backend_t backend);
 

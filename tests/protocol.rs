@@ -215,12 +215,16 @@ fn benchmark_times_both_models() {
 #[test]
 fn optimal_type_asks_the_backend() {
     let backend = Backend::cpu(1).unwrap();
-    let ty = ggml_qat::ggml::backend::first_supported(
+    let ty = ggml_qat::ggml::backend::optimal_type(
         &backend,
         &ggml_qat::qat::plan::preference(LayerClass::Attention),
     )
     .unwrap();
     assert_eq!(ty, QuantType::Q4_K);
+    assert_eq!(
+        ggml_qat::ggml::backend::device_kind(&backend),
+        ggml_qat::ggml::backend::DeviceKind::Cpu
+    );
     assert!(ggml_qat::ggml::backend::supports_mul_mat(&backend, QuantType::IQ4_XS).unwrap());
 }
 

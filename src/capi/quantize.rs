@@ -164,7 +164,10 @@ pub unsafe extern "C" fn ggml_qat_estimate_memory_usage(
 /// default table (embeddings Q8_0, attention Q4_K, FFN Q6_K, norms Q8_0,
 /// ATOMSPACE/ECAN Q8_0, MOSES Q6_K). Otherwise the first type of the class's
 /// preference list whose MUL_MAT the backend supports
-/// (ggml_backend_supports_op). GGML_TYPE_F32 with an error on bad arguments.
+/// (ggml_backend_supports_op); for an accelerator device (BLAS, AMX: used
+/// beside the CPU backend, which runs what it refuses) that supports none of
+/// them, the CPU backend's answer. GGML_TYPE_F32 with an error on bad
+/// arguments or when nothing in the list can run.
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_get_optimal_qtype(
     layer_type: LayerTypeArg,
@@ -175,7 +178,7 @@ pub unsafe extern "C" fn ggml_qat_get_optimal_qtype(
         let ty = if backend.is_null() {
             crate::qat::Config::default().qtype_for(class)
         } else {
-            backend::first_supported(
+            backend::optimal_type(
                 &Backend::borrowed(backend)?,
                 &crate::qat::plan::preference(class),
             )?
