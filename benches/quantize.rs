@@ -14,7 +14,7 @@
 //! figure cannot scale further than the copy's does.
 //!
 //! `cargo bench --bench quantize`; set `QAT_BENCH_BUDGET_MS` to change the
-//! time spent per measurement (default 600 ms, at least 3 runs), and
+//! time spent per measurement (default 600 ms, at least 5 runs), and
 //! `QAT_BENCH_TYPES=Q4_0,IQ4_NL` to run some types only, `QAT_BENCH_MIB=1`
 //! for a cache-resident data set.
 
@@ -44,7 +44,7 @@ fn gaussian(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Median wall times of the given functions, run in turns (so that a noisy
-/// neighbour slows all of them alike) until `budget` is spent: 3 to 15
+/// neighbour slows all of them alike) until `budget` is spent: 5 to 15
 /// rounds. Each run starts after a short pause, so that the rayon workers
 /// of the run before have gone to sleep: an idle worker spins and yields for
 /// a while, and on a 2-core machine it would take CPU time from the next
@@ -53,7 +53,7 @@ fn median_times<const N: usize>(budget: Duration, fs: [&mut dyn FnMut(); N]) -> 
     let mut times: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
     let start = Instant::now();
     let mut rounds = 0;
-    while rounds < 3 || (start.elapsed() < budget * N as u32 && rounds < 15) {
+    while rounds < 5 || (start.elapsed() < budget * N as u32 && rounds < 15) {
         // Rotate who goes first, so none always runs after the same one.
         for k in 0..N {
             let i = (k + rounds) % N;
