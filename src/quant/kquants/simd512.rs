@@ -32,7 +32,9 @@ pub(crate) fn nint_clamp_i(v: F16, lo: __m512i, hi: __m512i) -> __m512i {
     _mm512_max_epi32(_mm512_min_epi32(nint(v), hi), lo)
 }
 
-/// `MAX(lo, MIN(hi, nearest_int(v)))` of every lane, as f32.
+/// `MAX(lo, MIN(hi, nearest_int(v)))` of every lane, as f32: the plain
+/// form, the tests' reference for [`nint_clamp_5`].
+#[cfg(test)]
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) fn nint_clamp(v: F16, lo: __m512i, hi: __m512i) -> F16 {
@@ -302,8 +304,6 @@ pub(crate) fn qx_search(x: &[F16; 16], w: &[F16; 16], nmax: i32) -> SearchOut {
 #[target_feature(enable = "avx512f,avx512dq")]
 pub(crate) fn q3_search(x: &[F16; 16], nmax: i32) -> SearchOut {
     let zero = _mm512_setzero_ps();
-    let lo = _mm512_set1_epi32(-nmax);
-    let hi = _mm512_set1_epi32(nmax - 1);
     // Largest magnitude and the signed value of its first occurrence, as
     // C's `if (ax > amax)` scan from 0 (NaN never wins): the maximum of the
     // non-NaN magnitudes, then the first element reaching it (only lanes
@@ -323,7 +323,8 @@ pub(crate) fn q3_search(x: &[F16; 16], nmax: i32) -> SearchOut {
     let iscale = div(splat(-(nmax as f32)), max);
     let w: [F16; 16] = std::array::from_fn(|i| mul(x[i], x[i]));
     let wx: [F16; 16] = std::array::from_fn(|i| mul(w[i], x[i]));
-    let mut l: [F16; 16] = std::array::from_fn(|i| nint_clamp(mul(iscale, x[i]), lo, hi));
+    let (lo, hi) = (-nmax, nmax - 1);
+    let mut l: [F16; 16] = std::array::from_fn(|i| nint_clamp_5(mul(iscale, x[i]), lo, hi));
     // Cached per-element terms `(w·x)·l` and `(w·l)·l` of the current
     // levels, and `sumlx²`: the same products ggml recomputes.
     let mut wxl: [F16; 16] = std::array::from_fn(|i| mul(wx[i], l[i]));
@@ -341,7 +342,7 @@ pub(crate) fn q3_search(x: &[F16; 16], nmax: i32) -> SearchOut {
             let li = l[i];
             let slx = sub(sumlx, wxl[i]);
             let sl2 = sub(suml2, wl2[i]);
-            let new_l = nint_clamp(div(mul(x[i], sl2), slx), lo, hi);
+            let new_l = nint_clamp_5(div(mul(x[i], sl2), slx), lo, hi);
             let nwxl = mul(wx[i], new_l);
             let nwl2 = mul(mul(w[i], new_l), new_l);
             let slx2 = add(slx, nwxl);
