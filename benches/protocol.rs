@@ -234,6 +234,7 @@ fn gate_report(
     for ty in PLAN_LADDER {
         head += &format!(" {:>7}", ty.format().name);
     }
+    println!("(a layer whose rows do not fit a type is measured at llama.cpp's fallback, as the planner does)");
     println!("{head}  smallest passing");
     let (mut f32_total, mut least) = (0usize, 0usize);
     for ((name, _, _), t) in block.iter().zip(tensors) {
