@@ -14,10 +14,9 @@
 #                        (default: every C test but qat-demo, see below)
 #        GGML_QAT_JOBS   build parallelism (default 2)
 #
-# qat-demo is left out by default: at the time of writing it stops early
-# (the mixed-precision plan refuses the 75% target) and returns without
-# freeing, which both tools rightly report. Include it with
-# MEMCHECK_TESTS='test-|qat-demo'.
+# qat-demo is left out by default: it passes under AddressSanitizer, but
+# its measurements (hundreds of matrix products) take more than 15 minutes
+# under valgrind. Include it with MEMCHECK_TESTS='test-|qat-demo'.
 set -eu
 . "$(dirname "$0")/env.sh"
 cd "$root"
