@@ -4,14 +4,16 @@
 //! a virtual machine waking an idle virtual CPU can take milliseconds, and
 //! the scheduler may first queue the woken thread behind the busy one. A
 //! job of a few milliseconds (a 32 MiB tensor quantized to Q4_0) then runs
-//! mostly on one thread. Here every thread of the pool is started at once
-//! and takes the next piece from a shared counter, so a thread that starts
-//! late simply takes fewer pieces.
+//! mostly on one thread. Here one task per thread of the pool is queued at
+//! once (so every sleeping thread is woken together), and each task takes
+//! the next piece from a shared counter until none is left: a thread that
+//! starts late simply takes fewer pieces, and a thread that is busy
+//! elsewhere takes none (its task finds the counter exhausted).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// Run `work` once on each item, on all threads of the current rayon pool
+/// Run `work` once on each item, on the threads of the current rayon pool
 /// (the global pool outside any pool). Items are taken in order from a
 /// shared counter; which thread runs which item does not change any result.
 /// With one item, or a pool of one thread, everything runs on the caller.
@@ -20,17 +22,26 @@ pub(crate) fn for_each_item<T: Send>(items: Vec<T>, work: impl Fn(T) + Sync) {
         items.into_iter().for_each(work);
         return;
     }
+    let tasks = rayon::current_num_threads().min(items.len());
     // Each slot is taken exactly once (the counter hands out each index to
-    // one thread), so the locks are never contended; they only make the
+    // one task), so the locks are never contended; they only make the
     // hand-over of `T` safe.
     let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
     let next = AtomicUsize::new(0);
-    rayon::broadcast(|_| {
+    let drain = || {
         while let Some(slot) = slots.get(next.fetch_add(1, Ordering::Relaxed)) {
             let item = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(item) = item {
                 work(item);
             }
+        }
+    };
+    // `in_place_scope` queues the tasks from the calling thread, all at
+    // once (`scope` would first move to one worker, which would then wake
+    // the others one by one).
+    rayon::in_place_scope(|s| {
+        for _ in 0..tasks {
+            s.spawn(|_| drain());
         }
     });
 }
@@ -68,6 +79,30 @@ mod tests {
             })
         });
         assert!(out.iter().flatten().all(|&v| v == 1));
+    }
+
+    #[test]
+    fn a_busy_thread_of_the_pool_does_not_hold_the_work_up() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        // One worker blocks until released; the work must still finish.
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        pool.spawn(move || {
+            let _ = wait.recv();
+        });
+        let (done, finished) = std::sync::mpsc::channel();
+        let runner = std::thread::spawn(move || {
+            let mut out = vec![0u8; 64];
+            pool.install(|| for_each_item(out.iter_mut().collect(), |v| *v = 1));
+            done.send(out.iter().all(|&v| v == 1)).unwrap();
+            pool
+        });
+        let ok = finished.recv_timeout(std::time::Duration::from_secs(20));
+        release.send(()).unwrap();
+        drop(runner.join());
+        assert_eq!(ok, Ok(true), "the work waited for the busy thread");
     }
 
     #[test]
