@@ -94,7 +94,7 @@ mod tests {
         });
         let (done, finished) = std::sync::mpsc::channel();
         let runner = std::thread::spawn(move || {
-            let mut out = vec![0u8; 64];
+            let mut out = [0u8; 64];
             pool.install(|| for_each_item(out.iter_mut().collect(), |v| *v = 1));
             done.send(out.iter().all(|&v| v == 1)).unwrap();
             pool
