@@ -68,18 +68,15 @@ pub fn load() -> Result<Vec<Matrix>, String> {
             if entry["dtype"] != "F32" {
                 return Err(format!("{name}: not an F32 tensor"));
             }
-            let dims: Vec<usize> = entry["shape"]
-                .as_array()
-                .ok_or(format!("{name}: no shape"))?
-                .iter()
-                .filter_map(|d| d.as_u64().map(|d| d as usize))
-                .collect();
-            let range: Vec<usize> = entry["data_offsets"]
-                .as_array()
-                .ok_or(format!("{name}: no data offsets"))?
-                .iter()
-                .filter_map(|d| d.as_u64().map(|d| d as usize))
-                .collect();
+            let numbers = |key: &str| -> Result<Vec<usize>, String> {
+                Ok(entry[key]
+                    .as_array()
+                    .ok_or(format!("{name}: no {key}"))?
+                    .iter()
+                    .filter_map(|d| d.as_u64().map(|d| d as usize))
+                    .collect())
+            };
+            let (dims, range) = (numbers("shape")?, numbers("data_offsets")?);
             let (&ne0, [begin, end]) = (
                 dims.last().ok_or(format!("{name}: empty shape"))?,
                 range.as_slice(),
