@@ -344,135 +344,126 @@ fn block_weights(x: &[f32; QK], qw: &[f32], sigma2: f32) -> [f32; QK] {
     w
 }
 
+/// An AVX2 row kernel (`simd::quantize_row_*`), as the skeleton below takes
+/// it: `None` off x86-64.
+type FastRow<B> = Option<unsafe fn(&[f32], &mut [B])>;
+
+/// The [`FastRow`] of `simd::$kernel` (`None` off x86-64).
+macro_rules! fast_row {
+    ($kernel:ident) => {{
+        #[cfg(target_arch = "x86_64")]
+        let f: FastRow<_> = Some(simd::$kernel);
+        #[cfg(not(target_arch = "x86_64"))]
+        let f: FastRow<_> = None;
+        f
+    }};
+}
+
+/// The row quantizer of a 32-element format with importance weights
+/// (ggml's `quantize_qX_Y` on one row): without an imatrix, the AVX2 row
+/// kernel `fast` when the CPU has it, else `reference` block by block; with
+/// one, `weighted` on each block and ggml's weights of that block.
+fn quantize_row_blocks<B: ByteBlock>(
+    src: &[f32],
+    dst: &mut [u8],
+    imatrix: Option<&[f32]>,
+    fast: FastRow<B>,
+    reference: fn(&[f32; QK], &mut B),
+    weighted: fn(&[f32; QK], &[f32; QK], &mut B),
+) {
+    let ys = blocks_mut::<B>(dst);
+    assert_eq!(src.len(), ys.len() * QK);
+    let Some(qw) = imatrix else {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(fast) = fast.filter(|_| simd::available()) {
+            // SAFETY: AVX2 and F16C are available (checked just above).
+            unsafe { fast(src, ys) };
+            return;
+        }
+        let _ = fast;
+        for (x, y) in src.chunks_exact(QK).zip(ys) {
+            reference(block_slice(x), y);
+        }
+        return;
+    };
+    assert_eq!(qw.len(), src.len());
+    let sigma2 = row_sigma2(src);
+    for ((x, qw), y) in src.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(ys) {
+        let x = block_slice(x);
+        weighted(x, &block_weights(x, qw, sigma2), y);
+    }
+}
+
 /// Quantize a row to Q4_0 (`quantize_q4_0` on one row).
 pub fn quantize_row_q4_0(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    let ys = blocks_mut::<BlockQ4_0>(dst);
-    assert_eq!(src.len(), ys.len() * QK);
-    match imatrix {
-        None => {
-            #[cfg(target_arch = "x86_64")]
-            if simd::available() {
-                // SAFETY: AVX2 and F16C are available (checked just above).
-                unsafe { simd::quantize_row_q4_0(src, ys) };
-                return;
+    quantize_row_blocks::<BlockQ4_0>(
+        src,
+        dst,
+        imatrix,
+        fast_row!(quantize_row_q4_0),
+        quantize_block_q4_0_ref,
+        |x, w, y| {
+            let mut l = [0i8; QK];
+            y.d = f16_bytes(make_qx_quants(8, x, &mut l, 1, Some(w)));
+            for j in 0..QK / 2 {
+                y.qs[j] = (l[j] as u8) | ((l[j + QK / 2] as u8) << 4);
             }
-            for (x, y) in src.chunks_exact(QK).zip(ys) {
-                quantize_block_q4_0_ref(block_slice(x), y);
-            }
-        }
-        Some(qw) => {
-            assert_eq!(qw.len(), src.len());
-            let sigma2 = row_sigma2(src);
-            for ((x, qw), y) in src.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(ys) {
-                let x = block_slice(x);
-                let w = block_weights(x, qw, sigma2);
-                let mut l = [0i8; QK];
-                let d = make_qx_quants(8, x, &mut l, 1, Some(&w));
-                y.d = f16_bytes(d);
-                for j in 0..QK / 2 {
-                    y.qs[j] = (l[j] as u8) | ((l[j + QK / 2] as u8) << 4);
-                }
-            }
-        }
-    }
+        },
+    );
 }
 
 /// Quantize a row to Q4_1 (`quantize_q4_1` on one row).
 pub fn quantize_row_q4_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    let ys = blocks_mut::<BlockQ4_1>(dst);
-    assert_eq!(src.len(), ys.len() * QK);
-    match imatrix {
-        None => {
-            #[cfg(target_arch = "x86_64")]
-            if simd::available() {
-                // SAFETY: AVX2 and F16C are available (checked just above).
-                unsafe { simd::quantize_row_q4_1(src, ys) };
-                return;
+    quantize_row_blocks::<BlockQ4_1>(
+        src,
+        dst,
+        imatrix,
+        fast_row!(quantize_row_q4_1),
+        quantize_block_q4_1_ref,
+        |x, w, y| {
+            let mut l = [0u8; QK];
+            let (d, min) = make_qkx3_quants(15, x, Some(w), &mut l, -0.9, 0.05, 36, false);
+            y.d = f16_bytes(d);
+            y.m = f16_bytes(-min);
+            for j in 0..QK / 2 {
+                y.qs[j] = l[j] | (l[j + QK / 2] << 4);
             }
-            for (x, y) in src.chunks_exact(QK).zip(ys) {
-                quantize_block_q4_1_ref(block_slice(x), y);
-            }
-        }
-        Some(qw) => {
-            assert_eq!(qw.len(), src.len());
-            let sigma2 = row_sigma2(src);
-            for ((x, qw), y) in src.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(ys) {
-                let x = block_slice(x);
-                let w = block_weights(x, qw, sigma2);
-                let mut l = [0u8; QK];
-                let (d, min) = make_qkx3_quants(15, x, Some(&w), &mut l, -0.9, 0.05, 36, false);
-                y.d = f16_bytes(d);
-                y.m = f16_bytes(-min);
-                for j in 0..QK / 2 {
-                    y.qs[j] = l[j] | (l[j + QK / 2] << 4);
-                }
-            }
-        }
-    }
+        },
+    );
 }
 
 /// Quantize a row to Q5_0 (`quantize_q5_0` on one row).
 pub fn quantize_row_q5_0(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    let ys = blocks_mut::<BlockQ5_0>(dst);
-    assert_eq!(src.len(), ys.len() * QK);
-    match imatrix {
-        None => {
-            #[cfg(target_arch = "x86_64")]
-            if simd::available() {
-                // SAFETY: AVX2 and F16C are available (checked just above).
-                unsafe { simd::quantize_row_q5_0(src, ys) };
-                return;
-            }
-            for (x, y) in src.chunks_exact(QK).zip(ys) {
-                quantize_block_q5_0_ref(block_slice(x), y);
-            }
-        }
-        Some(qw) => {
-            assert_eq!(qw.len(), src.len());
-            let sigma2 = row_sigma2(src);
-            for ((x, qw), y) in src.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(ys) {
-                let x = block_slice(x);
-                let w = block_weights(x, qw, sigma2);
-                let mut l = [0i8; QK];
-                let d = make_qx_quants(16, x, &mut l, 1, Some(&w));
-                y.d = f16_bytes(d);
-                let l = l.map(|v| v as u8);
-                y.qh = pack_q5(&l, &mut y.qs);
-            }
-        }
-    }
+    quantize_row_blocks::<BlockQ5_0>(
+        src,
+        dst,
+        imatrix,
+        fast_row!(quantize_row_q5_0),
+        quantize_block_q5_0_ref,
+        |x, w, y| {
+            let mut l = [0i8; QK];
+            y.d = f16_bytes(make_qx_quants(16, x, &mut l, 1, Some(w)));
+            y.qh = pack_q5(&l.map(|v| v as u8), &mut y.qs);
+        },
+    );
 }
 
 /// Quantize a row to Q5_1 (`quantize_q5_1` on one row).
 pub fn quantize_row_q5_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    let ys = blocks_mut::<BlockQ5_1>(dst);
-    assert_eq!(src.len(), ys.len() * QK);
-    match imatrix {
-        None => {
-            #[cfg(target_arch = "x86_64")]
-            if simd::available() {
-                // SAFETY: AVX2 and F16C are available (checked just above).
-                unsafe { simd::quantize_row_q5_1(src, ys) };
-                return;
-            }
-            for (x, y) in src.chunks_exact(QK).zip(ys) {
-                quantize_block_q5_1_ref(block_slice(x), y);
-            }
-        }
-        Some(qw) => {
-            assert_eq!(qw.len(), src.len());
-            let sigma2 = row_sigma2(src);
-            for ((x, qw), y) in src.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(ys) {
-                let x = block_slice(x);
-                let w = block_weights(x, qw, sigma2);
-                let mut l = [0u8; QK];
-                let (d, min) = make_qkx3_quants(31, x, Some(&w), &mut l, -0.9, 0.05, 36, false);
-                y.d = f16_bytes(d);
-                y.m = f16_bytes(-min);
-                y.qh = pack_q5(&l, &mut y.qs);
-            }
-        }
-    }
+    quantize_row_blocks::<BlockQ5_1>(
+        src,
+        dst,
+        imatrix,
+        fast_row!(quantize_row_q5_1),
+        quantize_block_q5_1_ref,
+        |x, w, y| {
+            let mut l = [0u8; QK];
+            let (d, min) = make_qkx3_quants(31, x, Some(w), &mut l, -0.9, 0.05, 36, false);
+            y.d = f16_bytes(d);
+            y.m = f16_bytes(-min);
+            y.qh = pack_q5(&l, &mut y.qs);
+        },
+    );
 }
 
 /// Quantize a row to Q8_0 (`quantize_q8_0`: the importance matrix is unused).
