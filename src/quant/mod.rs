@@ -155,6 +155,22 @@ pub enum QuantError {
     NotImplemented { ty: QuantType },
 }
 
+/// `ty`'s registry entry and the bytes of one row of `n_per_row` elements.
+fn row_geometry(ty: QuantType, n_per_row: usize) -> Result<(&'static Format, usize), QuantError> {
+    let f = all_formats()
+        .find(|f| f.ty == ty)
+        .ok_or(QuantError::NotImplemented { ty })?;
+    let row_bytes =
+        f.row_bytes(n_per_row)
+            .filter(|_| n_per_row > 0)
+            .ok_or(QuantError::RowNotBlockAligned {
+                ty,
+                n_per_row,
+                block: f.block_size,
+            })?;
+    Ok((f, row_bytes))
+}
+
 /// Quantize `src` (rows of `n_per_row` floats) into `dst`, rows in parallel on
 /// the current rayon pool. Same bytes as
 /// `ggml_quantize_chunk(ty, src, dst, 0, nrows, n_per_row, imatrix)`.
@@ -165,18 +181,7 @@ pub fn quantize_rows(
     dst: &mut [u8],
     imatrix: Option<&[f32]>,
 ) -> Result<(), QuantError> {
-    if !is_implemented(ty) {
-        return Err(QuantError::NotImplemented { ty });
-    }
-    let f = format(ty);
-    let row_bytes =
-        f.row_bytes(n_per_row)
-            .filter(|_| n_per_row > 0)
-            .ok_or(QuantError::RowNotBlockAligned {
-                ty,
-                n_per_row,
-                block: f.block_size,
-            })?;
+    let (f, row_bytes) = row_geometry(ty, n_per_row)?;
     if src.len() % n_per_row != 0 {
         return Err(QuantError::BadLength {
             got: src.len(),
@@ -221,18 +226,7 @@ pub fn dequantize_rows(
     n_per_row: usize,
     dst: &mut [f32],
 ) -> Result<(), QuantError> {
-    if !is_implemented(ty) {
-        return Err(QuantError::NotImplemented { ty });
-    }
-    let f = format(ty);
-    let row_bytes =
-        f.row_bytes(n_per_row)
-            .filter(|_| n_per_row > 0)
-            .ok_or(QuantError::RowNotBlockAligned {
-                ty,
-                n_per_row,
-                block: f.block_size,
-            })?;
+    let (f, row_bytes) = row_geometry(ty, n_per_row)?;
     if dst.len() % n_per_row != 0 || src.len() != dst.len() / n_per_row * row_bytes {
         return Err(QuantError::BadLength {
             got: src.len(),
