@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{make_imatrix, make_input, shapes, Input};
+use common::{first_byte_diff, first_float_diff, make_imatrix, make_input, shapes, Input};
 use ggml_qat::ggml::reference;
 use ggml_qat::quant::kquants::{q2k, q3k, q4k, q5k, q6k};
 use ggml_qat::quant::{dequantize_rows, format, quantize_rows, QuantType};
@@ -47,26 +47,6 @@ fn other_row_fns(ty: QuantType) -> Vec<(&'static str, RowFn)> {
         _ => {}
     }
     v
-}
-
-/// Position and values of the first differing byte, if any.
-fn first_byte_diff(a: &[u8], b: &[u8]) -> Option<(usize, u8, u8)> {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .enumerate()
-        .find(|(_, (x, y))| x != y)
-        .map(|(i, (x, y))| (i, *x, *y))
-}
-
-/// Position and values of the first float whose bits differ, if any.
-fn first_float_diff(a: &[f32], b: &[f32]) -> Option<(usize, f32, f32)> {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .enumerate()
-        .find(|(_, (x, y))| x.to_bits() != y.to_bits())
-        .map(|(i, (x, y))| (i, *x, *y))
 }
 
 /// All cases of one type; returns the number of cases checked.

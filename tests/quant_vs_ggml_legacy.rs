@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{make_imatrix, make_input, shapes, Input, Rng};
+use common::{first_byte_diff, first_float_diff, make_imatrix, make_input, shapes, Input, Rng};
 use ggml_qat::ggml::reference;
 use ggml_qat::quant::float::{bf16_to_fp32, fp16_to_fp32, fp32_to_bf16, fp32_to_fp16};
 use ggml_qat::quant::{dequantize_rows, format, quantize_rows, QuantType};
@@ -25,26 +25,6 @@ fn types() -> Vec<QuantType> {
         .collect();
     assert_eq!(all.len(), 10, "F32, F16, BF16, Q4_0..Q8_0, IQ4_NL, IQ4_XS");
     all
-}
-
-/// Position and values of the first differing byte, if any.
-fn first_byte_diff(a: &[u8], b: &[u8]) -> Option<(usize, u8, u8)> {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .enumerate()
-        .find(|(_, (x, y))| x != y)
-        .map(|(i, (x, y))| (i, *x, *y))
-}
-
-/// Position and values of the first float whose bits differ, if any.
-fn first_float_diff(a: &[f32], b: &[f32]) -> Option<(usize, f32, f32)> {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .enumerate()
-        .find(|(_, (x, y))| x.to_bits() != y.to_bits())
-        .map(|(i, (x, y))| (i, *x, *y))
 }
 
 /// ggml's `to_float` of `ty`; F32 has none in ggml's type traits (its

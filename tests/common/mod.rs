@@ -153,3 +153,23 @@ pub fn weights(class: Weights, len: usize, seed: u64) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Position and values of the first differing byte, if any.
+pub fn first_byte_diff(a: &[u8], b: &[u8]) -> Option<(usize, u8, u8)> {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .find(|(_, (x, y))| x != y)
+        .map(|(i, (x, y))| (i, *x, *y))
+}
+
+/// Position and values of the first float whose bits differ, if any.
+pub fn first_float_diff(a: &[f32], b: &[f32]) -> Option<(usize, f32, f32)> {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .find(|(_, (x, y))| x.to_bits() != y.to_bits())
+        .map(|(i, (x, y))| (i, *x, *y))
+}
