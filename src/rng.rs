@@ -3,7 +3,7 @@
 //! whatever the number of threads that compute them.
 
 /// SplitMix64's finalizer: a bijective 64-bit mix.
-pub(crate) fn mix64(mut z: u64) -> u64 {
+fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -82,6 +82,26 @@ impl Stream {
     pub fn below(&mut self, n: u64) -> u64 {
         self.counter += 1;
         ((self.bits_at(self.counter - 1) as u128 * n as u128) >> 64) as u64
+    }
+}
+
+/// xorshift64 (13, 7, 17) for the unit tests' pseudo-random inputs.
+#[cfg(test)]
+pub(crate) struct TestRng(pub(crate) u64);
+#[cfg(test)]
+impl TestRng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub(crate) fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    pub(crate) fn gauss(&mut self) -> f32 {
+        let s: f32 = (0..4).map(|_| self.unit()).sum();
+        (s - 2.0) * 1.7
     }
 }
 

@@ -651,13 +651,8 @@ mod tests {
         if !simd::available() {
             return;
         }
-        let mut s = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut r = crate::rng::TestRng(0x2545_F491_4F6C_DD1D);
+        let mut next = move || r.next();
         for b in 0..20_000 {
             let scale = f32::from_bits(((next() % 200 + 27) << 23) as u32);
             let mut x = [0.0f32; QK4_NL];

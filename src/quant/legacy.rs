@@ -1169,13 +1169,8 @@ mod tests {
     /// subnormals and scales at the F16 edges.
     fn awkward_blocks() -> Vec<f32> {
         let mut out = Vec::new();
-        let mut s = 0x1234_5678u64;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut r = crate::rng::TestRng(0x1234_5678);
+        let mut next = move || r.next();
         let pool = [
             0.0,
             -0.0,
@@ -1248,15 +1243,8 @@ mod dequant_tests {
     /// bit on random bytes, NaN/∞/subnormal scales included.
     #[test]
     fn row_dequantizers_equal_scalar() {
-        let mut s = 0x9E37_79B9_7F4A_7C15u64;
-        let bytes: Vec<u8> = (0..34 * 20000)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                s as u8
-            })
-            .collect();
+        let mut r = crate::rng::TestRng(0x9E37_79B9_7F4A_7C15);
+        let bytes: Vec<u8> = (0..34 * 20000).map(|_| r.next() as u8).collect();
         fn check<B: ByteBlock>(
             name: &str,
             bytes: &[u8],

@@ -276,11 +276,10 @@ mod tests {
         assert_eq!(QuantType::from_ggml(-1), None);
     }
 
-    /// Pseudo-random bytes (SplitMix64).
+    /// Pseudo-random bytes.
     fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        (0..n as u64)
-            .map(|i| (crate::rng::mix64(seed ^ (i / 8)) >> (8 * (i % 8))) as u8)
-            .collect()
+        let mut r = crate::rng::TestRng(0x9E37_79B9_7F4A_7C15 ^ seed);
+        (0..n).map(|_| r.next() as u8).collect()
     }
 
     #[test]

@@ -350,22 +350,7 @@ pub static FORMATS: &[Format] = &[
 pub(crate) mod test_blocks {
     use super::QK_K;
 
-    pub(crate) struct Rng(pub(crate) u64);
-    impl Rng {
-        pub(crate) fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        pub(crate) fn unit(&mut self) -> f32 {
-            (self.next() >> 40) as f32 / (1u64 << 24) as f32
-        }
-        pub(crate) fn gauss(&mut self) -> f32 {
-            let s: f32 = (0..4).map(|_| self.unit()).sum();
-            (s - 2.0) * 1.7
-        }
-    }
+    pub(crate) use crate::rng::TestRng as Rng;
 
     /// Super-blocks of one of several classes: Gaussian at magnitudes from
     /// 1e-38 to 1e38, small integers and halves (exact rounding ties), sparse

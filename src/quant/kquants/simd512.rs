@@ -521,13 +521,8 @@ mod tests {
         if !super::super::has_avx512() {
             return;
         }
-        let mut s = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut r = crate::rng::TestRng(0x2545_F491_4F6C_DD1D);
+        let mut next = move || r.next();
         for (lo, hi) in [(-32, 31), (-4, 3), (-128, 127), (0, 0)] {
             for round in 0..100_000 {
                 let v: [f32; 16] = std::array::from_fn(|_| match round % 3 {
@@ -561,13 +556,8 @@ mod tests {
         if !super::super::has_avx512() {
             return;
         }
-        let mut s = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut r = crate::rng::TestRng(0x2545_F491_4F6C_DD1D);
+        let mut next = move || r.next();
         let specials = [
             f32::NAN,
             f32::INFINITY,
