@@ -343,31 +343,34 @@ pub(crate) fn q3_search(x: &[F16; 16], nmax: i32) -> SearchOut {
             let slx = sub(sumlx, wxl[i]);
             let sl2 = sub(suml2, wl2[i]);
             let new_l = nint_clamp_5(div(mul(x[i], sl2), slx), lo, hi);
-            let nwxl = mul(wx[i], new_l);
-            let nwl2 = mul(mul(w[i], new_l), new_l);
-            let slx2 = add(slx, nwxl);
-            let sl22 = add(sl2, nwl2);
-            let slx2sq = mul(slx2, slx2);
             let m = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(slx, zero);
             let m = _mm512_mask_cmp_ps_mask::<_CMP_NEQ_OQ>(m, new_l, li);
-            let m = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(m, sl22, zero);
-            let upd =
-                _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(m, mul(slx2sq, suml2), mul(sumlx2, sl22));
-            // Updates are rare after the first pass: branching over them
-            // lets the next elements start before this one is decided.
-            if upd != 0 {
-                l[i] = _mm512_mask_mov_ps(li, upd, new_l);
-                wxl[i] = _mm512_mask_mov_ps(wxl[i], upd, nwxl);
-                wl2[i] = _mm512_mask_mov_ps(wl2[i], upd, nwl2);
-                sumlx = _mm512_mask_mov_ps(sumlx, upd, slx2);
-                suml2 = _mm512_mask_mov_ps(suml2, upd, sl22);
-                sumlx2 = _mm512_mask_mov_ps(sumlx2, upd, slx2sq);
-                quiet = 0;
-            } else {
-                quiet += 1;
-                if quiet == 16 {
-                    break 'passes;
+            // After the first pass most steps propose no new level in any
+            // lane: branching here skips the rest of the step for them, and
+            // an update is known (mispredicted) sooner.
+            if m != 0 {
+                let nwxl = mul(wx[i], new_l);
+                let nwl2 = mul(mul(w[i], new_l), new_l);
+                let slx2 = add(slx, nwxl);
+                let sl22 = add(sl2, nwl2);
+                let slx2sq = mul(slx2, slx2);
+                let m = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(m, sl22, zero);
+                let upd =
+                    _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(m, mul(slx2sq, suml2), mul(sumlx2, sl22));
+                if upd != 0 {
+                    l[i] = _mm512_mask_mov_ps(li, upd, new_l);
+                    wxl[i] = _mm512_mask_mov_ps(wxl[i], upd, nwxl);
+                    wl2[i] = _mm512_mask_mov_ps(wl2[i], upd, nwl2);
+                    sumlx = _mm512_mask_mov_ps(sumlx, upd, slx2);
+                    suml2 = _mm512_mask_mov_ps(suml2, upd, sl22);
+                    sumlx2 = _mm512_mask_mov_ps(sumlx2, upd, slx2sq);
+                    quiet = 0;
+                    continue;
                 }
+            }
+            quiet += 1;
+            if quiet == 16 {
+                break 'passes;
             }
         }
     }
