@@ -324,17 +324,41 @@ mod avx512 {
 
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
     pub(super) fn quantize_blocks_ref(src: &[f32], blocks: &mut [BlockQ3K]) {
-        for (i, y) in blocks.iter_mut().enumerate() {
-            block(block_at(src, i), y);
+        use std::arch::x86_64::_mm512_setzero_ps;
+        let mut groups = blocks.chunks_exact_mut(GROUP);
+        let mut i = 0;
+        let mut r: [simd512::SearchOut; GROUP] =
+            std::array::from_fn(|_| simd512::SearchOut::zero());
+        let mut xt = [[_mm512_setzero_ps(); 16]; GROUP];
+        let mut state: [simd512::Q3Search; GROUP] =
+            std::array::from_fn(|_| simd512::Q3Search::zero());
+        for ys in &mut groups {
+            let xs: [&[f32; QK_K]; GROUP] = std::array::from_fn(|g| block_at(src, i + g));
+            for g in 0..GROUP {
+                simd512::load_transposed16_into(xs[g], &mut xt[g]);
+            }
+            simd512::q3_search_group(xt.each_ref(), 4, &mut state, &mut r);
+            for g in 0..GROUP {
+                block(xs[g], &r[g], &mut ys[g]);
+            }
+            i += GROUP;
+        }
+        for y in groups.into_remainder() {
+            let x = block_at(src, i);
+            block(x, &simd512::q3_search(&simd512::load_transposed16(x), 4), y);
+            i += 1;
         }
     }
 
+    /// Super-blocks searched together by [`simd512::q3_search_group`].
+    const GROUP: usize = 2;
+
+    /// The scales, requantization and packing of a super-block from its
+    /// search result.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-    fn block(x: &[f32; QK_K], y: &mut BlockQ3K) {
+    fn block(x: &[f32; QK_K], r: &simd512::SearchOut, y: &mut BlockQ3K) {
         use std::arch::x86_64::*;
-        let xt = simd512::load_transposed16(x);
-        let r = simd512::q3_search(&xt, 4);
         let dv = simd512::q3_scales(r.scale, &mut y.scales, &mut y.d);
         // 1/d once for all sub-blocks, for the requantization shortcut,
         // which needs 2^-100 <= |d| <= 2^100.
@@ -372,9 +396,10 @@ mod tests {
     #[test]
     fn simd_paths_match_scalar() {
         let mut r = Rng(0x9E37_79B9_7F4A_7C15);
-        let bpr = 16;
-        let row_bytes = bpr * std::mem::size_of::<BlockQ3K>();
         for row in 0..2000u64 {
+            // Odd lengths too: the AVX-512 path searches blocks in pairs.
+            let bpr = if row % 4 == 3 { 3 } else { 16 };
+            let row_bytes = bpr * std::mem::size_of::<BlockQ3K>();
             let mut src = Vec::with_capacity(bpr * QK_K);
             for b in 0..bpr as u64 {
                 src.extend_from_slice(&make_block(&mut r, row * 7 + b));

@@ -92,12 +92,19 @@ fn splat(v: f32) -> F16 {
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq")]
 pub(crate) fn load_transposed16(x: &[f32; 256]) -> [F16; 16] {
-    let t = super::simd::load_transposed::<16, 2>(x);
     let mut out = [_mm512_setzero_ps(); 16];
+    load_transposed16_into(x, &mut out);
+    out
+}
+
+/// [`load_transposed16`] into `out`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq")]
+pub(crate) fn load_transposed16_into(x: &[f32; 256], out: &mut [F16; 16]) {
+    let t = super::simd::load_transposed::<16, 2>(x);
     for i in 0..16 {
         out[i] = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(t[i][0]), t[i][1]);
     }
-    out
 }
 
 /// Per-lane result of [`q3_search`] and [`qx_search`].
@@ -107,6 +114,14 @@ pub(crate) struct SearchOut {
     /// The levels, offset by `nmax` (0 for all-zero lanes): lane `j` of
     /// `l[i]` is level `i` of sub-block `j`.
     pub l: [__m512i; 16],
+}
+
+impl SearchOut {
+    /// All zeros (a value to overwrite).
+    pub(crate) fn zero() -> Self {
+        // SAFETY: all-zero bits are valid vectors.
+        unsafe { std::mem::zeroed() }
+    }
 }
 
 /// Largest magnitude of each lane and the signed value of its first
@@ -303,87 +318,238 @@ pub(crate) fn qx_search(x: &[F16; 16], w: &[F16; 16], nmax: i32) -> SearchOut {
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq")]
 pub(crate) fn q3_search(x: &[F16; 16], nmax: i32) -> SearchOut {
-    let zero = _mm512_setzero_ps();
-    // Largest magnitude and the signed value of its first occurrence, as
-    // C's `if (ax > amax)` scan from 0 (NaN never wins): the maximum of the
-    // non-NaN magnitudes, then the first element reaching it (only lanes
-    // where it is positive matter: the others are below GROUP_MAX_EPS).
-    let mut amax = zero;
-    for i in 0..16 {
-        // `max_ps(a, b)` gives `b` when `a` is NaN.
-        amax = _mm512_max_ps(_mm512_abs_ps(x[i]), amax);
-    }
-    let mut max = zero;
-    for i in (0..16).rev() {
-        let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(x[i]), amax);
-        max = _mm512_mask_mov_ps(max, hit, x[i]);
-    }
-    let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(amax, splat(crate::quant::search::GROUP_MAX_EPS));
+    let mut s = Q3Search::zero();
+    s.start(x, nmax);
+    s.refine(x, nmax, 0, 0);
+    let mut out = SearchOut::zero();
+    s.finish(nmax, &mut out);
+    out
+}
 
-    let iscale = div(splat(-(nmax as f32)), max);
-    let w: [F16; 16] = std::array::from_fn(|i| mul(x[i], x[i]));
-    let wx: [F16; 16] = std::array::from_fn(|i| mul(w[i], x[i]));
-    let (lo, hi) = (-nmax, nmax - 1);
-    let mut l: [F16; 16] = std::array::from_fn(|i| nint_clamp_5(mul(iscale, x[i]), lo, hi));
-    // Cached per-element terms `(w·x)·l` and `(w·l)·l` of the current
-    // levels, and `sumlx²`: the same products ggml recomputes.
-    let mut wxl: [F16; 16] = std::array::from_fn(|i| mul(wx[i], l[i]));
-    let mut wl2: [F16; 16] = std::array::from_fn(|i| mul(mul(w[i], l[i]), l[i]));
-    let mut sumlx = zero;
-    let mut suml2 = zero;
-    for i in 0..16 {
-        sumlx = add(sumlx, wxl[i]);
-        suml2 = add(suml2, wl2[i]);
+/// [`q3_search`] on `G` super-blocks, with the first pass of the `G`
+/// blocks interleaved and without branches. In the first pass about a
+/// third of the steps update some lane, and a step that updates holds up
+/// the next one for its whole chain of dependent operations (a branch over
+/// it mispredicts after that chain); the `G` independent chains overlap
+/// instead. The later passes, where updates are rare, branch per block as
+/// [`q3_search`] does.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq")]
+pub(crate) fn q3_search_group<const G: usize>(
+    x: [&[F16; 16]; G],
+    nmax: i32,
+    s: &mut [Q3Search; G],
+    out: &mut [SearchOut; G],
+) {
+    for g in 0..G {
+        s[g].start(x[g], nmax);
     }
-    let mut sumlx2 = mul(sumlx, sumlx);
-    let mut quiet = 0;
-    'passes: for _ in 0..5 {
-        for i in 0..16 {
-            let li = l[i];
-            let slx = sub(sumlx, wxl[i]);
-            let sl2 = sub(suml2, wl2[i]);
-            let new_l = nint_clamp_5(div(mul(x[i], sl2), slx), lo, hi);
-            let m = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(slx, zero);
-            let m = _mm512_mask_cmp_ps_mask::<_CMP_NEQ_OQ>(m, new_l, li);
-            // After the first pass most steps propose no new level in any
-            // lane: branching here skips the rest of the step for them, and
-            // an update is known (mispredicted) sooner.
-            if m != 0 {
-                let nwxl = mul(wx[i], new_l);
-                let nwl2 = mul(mul(w[i], new_l), new_l);
-                let slx2 = add(slx, nwxl);
-                let sl22 = add(sl2, nwl2);
-                let slx2sq = mul(slx2, slx2);
-                let m = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(m, sl22, zero);
-                let upd =
-                    _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(m, mul(slx2sq, suml2), mul(sumlx2, sl22));
-                if upd != 0 {
-                    l[i] = _mm512_mask_mov_ps(li, upd, new_l);
-                    wxl[i] = _mm512_mask_mov_ps(wxl[i], upd, nwxl);
-                    wl2[i] = _mm512_mask_mov_ps(wl2[i], upd, nwl2);
-                    sumlx = _mm512_mask_mov_ps(sumlx, upd, slx2);
-                    suml2 = _mm512_mask_mov_ps(suml2, upd, sl22);
-                    sumlx2 = _mm512_mask_mov_ps(sumlx2, upd, slx2sq);
-                    quiet = 0;
-                    continue;
-                }
-            }
-            quiet += 1;
-            if quiet == 16 {
-                break 'passes;
-            }
+    let mut sums: [Sums; G] = std::array::from_fn(|g| s[g].sums);
+    let mut quiet = [0u32; G];
+    for i in 0..16 {
+        for g in 0..G {
+            let b = &mut s[g];
+            let p = propose::<false>(x[g][i], b.l[i], b.wxl[i], b.wl2[i], sums[g], nmax);
+            let upd = p.upd;
+            b.l[i] = _mm512_mask_mov_ps(b.l[i], upd, p.l);
+            b.wxl[i] = _mm512_mask_mov_ps(b.wxl[i], upd, p.wxl);
+            b.wl2[i] = _mm512_mask_mov_ps(b.wl2[i], upd, p.wl2);
+            sums[g] = Sums {
+                lx: _mm512_mask_mov_ps(sums[g].lx, upd, p.sums.lx),
+                l2: _mm512_mask_mov_ps(sums[g].l2, upd, p.sums.l2),
+                lx2: _mm512_mask_mov_ps(sums[g].lx2, upd, p.sums.lx2),
+            };
+            quiet[g] = if upd != 0 { 0 } else { quiet[g] + 1 };
         }
     }
-    let off = _mm512_set1_epi32(nmax);
-    let keep = !tiny;
-    let mut out = [_mm512_setzero_si512(); 16];
-    for i in 0..16 {
-        let q = _mm512_add_epi32(_mm512_cvtps_epi32(l[i]), off);
-        out[i] = _mm512_maskz_mov_epi32(keep, q);
+    for g in 0..G {
+        s[g].sums = sums[g];
+        s[g].refine(x[g], nmax, 1, quiet[g]);
+        s[g].finish(nmax, &mut out[g]);
     }
-    let pos = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(keep, suml2, zero);
-    let scale = _mm512_maskz_div_ps(pos, sumlx, suml2);
-    SearchOut { scale, l: out }
+}
+
+/// `sumlx`, `suml2` and `sumlx²` of every lane.
+#[derive(Clone, Copy)]
+struct Sums {
+    lx: F16,
+    l2: F16,
+    lx2: F16,
+}
+
+/// The refinement state of `make_q3_quants` on the 16 sub-blocks (lanes)
+/// of one super-block.
+pub(crate) struct Q3Search {
+    /// The current levels (not offset) and their terms `(w·x)·l` and
+    /// `(w·l)·l`: the same products ggml recomputes.
+    l: [F16; 16],
+    wxl: [F16; 16],
+    wl2: [F16; 16],
+    sums: Sums,
+    /// Lanes whose largest magnitude is below `GROUP_MAX_EPS`.
+    tiny: __mmask16,
+}
+
+impl Q3Search {
+    /// A state to [`Self::start`] from.
+    pub(crate) fn zero() -> Self {
+        // SAFETY: all-zero bits are valid vectors and masks.
+        unsafe { std::mem::zeroed() }
+    }
+
+    /// The first rounding and its sums, in place.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    fn start(&mut self, x: &[F16; 16], nmax: i32) {
+        let zero = _mm512_setzero_ps();
+        // Largest magnitude and the signed value of its first occurrence,
+        // as C's `if (ax > amax)` scan from 0 (NaN never wins): the maximum
+        // of the non-NaN magnitudes, then the first element reaching it
+        // (only lanes where it is positive matter: the others are below
+        // GROUP_MAX_EPS).
+        let mut amax = zero;
+        for i in 0..16 {
+            // `max_ps(a, b)` gives `b` when `a` is NaN.
+            amax = _mm512_max_ps(_mm512_abs_ps(x[i]), amax);
+        }
+        let mut max = zero;
+        for i in (0..16).rev() {
+            let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(x[i]), amax);
+            max = _mm512_mask_mov_ps(max, hit, x[i]);
+        }
+        self.tiny =
+            _mm512_cmp_ps_mask::<_CMP_LT_OQ>(amax, splat(crate::quant::search::GROUP_MAX_EPS));
+        let iscale = div(splat(-(nmax as f32)), max);
+        let mut lx = zero;
+        let mut l2 = zero;
+        for i in 0..16 {
+            let w = mul(x[i], x[i]);
+            let wx = mul(w, x[i]);
+            let l = nint_clamp_5(mul(iscale, x[i]), -nmax, nmax - 1);
+            let wxl = mul(wx, l);
+            let wl2 = mul(mul(w, l), l);
+            lx = add(lx, wxl);
+            l2 = add(l2, wl2);
+            (self.l[i], self.wxl[i], self.wl2[i]) = (l, wxl, wl2);
+        }
+        self.sums = Sums {
+            lx,
+            l2,
+            lx2: mul(lx, lx),
+        };
+    }
+
+    /// ggml's passes from `pass` (0-based) on, after `quiet` steps without
+    /// a change, stopping at 16 such steps.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    fn refine(&mut self, x: &[F16; 16], nmax: i32, pass: usize, mut quiet: u32) {
+        if quiet >= 16 {
+            return;
+        }
+        // The sums stay in registers through the loop.
+        let mut sums = self.sums;
+        'passes: for _ in pass..5 {
+            for i in 0..16 {
+                let p = propose::<true>(x[i], self.l[i], self.wxl[i], self.wl2[i], sums, nmax);
+                // Updates are rare after the first pass: branching over
+                // them lets the next elements start before this one is
+                // decided.
+                if p.upd != 0 {
+                    self.l[i] = _mm512_mask_mov_ps(self.l[i], p.upd, p.l);
+                    self.wxl[i] = _mm512_mask_mov_ps(self.wxl[i], p.upd, p.wxl);
+                    self.wl2[i] = _mm512_mask_mov_ps(self.wl2[i], p.upd, p.wl2);
+                    sums = Sums {
+                        lx: _mm512_mask_mov_ps(sums.lx, p.upd, p.sums.lx),
+                        l2: _mm512_mask_mov_ps(sums.l2, p.upd, p.sums.l2),
+                        lx2: _mm512_mask_mov_ps(sums.lx2, p.upd, p.sums.lx2),
+                    };
+                    quiet = 0;
+                } else {
+                    quiet += 1;
+                    if quiet == 16 {
+                        break 'passes;
+                    }
+                }
+            }
+        }
+        self.sums = sums;
+    }
+
+    /// The levels offset by `nmax` and the scale `sumlx / suml2`, into `out`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    fn finish(&self, nmax: i32, out: &mut SearchOut) {
+        let off = _mm512_set1_epi32(nmax);
+        let keep = !self.tiny;
+        for i in 0..16 {
+            let q = _mm512_add_epi32(_mm512_cvtps_epi32(self.l[i]), off);
+            out.l[i] = _mm512_maskz_mov_epi32(keep, q);
+        }
+        let pos = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(keep, self.sums.l2, _mm512_setzero_ps());
+        out.scale = _mm512_maskz_div_ps(pos, self.sums.lx, self.sums.l2);
+    }
+}
+
+/// What [`propose`] found: the lanes where a new level lowers the error
+/// (`upd`), with that level, its terms and the sums it gives (meaningful in
+/// `upd` lanes only).
+struct Proposal {
+    upd: __mmask16,
+    l: F16,
+    wxl: F16,
+    wl2: F16,
+    sums: Sums,
+}
+
+/// ggml's step for one element of every lane, from its value `x`, current
+/// level `li`, the level's terms `wxl`, `wl2`, and the sums. `BRANCHY`
+/// returns as soon as no lane proposes a new level (most steps after the
+/// first pass), which also makes an update known (mispredicted) sooner.
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq")]
+fn propose<const BRANCHY: bool>(
+    x: F16,
+    li: F16,
+    wxl: F16,
+    wl2: F16,
+    s: Sums,
+    nmax: i32,
+) -> Proposal {
+    let zero = _mm512_setzero_ps();
+    let slx = sub(s.lx, wxl);
+    let sl2 = sub(s.l2, wl2);
+    let new_l = nint_clamp_5(div(mul(x, sl2), slx), -nmax, nmax - 1);
+    let m = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(slx, zero);
+    let m = _mm512_mask_cmp_ps_mask::<_CMP_NEQ_OQ>(m, new_l, li);
+    if BRANCHY && m == 0 {
+        return Proposal {
+            upd: 0,
+            l: li,
+            wxl,
+            wl2,
+            sums: s,
+        };
+    }
+    let w = mul(x, x);
+    let nwxl = mul(mul(w, x), new_l);
+    let nwl2 = mul(mul(w, new_l), new_l);
+    let slx2 = add(slx, nwxl);
+    let sl22 = add(sl2, nwl2);
+    let slx2sq = mul(slx2, slx2);
+    let m = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(m, sl22, zero);
+    let upd = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(m, mul(slx2sq, s.l2), mul(s.lx2, sl22));
+    Proposal {
+        upd,
+        l: new_l,
+        wxl: nwxl,
+        wl2: nwl2,
+        sums: Sums {
+            lx: slx2,
+            l2: sl22,
+            lx2: slx2sq,
+        },
+    }
 }
 
 /// Lane values of a vector.
