@@ -25,6 +25,7 @@ pub static FORMATS: &[Format] = &[
         block_size: 1,
         block_bytes: 4,
         quantize_row: quantize_row_f32,
+        quantize_row_streaming: None,
         dequantize_row: dequantize_row_f32,
         dequantize_row_streaming: None,
     },
@@ -34,6 +35,7 @@ pub static FORMATS: &[Format] = &[
         block_size: 1,
         block_bytes: 2,
         quantize_row: quantize_row_f16,
+        quantize_row_streaming: Some(quantize_row_f16_streaming),
         dequantize_row: dequantize_row_f16,
         dequantize_row_streaming: None,
     },
@@ -43,6 +45,7 @@ pub static FORMATS: &[Format] = &[
         block_size: 1,
         block_bytes: 2,
         quantize_row: quantize_row_bf16,
+        quantize_row_streaming: Some(quantize_row_bf16_streaming),
         dequantize_row: dequantize_row_bf16,
         dequantize_row_streaming: Some(dequantize_row_bf16_streaming),
     },
@@ -144,10 +147,28 @@ pub fn quantize_row_f16(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
     #[cfg(target_arch = "x86_64")]
     if simd::has_f16c() {
         // SAFETY: the CPU supports AVX2 and F16C (checked just above).
-        unsafe { simd::fp32_to_fp16_row(src, dst) };
+        unsafe { simd::fp32_to_fp16_row::<false>(src, dst) };
         return;
     }
     fp32_to_fp16_row_scalar(src, dst);
+}
+
+/// [`quantize_row_f16`] with non-temporal stores (the same bytes; plain
+/// stores when `dst` is not 16-byte aligned).
+pub fn quantize_row_f16_streaming(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    check_lengths(src.len(), dst.len(), 2);
+    #[cfg(target_arch = "x86_64")]
+    if simd::has_f16c() && dst.as_ptr().align_offset(16) == 0 {
+        // SAFETY: AVX2 and F16C are available and dst is 16-byte aligned
+        // (checked just above); the fence orders the streamed stores before
+        // whatever follows.
+        unsafe {
+            simd::fp32_to_fp16_row::<true>(src, dst);
+            std::arch::x86_64::_mm_sfence();
+        }
+        return;
+    }
+    quantize_row_f16(src, dst, imatrix);
 }
 
 fn fp32_to_fp16_row_scalar(src: &[f32], dst: &mut [u8]) {
@@ -177,6 +198,34 @@ fn fp16_to_fp32_row_scalar(src: &[u8], dst: &mut [f32]) {
 /// Row of F32 → BF16 (`ggml_fp32_to_bf16_row_ref`); the imatrix is ignored.
 pub fn quantize_row_bf16(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
     check_lengths(src.len(), dst.len(), 2);
+    #[cfg(target_arch = "x86_64")]
+    if simd::has_f16c() {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        unsafe { simd::fp32_to_bf16_row::<false>(src, dst) };
+        return;
+    }
+    fp32_to_bf16_row_scalar(src, dst);
+}
+
+/// [`quantize_row_bf16`] with non-temporal stores (the same bytes; plain
+/// stores when `dst` is not 16-byte aligned).
+pub fn quantize_row_bf16_streaming(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    check_lengths(src.len(), dst.len(), 2);
+    #[cfg(target_arch = "x86_64")]
+    if simd::has_f16c() && dst.as_ptr().align_offset(16) == 0 {
+        // SAFETY: AVX2 is available and dst is 16-byte aligned (checked
+        // just above); the fence orders the streamed stores before whatever
+        // follows.
+        unsafe {
+            simd::fp32_to_bf16_row::<true>(src, dst);
+            std::arch::x86_64::_mm_sfence();
+        }
+        return;
+    }
+    quantize_row_bf16(src, dst, imatrix);
+}
+
+fn fp32_to_bf16_row_scalar(src: &[f32], dst: &mut [u8]) {
     for (s, d) in src.iter().zip(dst.chunks_exact_mut(2)) {
         d.copy_from_slice(&fp32_to_bf16(*s).to_le_bytes());
     }
@@ -231,9 +280,10 @@ mod simd {
     }
 
     /// Hardware F32 → F16 (round to nearest even) with NaNs replaced by
-    /// ggml's `sign | 0x7E00`.
+    /// ggml's `sign | 0x7E00`. With `NT`, non-temporal stores (`dst` must
+    /// then be 16-byte aligned).
     #[target_feature(enable = "avx2,f16c")]
-    pub unsafe fn fp32_to_fp16_row(src: &[f32], dst: &mut [u8]) {
+    pub unsafe fn fp32_to_fp16_row<const NT: bool>(src: &[f32], dst: &mut [u8]) {
         let n = src.len();
         let abs_mask = _mm256_set1_epi32(0x7FFF_FFFF);
         let inf = _mm256_set1_epi32(0x7F80_0000);
@@ -257,10 +307,53 @@ mod simd {
             let sign16 = _mm_and_si128(sign16, _mm_set1_epi16(i16::MIN));
             let fixed = _mm_or_si128(sign16, qnan);
             let out = _mm_blendv_epi8(h, fixed, nan16);
-            _mm_storeu_si128(dst.as_mut_ptr().add(2 * i) as *mut __m128i, out);
+            let y = dst.as_mut_ptr().add(2 * i) as *mut __m128i;
+            if NT {
+                _mm_stream_si128(y, out);
+            } else {
+                _mm_storeu_si128(y, out);
+            }
             i += 8;
         }
         super::fp32_to_fp16_row_scalar(&src[i..], &mut dst[2 * i..]);
+    }
+
+    /// F32 → BF16 as ggml rounds (nearest even on the top 16 bits; NaNs
+    /// truncated and made quiet with `| 0x40`). With `NT`, non-temporal
+    /// stores (`dst` must then be 16-byte aligned).
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn fp32_to_bf16_row<const NT: bool>(src: &[f32], dst: &mut [u8]) {
+        let n = src.len();
+        let abs_mask = _mm256_set1_epi32(0x7FFF_FFFF);
+        let inf = _mm256_set1_epi32(0x7F80_0000);
+        let half = _mm256_set1_epi32(0x7FFF);
+        let one = _mm256_set1_epi32(1);
+        let quiet = _mm256_set1_epi32(64);
+        let bf16 = |x: __m256| {
+            let i = _mm256_castps_si256(x);
+            let is_nan = _mm256_cmpgt_epi32(_mm256_and_si256(i, abs_mask), inf);
+            let top = _mm256_srli_epi32::<16>(i);
+            let bias = _mm256_add_epi32(half, _mm256_and_si256(top, one));
+            let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(i, bias));
+            _mm256_blendv_epi8(rounded, _mm256_or_si256(top, quiet), is_nan)
+        };
+        let mut i = 0;
+        while i + 16 <= n {
+            let a = bf16(_mm256_loadu_ps(src.as_ptr().add(i)));
+            let b = bf16(_mm256_loadu_ps(src.as_ptr().add(i + 8)));
+            // Values fit 16 bits: the unsigned pack is exact; it interleaves
+            // the 128-bit halves, which the permutation puts back in order.
+            let out = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(a, b));
+            let y = dst.as_mut_ptr().add(2 * i) as *mut __m128i;
+            if NT {
+                _mm_stream_si128(y, _mm256_castsi256_si128(out));
+                _mm_stream_si128(y.add(1), _mm256_extracti128_si256::<1>(out));
+            } else {
+                _mm256_storeu_si256(y as *mut __m256i, out);
+            }
+            i += 16;
+        }
+        super::fp32_to_bf16_row_scalar(&src[i..], &mut dst[2 * i..]);
     }
 
     /// Hardware F16 → F32: exact for numbers; NaNs keep their payload and
@@ -340,6 +433,12 @@ mod tests {
     /// Checks the row converter (SIMD where available) against the scalar
     /// ggml formula on every `step`-th bit pattern plus the edges.
     fn sweep_fp32_to_fp16(step: u64) {
+        sweep(step, quantize_row_f16, fp32_to_fp16);
+    }
+
+    /// `row` against the scalar conversion `one` on special values and
+    /// every `step`-th f32 bit pattern.
+    fn sweep(step: u64, row: super::super::QuantizeRowFn, one: fn(f32) -> u16) {
         let specials = [
             0u32,
             0x8000_0000,
@@ -360,10 +459,10 @@ mod tests {
         ];
         let check = |chunk: &[f32]| {
             let mut dst = vec![0u8; chunk.len() * 2];
-            quantize_row_f16(chunk, &mut dst, None);
+            row(chunk, &mut dst, None);
             for (k, x) in chunk.iter().enumerate() {
                 let got = u16::from_le_bytes([dst[2 * k], dst[2 * k + 1]]);
-                assert_eq!(got, fp32_to_fp16(*x), "f32 bits {:#010x}", x.to_bits());
+                assert_eq!(got, one(*x), "f32 bits {:#010x}", x.to_bits());
             }
         };
         check(&specials.map(f32::from_bits));
@@ -383,6 +482,13 @@ mod tests {
     #[test]
     fn fp32_to_fp16_row_matches_scalar() {
         sweep_fp32_to_fp16(997);
+    }
+
+    #[test]
+    fn fp32_to_bf16_row_matches_scalar() {
+        // Rounding ties (0x....8000), NaN payloads and infinities included.
+        sweep(997, quantize_row_bf16, fp32_to_bf16);
+        sweep(0x8000, quantize_row_bf16, fp32_to_bf16);
     }
 
     #[test]

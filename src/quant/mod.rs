@@ -90,6 +90,10 @@ pub struct Format {
     /// Bytes per block.
     pub block_bytes: usize,
     pub quantize_row: QuantizeRowFn,
+    /// The same quantizer writing with non-temporal stores, for outputs of
+    /// at least [`STREAM_MIN_BYTES`] (see `dequantize_row_streaming`);
+    /// `None` where streaming does not pay.
+    pub quantize_row_streaming: Option<QuantizeRowFn>,
     pub dequantize_row: DequantizeRowFn,
     /// The same dequantizer writing with non-temporal stores, which skip
     /// reading the destination into the caches: used for outputs of at
@@ -98,8 +102,8 @@ pub struct Format {
     pub dequantize_row_streaming: Option<DequantizeRowFn>,
 }
 
-/// Outputs of at least this many bytes are dequantized with the formats'
-/// streaming (non-temporal) dequantizers: far beyond the per-core caches,
+/// Outputs of at least this many bytes are written with the formats'
+/// streaming (non-temporal) row functions: far beyond the per-core caches,
 /// so the output would not stay cached anyway, and the plain stores' reads
 /// of the destination would cost memory bandwidth.
 pub const STREAM_MIN_BYTES: usize = 16 << 20;
@@ -174,6 +178,8 @@ fn row_geometry(ty: QuantType, n_per_row: usize) -> Result<(&'static Format, usi
 /// Quantize `src` (rows of `n_per_row` floats) into `dst`, rows in parallel on
 /// the current rayon pool. Same bytes as
 /// `ggml_quantize_chunk(ty, src, dst, 0, nrows, n_per_row, imatrix)`.
+/// Outputs of [`STREAM_MIN_BYTES`] or more are written with the format's
+/// streaming quantizer when it has one (same bytes).
 pub fn quantize_rows(
     ty: QuantType,
     src: &[f32],
@@ -203,6 +209,10 @@ pub fn quantize_rows(
             });
         }
     }
+    let quantize_row = f
+        .quantize_row_streaming
+        .filter(|_| dst.len() >= STREAM_MIN_BYTES)
+        .unwrap_or(f.quantize_row);
     let rows = rows_per_task(n_per_row);
     let pieces = src
         .chunks(rows * n_per_row)
@@ -210,7 +220,7 @@ pub fn quantize_rows(
         .collect();
     parallel::for_each_item(pieces, |(s, d): (&[f32], &mut [u8])| {
         for (s, d) in s.chunks(n_per_row).zip(d.chunks_mut(row_bytes)) {
-            (f.quantize_row)(s, d, imatrix);
+            quantize_row(s, d, imatrix);
         }
     });
     Ok(())
@@ -310,6 +320,60 @@ mod tests {
                     .iter()
                     .chain(&buf[offset + n..])
                     .all(|&v| v == 7.0));
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_quantizers_write_the_plain_bytes() {
+        for f in all_formats() {
+            let Some(streaming) = f.quantize_row_streaming else {
+                continue;
+            };
+            // Random bit patterns: NaNs, infinities and subnormals occur.
+            let n = 300 * f.block_size;
+            let src: Vec<f32> = bytes(4 * n, f.ty as u64)
+                .chunks(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let row_bytes = f.row_bytes(n).unwrap();
+            let mut want = vec![0u8; row_bytes];
+            (f.quantize_row)(&src, &mut want, None);
+            // Aligned (streamed) and misaligned (plain fallback) outputs.
+            let mut buf = vec![0u8; row_bytes + 32];
+            for offset in [0, 1, 2, 8, 16] {
+                buf.fill(0xA5);
+                streaming(&src, &mut buf[offset..offset + row_bytes], None);
+                assert!(
+                    want == buf[offset..offset + row_bytes],
+                    "{:?} at offset {offset}",
+                    f.ty
+                );
+                assert!(buf[..offset]
+                    .iter()
+                    .chain(&buf[offset + row_bytes..])
+                    .all(|&v| v == 0xA5));
+            }
+        }
+    }
+
+    #[test]
+    fn large_outputs_quantize_like_small_ones() {
+        // At least STREAM_MIN_BYTES of output: the streaming path.
+        let n_per_row = 4096;
+        for f in all_formats().filter(|f| f.quantize_row_streaming.is_some()) {
+            let row_bytes = f.row_bytes(n_per_row).unwrap();
+            let rows = STREAM_MIN_BYTES / row_bytes + 3;
+            let mut r = crate::rng::TestRng(7);
+            let src: Vec<f32> = (0..rows * n_per_row)
+                .map(|_| (r.next() >> 40) as f32 - 8e6)
+                .collect();
+            let mut got = vec![0u8; rows * row_bytes];
+            quantize_rows(f.ty, &src, n_per_row, &mut got, None).unwrap();
+            let mut want = vec![0u8; row_bytes];
+            for (i, (s, g)) in src.chunks(n_per_row).zip(got.chunks(row_bytes)).enumerate() {
+                (f.quantize_row)(s, &mut want, None);
+                assert!(want == g, "{:?} row {i}", f.ty);
             }
         }
     }
