@@ -11,7 +11,14 @@
 //! The first row, F32, is a plain copy (ggml: `memcpy`; ours: the same row
 //! driver as every format): the memory ceiling of the machine. A format
 //! whose one-thread figure is near it is memory bound, and its all-threads
-//! figure cannot scale further than the copy's does.
+//! figure cannot scale further than the copy's does. The line above the
+//! table measures the plainest memory-bound work, reading the 32 MiB once
+//! (a sum), on one thread and on all: no conversion of them can scale
+//! further than that.
+//!
+//! "One thread" is this thread, as for ggml (`quant::on_this_thread`): a
+//! pool thread working while this one waits measured up to ~17% slower on
+//! a virtual machine.
 //!
 //! `cargo bench --bench quantize`; set `QAT_BENCH_BUDGET_MS` to change the
 //! time spent per measurement (default 600 ms, at least 5 runs), and
@@ -21,7 +28,9 @@
 use std::time::{Duration, Instant};
 
 use ggml_qat::ggml::ffi;
-use ggml_qat::quant::{dequantize_rows, format, is_implemented, quantize_rows, QuantType};
+use ggml_qat::quant::{
+    dequantize_rows, format, is_implemented, on_this_thread, quantize_rows, QuantType,
+};
 
 const N_PER_ROW: usize = 4096;
 
@@ -74,6 +83,32 @@ fn mb_per_s(bytes: usize, t: Duration) -> f64 {
     bytes as f64 / 1e6 / t.as_secs_f64()
 }
 
+/// Sum of `x` with eight independent accumulators (vectorized): a pass
+/// that only reads.
+fn read_sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] += c[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// [`read_sum`] of `x` split over `threads` threads.
+fn read_sum_on(x: &[f32], threads: usize) -> f32 {
+    std::thread::scope(|s| {
+        let part = x.len().div_ceil(threads);
+        let handles: Vec<_> = x
+            .chunks(part)
+            .map(|c| s.spawn(move || read_sum(c)))
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("reader")).sum()
+    })
+}
+
 fn ggml_quantize(ty: QuantType, src: &[f32], dst: &mut [u8]) {
     let nrows = src.len() / N_PER_ROW;
     // SAFETY: src holds nrows rows of N_PER_ROW floats and dst the exact
@@ -121,15 +156,30 @@ fn main() {
     let nrows = (mib * 1024 * 1024 / 4 / N_PER_ROW).max(1);
     let src = gaussian(nrows * N_PER_ROW, 1);
     let src_bytes = src.len() * 4;
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .expect("1-thread pool");
     let nthreads = rayon::current_num_threads();
 
     println!(
         "{} MiB of F32 N(0,1), {nrows} rows x {N_PER_ROW}; MB/s of F32 data; median of runs; all = {nthreads} threads",
         src_bytes >> 20
+    );
+    let [t_read_one, t_read_all] = median_times(
+        budget,
+        [
+            &mut || {
+                std::hint::black_box(read_sum_on(&src, 1));
+            },
+            &mut || {
+                std::hint::black_box(read_sum_on(&src, nthreads));
+            },
+        ],
+    );
+    let (r1, ra) = (
+        mb_per_s(src_bytes, t_read_one),
+        mb_per_s(src_bytes, t_read_all),
+    );
+    println!(
+        "reading the data only (a sum): 1t {r1:.0} MB/s, all {ra:.0} MB/s, all/1t {:.2}",
+        ra / r1
     );
     println!(
         "{:<7} {:>9} {:>9} {:>9} {:>7} {:>7} {:>5} | {:>9} {:>9} {:>9} {:>7}",
@@ -174,7 +224,7 @@ fn main() {
             [
                 &mut || ggml_quantize(ty, &src, &mut want),
                 &mut || {
-                    one.install(|| quantize_rows(ty, &src, N_PER_ROW, &mut got, None))
+                    on_this_thread(|| quantize_rows(ty, &src, N_PER_ROW, &mut got, None))
                         .expect("quantize")
                 },
                 &mut || quantize_rows(ty, &src, N_PER_ROW, &mut got_all, None).expect("quantize"),
@@ -213,7 +263,7 @@ fn main() {
             [
                 &mut || ggml_to_float(ty, &want, &mut back),
                 &mut || {
-                    one.install(|| dequantize_rows(ty, &want, N_PER_ROW, &mut back1))
+                    on_this_thread(|| dequantize_rows(ty, &want, N_PER_ROW, &mut back1))
                         .expect("dequantize")
                 },
                 &mut || dequantize_rows(ty, &want, N_PER_ROW, &mut back_all).expect("dequantize"),

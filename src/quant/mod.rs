@@ -11,6 +11,7 @@ pub mod iq4;
 pub mod kquants;
 pub mod legacy;
 mod parallel;
+pub use parallel::on_this_thread;
 pub mod search;
 
 /// ggml type ids of the formats this crate knows; values equal `enum ggml_type`.

@@ -10,15 +10,39 @@
 //! starts late simply takes fewer pieces, and a thread that is busy
 //! elsewhere takes none (its task finds the counter exhausted).
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+
+thread_local! {
+    /// Set by [`on_this_thread`] for the duration of its closure.
+    static ON_THIS_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with every [`for_each_item`] inside it working on the calling
+/// thread, in order, instead of on the rayon pool: for callers that already
+/// give each thread its own tensor, and to run a kernel on this very thread
+/// (a pool's thread working while the caller waits can be slower on a
+/// virtual machine, whose idle virtual CPU interferes).
+pub fn on_this_thread<R>(f: impl FnOnce() -> R) -> R {
+    /// Restores the previous setting, also when `f` panics.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ON_THIS_THREAD.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(ON_THIS_THREAD.with(|c| c.replace(true)));
+    f()
+}
 
 /// Run `work` once on each item, on the threads of the current rayon pool
 /// (the global pool outside any pool). Items are taken in order from a
 /// shared counter; which thread runs which item does not change any result.
-/// With one item, or a pool of one thread, everything runs on the caller.
+/// With one item, a pool of one thread, or inside [`on_this_thread`],
+/// everything runs on the caller.
 pub(crate) fn for_each_item<T: Send>(items: Vec<T>, work: impl Fn(T) + Sync) {
-    if items.len() <= 1 || rayon::current_num_threads() <= 1 {
+    if items.len() <= 1 || rayon::current_num_threads() <= 1 || ON_THIS_THREAD.with(|c| c.get()) {
         items.into_iter().for_each(work);
         return;
     }
@@ -103,6 +127,31 @@ mod tests {
         release.send(()).unwrap();
         drop(runner.join());
         assert_eq!(ok, Ok(true), "the work waited for the busy thread");
+    }
+
+    /// Whether `for_each_item` ran 50 slow items all on the calling thread.
+    fn all_items_here() -> bool {
+        let me = std::thread::current().id();
+        let ids = Mutex::new(Vec::new());
+        for_each_item((0..50).collect(), |_: usize| {
+            // Slow enough that a second thread, if asked, takes some.
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            ids.lock().unwrap().push(std::thread::current().id());
+        });
+        ids.into_inner().unwrap().iter().all(|&t| t == me)
+    }
+
+    #[test]
+    fn on_this_thread_keeps_the_work_here() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        assert!(pool.install(|| on_this_thread(all_items_here)));
+        assert!(on_this_thread(all_items_here));
+        // Restored afterwards, also after a panic inside.
+        let _ = std::panic::catch_unwind(|| on_this_thread(|| panic!("inside")));
+        assert!(!ON_THIS_THREAD.with(|c| c.get()));
     }
 
     #[test]
