@@ -6,7 +6,8 @@
 //! all threads, whether the bytes are identical, and dequantization (ggml's
 //! `to_float` against our `dequantize_rows` on one thread and on all). Throughput is
 //! MB/s (10^6 bytes) of F32 data (input of quantization, output of
-//! dequantization); each figure is the median of several runs.
+//! dequantization); each figure is the median of several samples of at
+//! least 25 ms.
 //!
 //! The first row, F32, is a plain copy (ggml: `memcpy`; ours: the same row
 //! driver as every format): the memory ceiling of the machine. A format
@@ -52,12 +53,15 @@ fn gaussian(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Median wall times of the given functions, run in turns (so that a noisy
-/// neighbour slows all of them alike) until `budget` is spent: 5 to 15
-/// rounds. Each run starts after a short pause, so that the rayon workers
-/// of the run before have gone to sleep: an idle worker spins and yields for
-/// a while, and on a 2-core machine it would take CPU time from the next
-/// measurement (a 1-thread run followed by an all-threads run, or ggml's).
+/// Median wall times per call of the given functions, run in turns (so
+/// that a noisy neighbour slows all of them alike) until `budget` is spent:
+/// 5 to 15 rounds. A sample repeats its function back to back for at least
+/// [`MIN_SAMPLE`] (a memory-bound conversion of 32 MiB takes 1-3 ms, where
+/// waking up and warming up would weigh). Each sample starts after a short
+/// pause, so that the rayon workers of the one before have gone to sleep:
+/// an idle worker spins and yields for a while, and on a 2-core machine it
+/// would take CPU time from the next measurement (a 1-thread run after an
+/// all-threads run, or ggml's).
 fn median_times<const N: usize>(budget: Duration, fs: [&mut dyn FnMut(); N]) -> [Duration; N] {
     let mut times: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
     let start = Instant::now();
@@ -68,8 +72,12 @@ fn median_times<const N: usize>(budget: Duration, fs: [&mut dyn FnMut(); N]) -> 
             let i = (k + rounds) % N;
             std::thread::sleep(Duration::from_millis(5));
             let s = Instant::now();
-            fs[i]();
-            times[i].push(s.elapsed());
+            let mut calls = 0;
+            while calls == 0 || s.elapsed() < MIN_SAMPLE {
+                fs[i]();
+                calls += 1;
+            }
+            times[i].push(s.elapsed() / calls);
         }
         rounds += 1;
     }
@@ -78,6 +86,9 @@ fn median_times<const N: usize>(budget: Duration, fs: [&mut dyn FnMut(); N]) -> 
         t[t.len() / 2]
     })
 }
+
+/// Shortest sample of [`median_times`].
+const MIN_SAMPLE: Duration = Duration::from_millis(25);
 
 fn mb_per_s(bytes: usize, t: Duration) -> f64 {
     bytes as f64 / 1e6 / t.as_secs_f64()
@@ -159,7 +170,7 @@ fn main() {
     let nthreads = rayon::current_num_threads();
 
     println!(
-        "{} MiB of F32 N(0,1), {nrows} rows x {N_PER_ROW}; MB/s of F32 data; median of runs; all = {nthreads} threads",
+        "{} MiB of F32 N(0,1), {nrows} rows x {N_PER_ROW}; MB/s of F32 data; medians of samples of >= 25 ms; all = {nthreads} threads",
         src_bytes >> 20
     );
     let [t_read_one, t_read_all] = median_times(
