@@ -143,32 +143,69 @@ pub fn dequantize_row_f32(src: &[u8], dst: &mut [f32]) {
 
 /// Row of F32 → F16 (`ggml_fp32_to_fp16_row`); the imatrix is ignored.
 pub fn quantize_row_f16(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
-    check_lengths(src.len(), dst.len(), 2);
-    #[cfg(target_arch = "x86_64")]
-    if simd::has_f16c() {
-        // SAFETY: the CPU supports AVX2 and F16C (checked just above).
-        unsafe { simd::fp32_to_fp16_row::<false>(src, dst) };
-        return;
-    }
-    fp32_to_fp16_row_scalar(src, dst);
+    quantize_row_2byte::<F16Bits, false>(src, dst);
 }
 
 /// [`quantize_row_f16`] with non-temporal stores (the same bytes; plain
 /// stores when `dst` is not 16-byte aligned).
-pub fn quantize_row_f16_streaming(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+pub fn quantize_row_f16_streaming(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
+    quantize_row_2byte::<F16Bits, true>(src, dst);
+}
+
+/// A 2-byte float format's row conversions from F32.
+trait TwoByte {
+    /// The portable conversion.
+    fn scalar(src: &[f32], dst: &mut [u8]);
+    /// The AVX2 (and F16C) conversion; with `NT`, non-temporal stores into
+    /// a 16-byte-aligned `dst`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2<const NT: bool>(src: &[f32], dst: &mut [u8]);
+}
+
+struct F16Bits;
+impl TwoByte for F16Bits {
+    fn scalar(src: &[f32], dst: &mut [u8]) {
+        fp32_to_fp16_row_scalar(src, dst)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2<const NT: bool>(src: &[f32], dst: &mut [u8]) {
+        simd::fp32_to_fp16_row::<NT>(src, dst)
+    }
+}
+
+struct Bf16Bits;
+impl TwoByte for Bf16Bits {
+    fn scalar(src: &[f32], dst: &mut [u8]) {
+        fp32_to_bf16_row_scalar(src, dst)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2<const NT: bool>(src: &[f32], dst: &mut [u8]) {
+        simd::fp32_to_bf16_row::<NT>(src, dst)
+    }
+}
+
+/// A row of F32 into format `T`: the AVX2 conversion when the CPU has AVX2
+/// and F16C, streaming (`NT`) only into a 16-byte-aligned `dst`; else the
+/// portable one.
+fn quantize_row_2byte<T: TwoByte, const NT: bool>(src: &[f32], dst: &mut [u8]) {
     check_lengths(src.len(), dst.len(), 2);
     #[cfg(target_arch = "x86_64")]
-    if simd::has_f16c() && dst.as_ptr().align_offset(16) == 0 {
-        // SAFETY: AVX2 and F16C are available and dst is 16-byte aligned
-        // (checked just above); the fence orders the streamed stores before
-        // whatever follows.
-        unsafe {
-            simd::fp32_to_fp16_row::<true>(src, dst);
-            std::arch::x86_64::_mm_sfence();
+    if simd::has_f16c() {
+        if NT && dst.as_ptr().align_offset(16) == 0 {
+            // SAFETY: AVX2 and F16C are available and dst is 16-byte aligned
+            // (checked just above); the fence orders the streamed stores
+            // before whatever follows.
+            unsafe {
+                T::avx2::<true>(src, dst);
+                std::arch::x86_64::_mm_sfence();
+            }
+        } else {
+            // SAFETY: AVX2 and F16C are available (checked just above).
+            unsafe { T::avx2::<false>(src, dst) };
         }
         return;
     }
-    quantize_row_f16(src, dst, imatrix);
+    T::scalar(src, dst);
 }
 
 fn fp32_to_fp16_row_scalar(src: &[f32], dst: &mut [u8]) {
@@ -197,32 +234,13 @@ fn fp16_to_fp32_row_scalar(src: &[u8], dst: &mut [f32]) {
 
 /// Row of F32 → BF16 (`ggml_fp32_to_bf16_row_ref`); the imatrix is ignored.
 pub fn quantize_row_bf16(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
-    check_lengths(src.len(), dst.len(), 2);
-    #[cfg(target_arch = "x86_64")]
-    if simd::has_f16c() {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        unsafe { simd::fp32_to_bf16_row::<false>(src, dst) };
-        return;
-    }
-    fp32_to_bf16_row_scalar(src, dst);
+    quantize_row_2byte::<Bf16Bits, false>(src, dst);
 }
 
 /// [`quantize_row_bf16`] with non-temporal stores (the same bytes; plain
 /// stores when `dst` is not 16-byte aligned).
-pub fn quantize_row_bf16_streaming(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    check_lengths(src.len(), dst.len(), 2);
-    #[cfg(target_arch = "x86_64")]
-    if simd::has_f16c() && dst.as_ptr().align_offset(16) == 0 {
-        // SAFETY: AVX2 is available and dst is 16-byte aligned (checked
-        // just above); the fence orders the streamed stores before whatever
-        // follows.
-        unsafe {
-            simd::fp32_to_bf16_row::<true>(src, dst);
-            std::arch::x86_64::_mm_sfence();
-        }
-        return;
-    }
-    quantize_row_bf16(src, dst, imatrix);
+pub fn quantize_row_bf16_streaming(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
+    quantize_row_2byte::<Bf16Bits, true>(src, dst);
 }
 
 fn fp32_to_bf16_row_scalar(src: &[f32], dst: &mut [u8]) {
