@@ -61,9 +61,10 @@ use rayon::prelude::*;
 use crate::error::Error;
 use crate::quant::kquants::q2k::BlockQ2K;
 use crate::quant::kquants::q3k::{get_scale, put_scale, BlockQ3K};
-use crate::quant::kquants::q4k::{get_scale_min_k4, pack_q4, pack_scales_mins, BlockQ4K};
+use crate::quant::kquants::q4k::{pack_q4, BlockQ4K};
 use crate::quant::kquants::q5k::{pack_q5, BlockQ5K};
 use crate::quant::kquants::q6k::BlockQ6K;
+use crate::quant::kquants::scale_min::{get_scale_min_k4, pack_scales_mins};
 use crate::quant::kquants::{as_blocks, as_blocks_mut, fp16_to_fp32, fp32_to_fp16, QK_K};
 use crate::quant::{format, is_implemented, quantize_rows, QuantError, QuantType};
 

@@ -19,6 +19,7 @@ pub mod q3k;
 pub mod q4k;
 pub mod q5k;
 pub mod q6k;
+pub(crate) mod scale_min;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 // Compiled only with Rust >= 1.89 (stable AVX-512 intrinsics; see build.rs).

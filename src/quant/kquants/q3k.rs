@@ -245,7 +245,7 @@ pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
 /// AVX2 paths: the 16 sub-block searches run as 16 lanes.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::super::q4k::impl_sigma2;
+    use super::super::scale_min::impl_sigma2;
     use super::super::simd::{self, Levels16, F8};
     use super::super::{block_at, QK_K};
     use super::{finish, finish_impl, quantize_scales_ref, BlockQ3K};

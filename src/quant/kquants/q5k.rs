@@ -1,15 +1,12 @@
 //! Q5_K: 8 sub-blocks of 32 values, `x ≈ d·sc·q - dmin·m` with 5-bit `q`
 //! (low 4 bits in `qs`, high bit in `qh`) and 6-bit scales and mins
-//! (176 bytes per 256 values). Scale handling is Q4_K's.
+//! (176 bytes per 256 values). Scale handling is Q4_K's (`scale_min`).
 
 // Index loops mirror ggml's C so that the order of operations is evident.
 #![allow(clippy::needless_range_loop)]
 
-use super::q4k::{
-    finish_scales_common, get_scale_min_k4, pack_scales_mins, quantize_scales_impl, requantize,
-    search_impl, search_ref,
-};
-use super::{f16_bytes, f16_value, super_blocks, Block, K_SCALE_SIZE, QK_K};
+use super::scale_min::{self, get_scale_min_k4, ScaleMinBlock};
+use super::{f16_value, Block, K_SCALE_SIZE, QK_K};
 
 /// ggml's `block_q5_K`.
 #[repr(C)]
@@ -59,116 +56,26 @@ pub(crate) fn pack_q5<const SIMD: bool>(
     }
 }
 
-/// `quantize_row_q5_K_ref` on one super-block, scalar.
-pub fn quantize_block_ref_scalar(x: &[f32; QK_K], y: &mut BlockQ5K) {
-    let mut l = [0u8; QK_K];
-    let mut scales = [0f32; 8];
-    let mut mins = [0f32; 8];
-    search_ref(x, 31, -0.5, 0.1, 15, &mut l, &mut scales, &mut mins);
-    finish_ref::<false>(x, &scales, &mins, &mut l, y, |_, _| {});
-}
-
-/// Scale quantization, requantization and packing after the search.
-#[inline(always)]
-pub(crate) fn finish_ref<const SIMD: bool>(
-    x: &[f32; QK_K],
-    scales: &[f32; 8],
-    mins: &[f32; 8],
-    l: &mut [u8; QK_K],
-    y: &mut BlockQ5K,
-    search_levels: impl FnMut(usize, &mut [u8]),
-) {
-    let (packed, d, dmin) = finish_scales_common(scales, mins);
-    y.scales = packed;
-    y.d = d;
-    y.dmin = dmin;
-    requantize::<SIMD>(x, &packed, d, dmin, 31, l, search_levels);
-    pack_q5::<SIMD>(l, &mut y.qh, &mut y.qs);
-}
-
-/// `quantize_row_q5_K_impl` on one super-block with its 256 weights, scalar.
-pub fn quantize_block_impl_scalar(x: &[f32; QK_K], qw: &[f32], y: &mut BlockQ5K) {
-    let mut l = [0u8; QK_K];
-    let (scales, mins, sw) = search_impl(x, qw, 31, &mut l);
-    finish_impl::<false>(x, &scales, &mins, &sw, &mut l, y, |_, _| {});
-}
-
-/// The weighted path after the search.
-#[inline(always)]
-pub(crate) fn finish_impl<const SIMD: bool>(
-    x: &[f32; QK_K],
-    scales: &[f32; 8],
-    mins: &[f32; 8],
-    sw: &[f32; 8],
-    l: &mut [u8; QK_K],
-    y: &mut BlockQ5K,
-    search_levels: impl FnMut(usize, &mut [u8]),
-) {
-    let (mut ls, mut lm, d_block, m_block) = quantize_scales_impl(scales, mins, sw);
-    for j in 0..8 {
-        ls[j] = ls[j].min(63);
-        lm[j] = lm[j].min(63);
+impl ScaleMinBlock for BlockQ5K {
+    const NMAX: i32 = 31;
+    const REF_GRID: (f32, f32, i32) = (-0.5, 0.1, 15);
+    const CLAMP_SCALES: bool = true;
+    fn set_header(&mut self, scales: [u8; K_SCALE_SIZE], d: [u8; 2], dmin: [u8; 2]) {
+        (self.scales, self.d, self.dmin) = (scales, d, dmin);
     }
-    let packed = pack_scales_mins(&ls, &lm);
-    y.scales = packed;
-    y.d = f16_bytes(d_block);
-    y.dmin = f16_bytes(m_block);
-    requantize::<SIMD>(x, &packed, y.d, y.dmin, 31, l, search_levels);
-    pack_q5::<SIMD>(l, &mut y.qh, &mut y.qs);
-}
-
-/// Quantize one row with the portable scalar code only (for tests).
-pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    super::quantize_row_blocks::<BlockQ5K>(
-        src,
-        dst,
-        imatrix,
-        quantize_block_ref_scalar,
-        quantize_block_impl_scalar,
-    );
+    fn pack<const SIMD: bool>(&mut self, l: &[u8; QK_K]) {
+        pack_q5::<SIMD>(l, &mut self.qh, &mut self.qs);
+    }
 }
 
 /// Quantize one row (ggml's `quantize_q5_K` on a single row).
 pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    let blocks = super::row_blocks::<BlockQ5K>(src, dst, imatrix);
-    match imatrix {
-        None => {
-            #[cfg(target_arch = "x86_64")]
-            if super::has_avx2() {
-                // SAFETY: AVX2 is available.
-                return unsafe {
-                    super::q4k::avx2::quantize_blocks_ref::<31, _>(
-                        src,
-                        blocks,
-                        -0.5,
-                        0.1,
-                        15,
-                        |x, s, m, l, y, f| finish_ref::<true>(x, s, m, l, y, f),
-                    )
-                };
-            }
-            for (x, y) in super_blocks(src).zip(blocks) {
-                quantize_block_ref_scalar(x, y);
-            }
-        }
-        Some(qw) => {
-            #[cfg(target_arch = "x86_64")]
-            if super::has_avx2() {
-                // SAFETY: AVX2 is available.
-                return unsafe {
-                    super::q4k::avx2::quantize_blocks_impl::<31, _>(
-                        src,
-                        blocks,
-                        qw,
-                        |x, s, m, w, l, y, f| finish_impl::<true>(x, s, m, w, l, y, f),
-                    )
-                };
-            }
-            for ((x, y), w) in super_blocks(src).zip(blocks).zip(qw.chunks_exact(QK_K)) {
-                quantize_block_impl_scalar(x, w, y);
-            }
-        }
-    }
+    scale_min::quantize_row::<BlockQ5K>(src, dst, imatrix);
+}
+
+/// Quantize one row with the portable scalar code only (for tests).
+pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    scale_min::quantize_row_scalar::<BlockQ5K>(src, dst, imatrix);
 }
 
 super::dequantize_row_with_avx2!(
