@@ -258,6 +258,19 @@ macro_rules! dequantize_row_with_avx2 {
 }
 pub(crate) use dequantize_row_with_avx2;
 
+/// The largest of `v` and 0, as C's `if (v[j] > max) max = v[j];` from 0
+/// (a NaN never wins).
+#[inline(always)]
+pub(crate) fn largest<const N: usize>(v: &[f32; N]) -> f32 {
+    let mut max = 0f32;
+    for &x in v {
+        if x > max {
+            max = x;
+        }
+    }
+    max
+}
+
 /// Whether the AVX2 kernels may run on this machine (checked once).
 #[cfg(target_arch = "x86_64")]
 #[inline]

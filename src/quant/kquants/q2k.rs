@@ -67,16 +67,7 @@ pub(crate) fn finish_ref<const SIMD: bool>(
     search_levels: impl FnMut(usize, &mut [u8]),
 ) {
     const Q4SCALE: f32 = 15.0;
-    let mut max_scale = 0f32;
-    let mut max_min = 0f32;
-    for j in 0..16 {
-        if scales[j] > max_scale {
-            max_scale = scales[j];
-        }
-        if mins[j] > max_min {
-            max_min = mins[j];
-        }
-    }
+    let (max_scale, max_min) = (super::largest(scales), super::largest(mins));
     if max_scale > 0.0 {
         let iscale = Q4SCALE / max_scale;
         for j in 0..16 {

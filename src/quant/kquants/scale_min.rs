@@ -106,16 +106,7 @@ pub(crate) fn finish_scales_common(
     scales: &[f32; 8],
     mins: &[f32; 8],
 ) -> ([u8; K_SCALE_SIZE], [u8; 2], [u8; 2]) {
-    let mut max_scale = 0f32;
-    let mut max_min = 0f32;
-    for j in 0..8 {
-        if scales[j] > max_scale {
-            max_scale = scales[j];
-        }
-        if mins[j] > max_min {
-            max_min = mins[j];
-        }
-    }
+    let (max_scale, max_min) = (super::largest(scales), super::largest(mins));
     let inv_scale = if max_scale > 0.0 {
         63.0 / max_scale
     } else {
