@@ -9,6 +9,8 @@ cd "$root"
 cargo test -j "$jobs"
 # The portable scalar kernels (machines without AVX2) against ggml too.
 GGML_QAT_FORCE_SCALAR=1 cargo test -j "$jobs" --test quant_vs_ggml_legacy --test quant_vs_ggml_k
+# The AVX2 K-quant kernels against ggml too (on machines with AVX-512).
+GGML_QAT_NO_AVX512=1 cargo test -j "$jobs" --test quant_vs_ggml_k
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure

@@ -258,6 +258,16 @@ macro_rules! dequantize_row_with_avx2 {
 }
 pub(crate) use dequantize_row_with_avx2;
 
+/// Whether the AVX-512 kernels may run: true unless the environment
+/// variable `GGML_QAT_NO_AVX512` is set (read once). A testing knob, like
+/// `GGML_QAT_FORCE_SCALAR`: the differential tests run under it check the
+/// AVX2 kernels against ggml on machines with AVX-512.
+#[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
+fn avx512_allowed() -> bool {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(|| std::env::var_os("GGML_QAT_NO_AVX512").is_none())
+}
+
 /// The largest of `v` and 0, as C's `if (v[j] > max) max = v[j];` from 0
 /// (a NaN never wins).
 #[inline(always)]
@@ -299,7 +309,8 @@ pub(crate) fn has_avx512() -> bool {
         1 => false,
         2 => true,
         _ => {
-            let yes = has_avx2()
+            let yes = avx512_allowed()
+                && has_avx2()
                 && is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512bw")
                 && is_x86_feature_detected!("avx512dq")

@@ -443,75 +443,87 @@ pub(crate) fn q3_search<const G: usize>(x: &[[F8; G]; 16], nmax: i32) -> QxOut<G
     let lo = _mm256_set1_epi32(-nmax);
     let hi = _mm256_set1_epi32(nmax - 1);
     let (max, tiny) = signed_absmax(x);
-    let mut w = [[zero; G]; 16];
-    let mut wx = [[zero; G]; 16];
-    let mut l = [[zero; G]; 16];
+    let iscale: [F8; G] = std::array::from_fn(|g| div(splat(-(nmax as f32)), max[g]));
+    // Built in place (zeroed arrays to overwrite cost a memset per call).
+    let w: [[F8; G]; 16] = std::array::from_fn(|i| std::array::from_fn(|g| mul(x[i][g], x[i][g])));
+    let wx: [[F8; G]; 16] = std::array::from_fn(|i| std::array::from_fn(|g| mul(w[i][g], x[i][g])));
+    let mut l: [[F8; G]; 16] = std::array::from_fn(|i| {
+        std::array::from_fn(|g| nint_clamp(mul(iscale[g], x[i][g]), lo, hi))
+    });
     // Cached per-element terms `(w·x)·l` and `(w·l)·l` of the current
     // levels, and `sumlx²`: the same products ggml recomputes.
-    let mut wxl = [[zero; G]; 16];
-    let mut wl2 = [[zero; G]; 16];
+    let mut wxl: [[F8; G]; 16] =
+        std::array::from_fn(|i| std::array::from_fn(|g| mul(wx[i][g], l[i][g])));
+    let mut wl2: [[F8; G]; 16] =
+        std::array::from_fn(|i| std::array::from_fn(|g| mul(mul(w[i][g], l[i][g]), l[i][g])));
     let mut sumlx = [zero; G];
     let mut suml2 = [zero; G];
-    let mut iscale = [zero; G];
-    for g in 0..G {
-        iscale[g] = div(splat(-(nmax as f32)), max[g]);
-    }
     for i in 0..16 {
         for g in 0..G {
-            let q = nint_clamp(mul(iscale[g], x[i][g]), lo, hi);
-            l[i][g] = q;
-            w[i][g] = mul(x[i][g], x[i][g]);
-            wx[i][g] = mul(w[i][g], x[i][g]);
-            wxl[i][g] = mul(wx[i][g], q);
-            wl2[i][g] = mul(mul(w[i][g], q), q);
             sumlx[g] = add(sumlx[g], wxl[i][g]);
             suml2[g] = add(suml2[g], wl2[i][g]);
         }
     }
-    let mut sumlx2 = [zero; G];
-    for g in 0..G {
-        sumlx2[g] = mul(sumlx[g], sumlx[g]);
-    }
-    for _ in 0..5 {
-        let mut changed = [zero; G];
+    let sumlx2: [F8; G] = std::array::from_fn(|g| mul(sumlx[g], sumlx[g]));
+    let mut sums: [[F8; 3]; G] = std::array::from_fn(|g| [sumlx[g], suml2[g], sumlx2[g]]);
+    // ggml's refinement, one element of all groups per step. Updates are
+    // rare after the first pass: a step where no lane proposes a new level
+    // skips the rest (and an update is known, mispredicted, sooner). The
+    // refinement stops once 16 consecutive steps have changed no lane (every
+    // lane is then at a fixed point: each element's decision depends only on
+    // the state, and that state survived a visit of every element), or
+    // after ggml's 5 passes.
+    let mut quiet = 0;
+    'passes: for _ in 0..5 {
         for i in 0..16 {
+            let mut new_l = [zero; G];
+            let mut slx = [zero; G];
+            let mut sl2 = [zero; G];
+            let mut m = [zero; G];
+            let mut any = 0;
             for g in 0..G {
-                let li = l[i][g];
-                let slx = sub(sumlx[g], wxl[i][g]);
-                let sl2 = sub(suml2[g], wl2[i][g]);
-                let new_l = nint_clamp(div(mul(x[i][g], sl2), slx), lo, hi);
-                let nwxl = mul(wx[i][g], new_l);
-                let nwl2 = mul(mul(w[i][g], new_l), new_l);
-                let slx2 = add(slx, nwxl);
-                let sl22 = add(sl2, nwl2);
-                let slx2sq = mul(slx2, slx2);
-                let better = gt(mul(slx2sq, suml2[g]), mul(sumlx2[g], sl22));
-                let upd = and(
-                    and(gt(slx, zero), _mm256_cmp_ps::<_CMP_NEQ_OQ>(new_l, li)),
-                    and(gt(sl22, zero), better),
+                slx[g] = sub(sums[g][0], wxl[i][g]);
+                sl2[g] = sub(sums[g][1], wl2[i][g]);
+                new_l[g] = nint_clamp(div(mul(x[i][g], sl2[g]), slx[g]), lo, hi);
+                m[g] = and(
+                    gt(slx[g], zero),
+                    _mm256_cmp_ps::<_CMP_NEQ_OQ>(new_l[g], l[i][g]),
                 );
-                // Updates are rare after the first pass: branching over them
-                // lets the next elements start before this one is decided
-                // (the state is unchanged when no lane updates).
-                if _mm256_movemask_ps(upd) != 0 {
-                    l[i][g] = sel(li, new_l, upd);
+                any |= _mm256_movemask_ps(m[g]);
+            }
+            let mut changed = 0;
+            if any != 0 {
+                for g in 0..G {
+                    let nwxl = mul(wx[i][g], new_l[g]);
+                    let nwl2 = mul(mul(w[i][g], new_l[g]), new_l[g]);
+                    let slx2 = add(slx[g], nwxl);
+                    let sl22 = add(sl2[g], nwl2);
+                    let slx2sq = mul(slx2, slx2);
+                    let better = gt(mul(slx2sq, sums[g][1]), mul(sums[g][2], sl22));
+                    let upd = and(m[g], and(gt(sl22, zero), better));
+                    l[i][g] = sel(l[i][g], new_l[g], upd);
                     wxl[i][g] = sel(wxl[i][g], nwxl, upd);
                     wl2[i][g] = sel(wl2[i][g], nwl2, upd);
-                    sumlx[g] = sel(sumlx[g], slx2, upd);
-                    suml2[g] = sel(suml2[g], sl22, upd);
-                    sumlx2[g] = sel(sumlx2[g], slx2sq, upd);
-                    changed[g] = _mm256_or_ps(changed[g], upd);
+                    sums[g] = [
+                        sel(sums[g][0], slx2, upd),
+                        sel(sums[g][1], sl22, upd),
+                        sel(sums[g][2], slx2sq, upd),
+                    ];
+                    changed |= _mm256_movemask_ps(upd);
+                }
+            }
+            if changed != 0 {
+                quiet = 0;
+            } else {
+                quiet += 1;
+                if quiet == 16 {
+                    break 'passes;
                 }
             }
         }
-        let mut any = 0;
-        for g in 0..G {
-            any |= _mm256_movemask_ps(changed[g]);
-        }
-        if any == 0 {
-            break;
-        }
     }
+    let sumlx: [F8; G] = std::array::from_fn(|g| sums[g][0]);
+    let suml2: [F8; G] = std::array::from_fn(|g| sums[g][1]);
     let mut out = [[_mm256_setzero_si256(); G]; 16];
     let off = _mm256_set1_epi32(nmax);
     let mut scale = [zero; G];
