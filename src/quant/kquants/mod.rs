@@ -176,32 +176,55 @@ pub(crate) fn block_at(v: &[f32], i: usize) -> &[f32; QK_K] {
 /// values are written with non-temporal stores: only inside an AVX2
 /// function, with `y` 16-byte aligned, and the caller fences.
 #[inline(always)]
-pub(crate) fn scale_levels<const STREAM: bool>(l: &[u8; 32], d: f32, m: f32, y: &mut [f32]) {
+pub(crate) fn scale_levels<const STREAM: bool, const N: usize>(
+    l: &[u8; N],
+    d: f32,
+    m: f32,
+    y: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if STREAM {
         // SAFETY: the streaming row function runs this only after checking
-        // AVX2 and the alignment of its output (every 32-value group of it
-        // is then aligned too).
-        unsafe { stream_levels(l, d, m, &mut y[..32]) };
+        // AVX2 and the alignment of its output (every group of it is then
+        // aligned too: groups are multiples of 16 values).
+        unsafe { stream_levels(l.map(|v| v as i32), d, Some(m), &mut y[..N]) };
         return;
     }
-    for (y, &l) in y[..32].iter_mut().zip(l) {
+    for (y, &l) in y[..N].iter_mut().zip(l) {
         *y = d * l as f32 - m;
     }
 }
 
-/// [`scale_levels`] with non-temporal stores: the same product, then the
-/// same difference, 8 lanes at a time.
+/// `y[k] = d · l[k]` for signed levels (ggml's `d * q`: one product), as
+/// [`scale_levels`] (the same streaming rules).
+#[inline(always)]
+pub(crate) fn scale_signed<const STREAM: bool, const N: usize>(l: &[i8; N], d: f32, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if STREAM {
+        // SAFETY: as in `scale_levels`.
+        unsafe { stream_levels(l.map(|v| v as i32), d, None, &mut y[..N]) };
+        return;
+    }
+    for (y, &l) in y[..N].iter_mut().zip(l) {
+        *y = d * l as f32;
+    }
+}
+
+/// `d · l[k]`, minus `m` when given, 8 lanes at a time, written with
+/// non-temporal stores (`N` a multiple of 8, `y` 16-byte aligned).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn stream_levels(l: &[u8; 32], d: f32, m: f32, y: &mut [f32]) {
+unsafe fn stream_levels<const N: usize>(l: [i32; N], d: f32, m: Option<f32>, y: &mut [f32]) {
     use std::arch::x86_64::*;
-    debug_assert!(y.len() == 32 && y.as_ptr().align_offset(16) == 0);
-    let (dv, mv) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
-    for k in 0..4 {
-        let q = _mm256_cvtepu8_epi32(_mm_loadl_epi64(l.as_ptr().add(8 * k) as *const __m128i));
-        let r = _mm256_sub_ps(_mm256_mul_ps(dv, _mm256_cvtepi32_ps(q)), mv);
+    debug_assert!(N % 8 == 0 && y.len() == N && y.as_ptr().align_offset(16) == 0);
+    let dv = _mm256_set1_ps(d);
+    for k in 0..N / 8 {
+        let q = _mm256_loadu_si256(l.as_ptr().add(8 * k) as *const __m256i);
+        let mut r = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(q));
+        if let Some(m) = m {
+            r = _mm256_sub_ps(r, _mm256_set1_ps(m));
+        }
         _mm_stream_ps(y.as_mut_ptr().add(8 * k), _mm256_castps256_ps128(r));
         _mm_stream_ps(y.as_mut_ptr().add(8 * k + 4), _mm256_extractf128_ps::<1>(r));
     }
@@ -331,7 +354,7 @@ pub static FORMATS: &[Format] = &[
         quantize_row: q2k::quantize_row,
         quantize_row_streaming: None,
         dequantize_row: q2k::dequantize_row,
-        dequantize_row_streaming: None,
+        dequantize_row_streaming: Some(q2k::dequantize_row_streaming),
     },
     Format {
         ty: QuantType::Q3_K,
@@ -341,7 +364,7 @@ pub static FORMATS: &[Format] = &[
         quantize_row: q3k::quantize_row,
         quantize_row_streaming: None,
         dequantize_row: q3k::dequantize_row,
-        dequantize_row_streaming: None,
+        dequantize_row_streaming: Some(q3k::dequantize_row_streaming),
     },
     Format {
         ty: QuantType::Q4_K,
@@ -371,7 +394,7 @@ pub static FORMATS: &[Format] = &[
         quantize_row: q6k::quantize_row,
         quantize_row_streaming: None,
         dequantize_row: q6k::dequantize_row,
-        dequantize_row_streaming: None,
+        dequantize_row_streaming: Some(q6k::dequantize_row_streaming),
     },
 ];
 

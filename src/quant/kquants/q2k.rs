@@ -4,7 +4,7 @@
 // Index loops mirror ggml's C so that the order of operations is evident.
 #![allow(clippy::needless_range_loop)]
 
-use super::{as_blocks, f16_bytes, f16_value, pack_2bit, Block, QK_K};
+use super::{f16_bytes, f16_value, pack_2bit, Block, QK_K};
 use crate::quant::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants, nearest_int};
 
 /// ggml's `block_q2_K`.
@@ -201,17 +201,20 @@ pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>)
     );
 }
 
-/// Dequantize one row (`dequantize_row_q2_K`).
-pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
-    let blocks = as_blocks::<BlockQ2K>(src);
-    assert_eq!(blocks.len() * QK_K, dst.len(), "row length");
+super::dequantize_row_with_avx2!(
+    BlockQ2K,
+    dequantize_blocks,
+    "Dequantize one row (`dequantize_row_q2_K`)."
+);
+
+#[inline(always)]
+fn dequantize_blocks<const STREAM: bool>(blocks: &[BlockQ2K], dst: &mut [f32]) {
     for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
         let d = f16_value(b.d);
         let min = f16_value(b.dmin);
         let mut is = 0;
         for h in 0..2 {
             let q = &b.qs[32 * h..32 * h + 32];
-            let y = &mut y[128 * h..128 * h + 128];
             let mut shift = 0;
             for j in 0..4 {
                 for half in 0..2 {
@@ -219,10 +222,9 @@ pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
                     is += 1;
                     let dl = d * (sc & 0xF) as f32;
                     let ml = min * (sc >> 4) as f32;
-                    for k in 0..16 {
-                        let idx = 16 * half + k;
-                        y[32 * j + idx] = dl * ((q[idx] >> shift) & 3) as f32 - ml;
-                    }
+                    let levels: [u8; 16] = std::array::from_fn(|k| (q[16 * half + k] >> shift) & 3);
+                    let at = 128 * h + 32 * j + 16 * half;
+                    super::scale_levels::<STREAM, 16>(&levels, dl, ml, &mut y[at..at + 16]);
                 }
                 shift += 2;
             }

@@ -5,7 +5,7 @@
 // Index loops mirror ggml's C so that the order of operations is evident.
 #![allow(clippy::needless_range_loop)]
 
-use super::{as_blocks, f16_bytes, f16_value, pack_2bit, Block, QK_K};
+use super::{f16_bytes, f16_value, pack_2bit, Block, QK_K};
 use crate::quant::search::{make_q3_quants, make_qx_quants, nearest_int};
 
 /// ggml's `block_q3_K`.
@@ -212,28 +212,32 @@ pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>)
     );
 }
 
-/// Dequantize one row (`dequantize_row_q3_K`).
-pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
-    let blocks = as_blocks::<BlockQ3K>(src);
-    assert_eq!(blocks.len() * QK_K, dst.len(), "row length");
+super::dequantize_row_with_avx2!(
+    BlockQ3K,
+    dequantize_blocks,
+    "Dequantize one row (`dequantize_row_q3_K`)."
+);
+
+#[inline(always)]
+fn dequantize_blocks<const STREAM: bool>(blocks: &[BlockQ3K], dst: &mut [f32]) {
     for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
         let d_all = f16_value(b.d);
         let mut is = 0;
         let mut m = 1u8;
         for h in 0..2 {
             let q = &b.qs[32 * h..32 * h + 32];
-            let y = &mut y[128 * h..128 * h + 128];
             let mut shift = 0;
             for j in 0..4 {
                 for half in 0..2 {
                     let dl = d_all * get_scale(&b.scales, is) as f32;
                     is += 1;
-                    for k in 0..16 {
+                    let levels: [i8; 16] = std::array::from_fn(|k| {
                         let idx = 16 * half + k;
-                        let low = ((q[idx] >> shift) & 3) as i32;
-                        let high = if b.hmask[idx] & m != 0 { 0 } else { 4 };
-                        y[32 * j + idx] = dl * (low - high) as f32;
-                    }
+                        let low = ((q[idx] >> shift) & 3) as i8;
+                        low - 4 * (b.hmask[idx] & m == 0) as i8
+                    });
+                    let at = 128 * h + 32 * j + 16 * half;
+                    super::scale_signed::<STREAM, 16>(&levels, dl, &mut y[at..at + 16]);
                 }
                 shift += 2;
                 m <<= 1;

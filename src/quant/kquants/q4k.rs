@@ -82,8 +82,8 @@ fn dequantize_blocks<const STREAM: bool>(blocks: &[BlockQ4K], dst: &mut [f32]) {
             let q = &b.qs[32 * g..32 * g + 32];
             let lo: [u8; 32] = std::array::from_fn(|k| q[k] & 0xF);
             let hi: [u8; 32] = std::array::from_fn(|k| q[k] >> 4);
-            super::scale_levels::<STREAM>(&lo, d1, m1, &mut y[64 * g..]);
-            super::scale_levels::<STREAM>(&hi, d2, m2, &mut y[64 * g + 32..]);
+            super::scale_levels::<STREAM, 32>(&lo, d1, m1, &mut y[64 * g..]);
+            super::scale_levels::<STREAM, 32>(&hi, d2, m2, &mut y[64 * g + 32..]);
         }
     }
 }

@@ -100,8 +100,8 @@ fn dequantize_blocks<const STREAM: bool>(blocks: &[BlockQ5K], dst: &mut [f32]) {
                 std::array::from_fn(|k| (ql[k] & 0xF) + 16 * ((b.qh[k] & u1 != 0) as u8));
             let hi: [u8; 32] =
                 std::array::from_fn(|k| (ql[k] >> 4) + 16 * ((b.qh[k] & u2 != 0) as u8));
-            super::scale_levels::<STREAM>(&lo, d1, m1, &mut y[64 * g..]);
-            super::scale_levels::<STREAM>(&hi, d2, m2, &mut y[64 * g + 32..]);
+            super::scale_levels::<STREAM, 32>(&lo, d1, m1, &mut y[64 * g..]);
+            super::scale_levels::<STREAM, 32>(&hi, d2, m2, &mut y[64 * g + 32..]);
             u1 <<= 2;
             u2 <<= 2;
         }

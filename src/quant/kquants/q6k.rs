@@ -5,7 +5,7 @@
 // Index loops mirror ggml's C so that the order of operations is evident.
 #![allow(clippy::needless_range_loop)]
 
-use super::{as_blocks, f16_bytes, f16_value, super_blocks, Block, QK_K};
+use super::{f16_bytes, f16_value, super_blocks, Block, QK_K};
 use crate::quant::search::{make_qx_quants, nearest_int, GROUP_MAX_EPS};
 
 /// ggml's `block_q6_K`.
@@ -149,27 +149,36 @@ pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>)
     }
 }
 
-/// Dequantize one row (`dequantize_row_q6_K`).
-pub fn dequantize_row(src: &[u8], dst: &mut [f32]) {
-    let blocks = as_blocks::<BlockQ6K>(src);
-    assert_eq!(blocks.len() * QK_K, dst.len(), "row length");
+super::dequantize_row_with_avx2!(
+    BlockQ6K,
+    dequantize_blocks,
+    "Dequantize one row (`dequantize_row_q6_K`)."
+);
+
+#[inline(always)]
+fn dequantize_blocks<const STREAM: bool>(blocks: &[BlockQ6K], dst: &mut [f32]) {
     for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
         let d = f16_value(b.d);
         for h in 0..2 {
             let ql = &b.ql[64 * h..64 * h + 64];
             let qh = &b.qh[32 * h..32 * h + 32];
             let sc = &b.scales[8 * h..8 * h + 8];
-            let y = &mut y[128 * h..128 * h + 128];
-            for k in 0..32 {
-                let is = k / 16;
-                let q1 = ((ql[k] & 0xF) | ((qh[k] & 3) << 4)) as i32 - 32;
-                let q2 = ((ql[k + 32] & 0xF) | (((qh[k] >> 2) & 3) << 4)) as i32 - 32;
-                let q3 = ((ql[k] >> 4) | (((qh[k] >> 4) & 3) << 4)) as i32 - 32;
-                let q4 = ((ql[k + 32] >> 4) | (((qh[k] >> 6) & 3) << 4)) as i32 - 32;
-                y[k] = d * (sc[is] as i8) as f32 * q1 as f32;
-                y[k + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
-                y[k + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
-                y[k + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+            // Quarter `p` of the 128 values: its low 4 bits are nibble
+            // `p / 2` of `ql[k + 32 * (p % 2)]`, its high 2 bits bits `2p`
+            // of `qh[k]`; 16 values share scale `sc[2p + k / 16]`.
+            for p in 0..4 {
+                for half in 0..2 {
+                    let levels: [i8; 16] = std::array::from_fn(|i| {
+                        let k = 16 * half + i;
+                        let low = (ql[k + 32 * (p % 2)] >> (4 * (p / 2))) & 0xF;
+                        let high = (qh[k] >> (2 * p)) & 3;
+                        (low | (high << 4)) as i8 - 32
+                    });
+                    // ggml's `d * sc * q`: the scale product first.
+                    let ds = d * (sc[2 * p + half] as i8) as f32;
+                    let at = 128 * h + 32 * p + 16 * half;
+                    super::scale_signed::<STREAM, 16>(&levels, ds, &mut y[at..at + 16]);
+                }
             }
         }
     }
