@@ -16,8 +16,8 @@
 //! parallel, one per lane; within a lane, sums run in ggml's element order,
 //! so the arithmetic is the same operation for operation.
 
+use super::block::{as_blocks, as_blocks_mut, Block};
 use super::float::{fp16_to_fp32, fp32_to_fp16};
-use super::legacy::{blocks, blocks_mut, ByteBlock};
 use super::search::{nearest_int, GROUP_MAX_EPS};
 use super::{Format, QuantType};
 use std::sync::OnceLock;
@@ -63,8 +63,8 @@ const _: () = assert!(std::mem::size_of::<BlockIq4Nl>() == 18);
 const _: () = assert!(std::mem::size_of::<BlockIq4Xs>() == 136);
 
 // SAFETY: both are #[repr(C)] structs of u8 arrays.
-unsafe impl ByteBlock for BlockIq4Nl {}
-unsafe impl ByteBlock for BlockIq4Xs {}
+unsafe impl Block for BlockIq4Nl {}
+unsafe impl Block for BlockIq4Xs {}
 
 /// Formats registered by this module.
 pub static FORMATS: &[Format] = &[
@@ -373,7 +373,7 @@ fn quantize_block_iq4_xs(x: &[f32], qw: Option<&[f32]>, y: &mut BlockIq4Xs) {
 
 /// Quantize a row to IQ4_NL (`quantize_iq4_nl` on one row).
 pub fn quantize_row_iq4_nl(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    let ys = blocks_mut::<BlockIq4Nl>(dst);
+    let ys = as_blocks_mut::<BlockIq4Nl>(dst);
     assert_eq!(src.len(), ys.len() * QK4_NL);
     if let Some(w) = imatrix {
         assert_eq!(w.len(), src.len());
@@ -386,7 +386,7 @@ pub fn quantize_row_iq4_nl(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>)
 
 /// Quantize a row to IQ4_XS (`quantize_iq4_xs` on one row).
 pub fn quantize_row_iq4_xs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    let ys = blocks_mut::<BlockIq4Xs>(dst);
+    let ys = as_blocks_mut::<BlockIq4Xs>(dst);
     assert_eq!(src.len(), ys.len() * QK_K);
     if let Some(w) = imatrix {
         assert_eq!(w.len(), src.len());
@@ -399,7 +399,7 @@ pub fn quantize_row_iq4_xs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>)
 
 /// Dequantize an IQ4_NL row (`dequantize_row_iq4_nl`).
 pub fn dequantize_row_iq4_nl(src: &[u8], dst: &mut [f32]) {
-    let xs = blocks::<BlockIq4Nl>(src);
+    let xs = as_blocks::<BlockIq4Nl>(src);
     assert_eq!(dst.len(), xs.len() * QK4_NL);
     for (b, y) in xs.iter().zip(dst.chunks_exact_mut(QK4_NL)) {
         let d = fp16_to_fp32(u16::from_le_bytes(b.d));
@@ -413,7 +413,7 @@ pub fn dequantize_row_iq4_nl(src: &[u8], dst: &mut [f32]) {
 
 /// Dequantize an IQ4_XS row (`dequantize_row_iq4_xs`).
 pub fn dequantize_row_iq4_xs(src: &[u8], dst: &mut [f32]) {
-    let xs = blocks::<BlockIq4Xs>(src);
+    let xs = as_blocks::<BlockIq4Xs>(src);
     assert_eq!(dst.len(), xs.len() * QK_K);
     for (b, y) in xs.iter().zip(dst.chunks_exact_mut(QK_K)) {
         let d = fp16_to_fp32(u16::from_le_bytes(b.d));

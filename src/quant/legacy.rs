@@ -15,36 +15,13 @@
 //! operations lane by lane and hand any block holding a NaN or an infinity
 //! to the scalar code.
 
+use super::block::{as_blocks, as_blocks_mut, Block};
 use super::float::{fp16_to_fp32, fp32_to_fp16};
 use super::search::{make_qkx3_quants, make_qx_quants};
 use super::{Format, QuantType};
 
 /// Elements per block of every format of this module.
 pub const QK: usize = 32;
-
-/// Marker for block structs made only of bytes: alignment 1, no padding, so
-/// a byte buffer of whole blocks can be viewed as a slice of them.
-///
-/// # Safety
-/// Implementors are `#[repr(C)]` structs whose fields are all `u8` arrays.
-pub(crate) unsafe trait ByteBlock: Sized {}
-
-/// Views `bytes` (a whole number of blocks) as blocks.
-pub(crate) fn blocks<B: ByteBlock>(bytes: &[u8]) -> &[B] {
-    let size = std::mem::size_of::<B>();
-    assert!(std::mem::align_of::<B>() == 1 && bytes.len() % size == 0);
-    // SAFETY: B is made of bytes only (ByteBlock), so any bit pattern is
-    // valid and alignment 1 is always satisfied; the length divides evenly.
-    unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const B, bytes.len() / size) }
-}
-
-/// Views `bytes` (a whole number of blocks) as mutable blocks.
-pub(crate) fn blocks_mut<B: ByteBlock>(bytes: &mut [u8]) -> &mut [B] {
-    let size = std::mem::size_of::<B>();
-    assert!(std::mem::align_of::<B>() == 1 && bytes.len() % size == 0);
-    // SAFETY: as in `blocks`; the borrow is exclusive.
-    unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut B, bytes.len() / size) }
-}
 
 /// C's conversion of a float to a narrow integer as x86 compilers emit it:
 /// truncate toward zero to 32 bits (`cvttss2si`), where NaN and values out
@@ -113,11 +90,11 @@ const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
 
 // SAFETY: all five are #[repr(C)] structs of u8 arrays.
-unsafe impl ByteBlock for BlockQ4_0 {}
-unsafe impl ByteBlock for BlockQ4_1 {}
-unsafe impl ByteBlock for BlockQ5_0 {}
-unsafe impl ByteBlock for BlockQ5_1 {}
-unsafe impl ByteBlock for BlockQ8_0 {}
+unsafe impl Block for BlockQ4_0 {}
+unsafe impl Block for BlockQ4_1 {}
+unsafe impl Block for BlockQ5_0 {}
+unsafe impl Block for BlockQ5_1 {}
+unsafe impl Block for BlockQ8_0 {}
 
 /// Formats registered by this module.
 pub static FORMATS: &[Format] = &[
@@ -368,7 +345,7 @@ macro_rules! fast_row {
 /// (ggml's `quantize_qX_Y` on one row): without an imatrix, the AVX2 row
 /// kernel `fast` when the CPU has it, else `reference` block by block; with
 /// one, `weighted` on each block and ggml's weights of that block.
-fn quantize_row_blocks<B: ByteBlock>(
+fn quantize_row_blocks<B: Block>(
     src: &[f32],
     dst: &mut [u8],
     imatrix: Option<&[f32]>,
@@ -376,7 +353,7 @@ fn quantize_row_blocks<B: ByteBlock>(
     reference: fn(&[f32; QK], &mut B),
     weighted: fn(&[f32; QK], &[f32; QK], &mut B),
 ) {
-    let ys = blocks_mut::<B>(dst);
+    let ys = as_blocks_mut::<B>(dst);
     assert_eq!(src.len(), ys.len() * QK);
     let Some(qw) = imatrix else {
         #[cfg(target_arch = "x86_64")]
@@ -473,7 +450,7 @@ pub fn quantize_row_q5_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
 
 /// Quantize a row to Q8_0 (`quantize_q8_0`: the importance matrix is unused).
 pub fn quantize_row_q8_0(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
-    let ys = blocks_mut::<BlockQ8_0>(dst);
+    let ys = as_blocks_mut::<BlockQ8_0>(dst);
     assert_eq!(src.len(), ys.len() * QK);
     #[cfg(target_arch = "x86_64")]
     if simd::available() {
@@ -552,7 +529,7 @@ macro_rules! dequantize_entries {
     ($plain:ident, $streaming:ident, $block:ty, $scalar:ident, $name:literal) => {
         #[doc = concat!("Dequantize a ", $name, " row.")]
         pub fn $plain(src: &[u8], dst: &mut [f32]) {
-            let xs = blocks::<$block>(src);
+            let xs = as_blocks::<$block>(src);
             assert_eq!(dst.len(), xs.len() * QK);
             #[cfg(target_arch = "x86_64")]
             if simd::available() {
@@ -565,7 +542,7 @@ macro_rules! dequantize_entries {
 
         #[doc = concat!("Dequantize a ", $name, " row with non-temporal stores (same values).")]
         pub fn $streaming(src: &[u8], dst: &mut [f32]) {
-            let xs = blocks::<$block>(src);
+            let xs = as_blocks::<$block>(src);
             assert_eq!(dst.len(), xs.len() * QK);
             #[cfg(target_arch = "x86_64")]
             if simd::available() && dst.as_ptr().align_offset(16) == 0 {
@@ -1145,27 +1122,27 @@ mod tests {
     type RowQuantizer = fn(&[f32], &mut [u8], Option<&[f32]>);
 
     fn scalar_q4_0(src: &[f32], dst: &mut [u8], _: Option<&[f32]>) {
-        for (x, y) in src.chunks_exact(QK).zip(blocks_mut::<BlockQ4_0>(dst)) {
+        for (x, y) in src.chunks_exact(QK).zip(as_blocks_mut::<BlockQ4_0>(dst)) {
             quantize_block_q4_0_ref(block_slice(x), y);
         }
     }
     fn scalar_q4_1(src: &[f32], dst: &mut [u8], _: Option<&[f32]>) {
-        for (x, y) in src.chunks_exact(QK).zip(blocks_mut::<BlockQ4_1>(dst)) {
+        for (x, y) in src.chunks_exact(QK).zip(as_blocks_mut::<BlockQ4_1>(dst)) {
             quantize_block_q4_1_ref(block_slice(x), y);
         }
     }
     fn scalar_q5_0(src: &[f32], dst: &mut [u8], _: Option<&[f32]>) {
-        for (x, y) in src.chunks_exact(QK).zip(blocks_mut::<BlockQ5_0>(dst)) {
+        for (x, y) in src.chunks_exact(QK).zip(as_blocks_mut::<BlockQ5_0>(dst)) {
             quantize_block_q5_0_ref(block_slice(x), y);
         }
     }
     fn scalar_q5_1(src: &[f32], dst: &mut [u8], _: Option<&[f32]>) {
-        for (x, y) in src.chunks_exact(QK).zip(blocks_mut::<BlockQ5_1>(dst)) {
+        for (x, y) in src.chunks_exact(QK).zip(as_blocks_mut::<BlockQ5_1>(dst)) {
             quantize_block_q5_1_ref(block_slice(x), y);
         }
     }
     fn scalar_q8_0(src: &[f32], dst: &mut [u8], _: Option<&[f32]>) {
-        for (x, y) in src.chunks_exact(QK).zip(blocks_mut::<BlockQ8_0>(dst)) {
+        for (x, y) in src.chunks_exact(QK).zip(as_blocks_mut::<BlockQ8_0>(dst)) {
             quantize_block_q8_0_ref(block_slice(x), y);
         }
     }
@@ -1250,7 +1227,7 @@ mod dequant_tests {
     fn row_dequantizers_equal_scalar() {
         let mut r = crate::rng::TestRng(0x9E37_79B9_7F4A_7C15);
         let bytes: Vec<u8> = (0..34 * 20000).map(|_| r.next() as u8).collect();
-        fn check<B: ByteBlock>(
+        fn check<B: Block>(
             name: &str,
             bytes: &[u8],
             row: fn(&[u8], &mut [f32]),
@@ -1261,7 +1238,7 @@ mod dequant_tests {
             let n = src.len() / size * QK;
             let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
             row(src, &mut a);
-            scalar(blocks::<B>(src), &mut b);
+            scalar(as_blocks::<B>(src), &mut b);
             for i in 0..n {
                 assert_eq!(a[i].to_bits(), b[i].to_bits(), "{name} element {i}");
             }

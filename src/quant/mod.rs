@@ -6,6 +6,7 @@
 //! [`format`] is the registry; [`quantize_rows`] and [`dequantize_rows`]
 //! apply a format to whole matrices, one row per task, in parallel.
 
+pub mod block;
 pub mod float;
 pub mod iq4;
 pub mod kquants;

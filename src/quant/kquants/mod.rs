@@ -32,36 +32,7 @@ pub const QK_K: usize = 256;
 /// Bytes of the packed 6-bit scales and mins of Q4_K/Q5_K (`K_SCALE_SIZE`).
 pub const K_SCALE_SIZE: usize = 12;
 
-/// A K-quant block type: its byte size equals ggml's `sizeof(block_qN_K)`
-/// and it has alignment 1, so rows of bytes can be viewed as blocks.
-///
-/// # Safety
-/// Implementors are `#[repr(C)]` structs of `u8`/`i8` arrays only (no
-/// padding, alignment 1, every bit pattern valid).
-pub unsafe trait Block: Sized {}
-
-/// View a byte row as blocks.
-///
-/// # Panics
-/// When `bytes.len()` is not a multiple of the block size.
-pub fn as_blocks<B: Block>(bytes: &[u8]) -> &[B] {
-    let size = std::mem::size_of::<B>();
-    assert_eq!(bytes.len() % size, 0, "row is not a whole number of blocks");
-    // SAFETY: `B: Block` has alignment 1, no padding and no invalid bit
-    // patterns; the length is a whole number of blocks.
-    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), bytes.len() / size) }
-}
-
-/// View a mutable byte row as blocks.
-///
-/// # Panics
-/// When `bytes.len()` is not a multiple of the block size.
-pub fn as_blocks_mut<B: Block>(bytes: &mut [u8]) -> &mut [B] {
-    let size = std::mem::size_of::<B>();
-    assert_eq!(bytes.len() % size, 0, "row is not a whole number of blocks");
-    // SAFETY: as in `as_blocks`, and the borrow is unique.
-    unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<B>(), bytes.len() / size) }
-}
+pub use super::block::{as_blocks, as_blocks_mut, Block};
 
 /// ggml's fp16 conversions (one implementation for every format).
 pub use super::float::{fp16_to_fp32, fp32_to_fp16};
