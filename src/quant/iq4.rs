@@ -16,7 +16,7 @@
 //! parallel, one per lane; within a lane, sums run in ggml's element order,
 //! so the arithmetic is the same operation for operation.
 
-use super::block::{as_blocks, as_blocks_mut, Block};
+use super::block::{as_blocks_mut, Block};
 use super::float::{fp16_to_fp32, fp32_to_fp16};
 use super::search::{nearest_int, GROUP_MAX_EPS};
 use super::{Format, QuantType};
@@ -76,7 +76,7 @@ pub static FORMATS: &[Format] = &[
         quantize_row: quantize_row_iq4_nl,
         quantize_row_streaming: None,
         dequantize_row: dequantize_row_iq4_nl,
-        dequantize_row_streaming: None,
+        dequantize_row_streaming: Some(dequantize_row_iq4_nl_streaming),
     },
     Format {
         ty: QuantType::IQ4_XS,
@@ -86,7 +86,7 @@ pub static FORMATS: &[Format] = &[
         quantize_row: quantize_row_iq4_xs,
         quantize_row_streaming: None,
         dequantize_row: dequantize_row_iq4_xs,
-        dequantize_row_streaming: None,
+        dequantize_row_streaming: Some(dequantize_row_iq4_xs_streaming),
     },
 ];
 
@@ -397,24 +397,36 @@ pub fn quantize_row_iq4_xs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>)
     }
 }
 
-/// Dequantize an IQ4_NL row (`dequantize_row_iq4_nl`).
-pub fn dequantize_row_iq4_nl(src: &[u8], dst: &mut [f32]) {
-    let xs = as_blocks::<BlockIq4Nl>(src);
-    assert_eq!(dst.len(), xs.len() * QK4_NL);
+crate::quant::dequant::dequantize_row_with_avx2!(
+    dequantize_row_iq4_nl,
+    dequantize_row_iq4_nl_streaming,
+    BlockIq4Nl,
+    QK4_NL,
+    dequantize_nl_blocks,
+    "Dequantize an IQ4_NL row (`dequantize_row_iq4_nl`)."
+);
+
+#[inline(always)]
+fn dequantize_nl_blocks<const STREAM: bool>(xs: &[BlockIq4Nl], dst: &mut [f32]) {
     for (b, y) in xs.iter().zip(dst.chunks_exact_mut(QK4_NL)) {
         let d = fp16_to_fp32(u16::from_le_bytes(b.d));
-        let (lo, hi) = y.split_at_mut(QK4_NL / 2);
-        for j in 0..QK4_NL / 2 {
-            lo[j] = d * KVALUES_IQ4NL[(b.qs[j] & 0x0F) as usize] as f32;
-            hi[j] = d * KVALUES_IQ4NL[(b.qs[j] >> 4) as usize] as f32;
-        }
+        let (lo, hi) = grid_levels(&b.qs);
+        crate::quant::dequant::scale_signed::<STREAM, 16>(&lo, d, &mut y[..16]);
+        crate::quant::dequant::scale_signed::<STREAM, 16>(&hi, d, &mut y[16..]);
     }
 }
 
-/// Dequantize an IQ4_XS row (`dequantize_row_iq4_xs`).
-pub fn dequantize_row_iq4_xs(src: &[u8], dst: &mut [f32]) {
-    let xs = as_blocks::<BlockIq4Xs>(src);
-    assert_eq!(dst.len(), xs.len() * QK_K);
+crate::quant::dequant::dequantize_row_with_avx2!(
+    dequantize_row_iq4_xs,
+    dequantize_row_iq4_xs_streaming,
+    BlockIq4Xs,
+    QK_K,
+    dequantize_xs_blocks,
+    "Dequantize an IQ4_XS row (`dequantize_row_iq4_xs`)."
+);
+
+#[inline(always)]
+fn dequantize_xs_blocks<const STREAM: bool>(xs: &[BlockIq4Xs], dst: &mut [f32]) {
     for (b, y) in xs.iter().zip(dst.chunks_exact_mut(QK_K)) {
         let d = fp16_to_fp32(u16::from_le_bytes(b.d));
         let scales_h = u16::from_le_bytes(b.scales_h) as i32;
@@ -422,14 +434,21 @@ pub fn dequantize_row_iq4_xs(src: &[u8], dst: &mut [f32]) {
             let ls = ((b.scales_l[ib / 2] as i32 >> (4 * (ib % 2))) & 0xF)
                 | (((scales_h >> (2 * ib)) & 3) << 4);
             let dl = d * (ls - 32) as f32;
-            let qs = &b.qs[16 * ib..16 * ib + 16];
-            let (lo, hi) = y[32 * ib..32 * ib + 32].split_at_mut(16);
-            for j in 0..16 {
-                lo[j] = dl * KVALUES_IQ4NL[(qs[j] & 0x0F) as usize] as f32;
-                hi[j] = dl * KVALUES_IQ4NL[(qs[j] >> 4) as usize] as f32;
-            }
+            let (lo, hi) = grid_levels(b.qs[16 * ib..16 * ib + 16].try_into().unwrap());
+            let y = &mut y[32 * ib..32 * ib + 32];
+            crate::quant::dequant::scale_signed::<STREAM, 16>(&lo, dl, &mut y[..16]);
+            crate::quant::dequant::scale_signed::<STREAM, 16>(&hi, dl, &mut y[16..]);
         }
     }
+}
+
+/// The grid values of 16 packed bytes: low nibbles, then high nibbles.
+#[inline(always)]
+fn grid_levels(qs: &[u8; 16]) -> ([i8; 16], [i8; 16]) {
+    (
+        std::array::from_fn(|j| KVALUES_IQ4NL[(qs[j] & 0x0F) as usize]),
+        std::array::from_fn(|j| KVALUES_IQ4NL[(qs[j] >> 4) as usize]),
+    )
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -7,6 +7,7 @@
 //! apply a format to whole matrices, one row per task, in parallel.
 
 pub mod block;
+pub(crate) mod dequant;
 pub mod float;
 pub mod iq4;
 pub mod kquants;

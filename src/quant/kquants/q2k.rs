@@ -201,8 +201,11 @@ pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>)
     );
 }
 
-super::dequantize_row_with_avx2!(
+crate::quant::dequant::dequantize_row_with_avx2!(
+    dequantize_row,
+    dequantize_row_streaming,
     BlockQ2K,
+    QK_K,
     dequantize_blocks,
     "Dequantize one row (`dequantize_row_q2_K`)."
 );
@@ -224,7 +227,12 @@ fn dequantize_blocks<const STREAM: bool>(blocks: &[BlockQ2K], dst: &mut [f32]) {
                     let ml = min * (sc >> 4) as f32;
                     let levels: [u8; 16] = std::array::from_fn(|k| (q[16 * half + k] >> shift) & 3);
                     let at = 128 * h + 32 * j + 16 * half;
-                    super::scale_levels::<STREAM, 16>(&levels, dl, ml, &mut y[at..at + 16]);
+                    crate::quant::dequant::scale_levels::<STREAM, 16>(
+                        &levels,
+                        dl,
+                        ml,
+                        &mut y[at..at + 16],
+                    );
                 }
                 shift += 2;
             }

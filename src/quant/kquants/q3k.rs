@@ -212,8 +212,11 @@ pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>)
     );
 }
 
-super::dequantize_row_with_avx2!(
+crate::quant::dequant::dequantize_row_with_avx2!(
+    dequantize_row,
+    dequantize_row_streaming,
     BlockQ3K,
+    QK_K,
     dequantize_blocks,
     "Dequantize one row (`dequantize_row_q3_K`)."
 );
@@ -237,7 +240,11 @@ fn dequantize_blocks<const STREAM: bool>(blocks: &[BlockQ3K], dst: &mut [f32]) {
                         low - 4 * (b.hmask[idx] & m == 0) as i8
                     });
                     let at = 128 * h + 32 * j + 16 * half;
-                    super::scale_signed::<STREAM, 16>(&levels, dl, &mut y[at..at + 16]);
+                    crate::quant::dequant::scale_signed::<STREAM, 16>(
+                        &levels,
+                        dl,
+                        &mut y[at..at + 16],
+                    );
                 }
                 shift += 2;
                 m <<= 1;

@@ -63,8 +63,11 @@ pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>)
     scale_min::quantize_row_scalar::<BlockQ4K>(src, dst, imatrix);
 }
 
-super::dequantize_row_with_avx2!(
+crate::quant::dequant::dequantize_row_with_avx2!(
+    dequantize_row,
+    dequantize_row_streaming,
     BlockQ4K,
+    QK_K,
     dequantize_blocks,
     "Dequantize one row (`dequantize_row_q4_K`)."
 );
@@ -82,8 +85,8 @@ fn dequantize_blocks<const STREAM: bool>(blocks: &[BlockQ4K], dst: &mut [f32]) {
             let q = &b.qs[32 * g..32 * g + 32];
             let lo: [u8; 32] = std::array::from_fn(|k| q[k] & 0xF);
             let hi: [u8; 32] = std::array::from_fn(|k| q[k] >> 4);
-            super::scale_levels::<STREAM, 32>(&lo, d1, m1, &mut y[64 * g..]);
-            super::scale_levels::<STREAM, 32>(&hi, d2, m2, &mut y[64 * g + 32..]);
+            crate::quant::dequant::scale_levels::<STREAM, 32>(&lo, d1, m1, &mut y[64 * g..]);
+            crate::quant::dequant::scale_levels::<STREAM, 32>(&hi, d2, m2, &mut y[64 * g + 32..]);
         }
     }
 }

@@ -78,8 +78,11 @@ pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>)
     scale_min::quantize_row_scalar::<BlockQ5K>(src, dst, imatrix);
 }
 
-super::dequantize_row_with_avx2!(
+crate::quant::dequant::dequantize_row_with_avx2!(
+    dequantize_row,
+    dequantize_row_streaming,
     BlockQ5K,
+    QK_K,
     dequantize_blocks,
     "Dequantize one row (`dequantize_row_q5_K`)."
 );
@@ -100,8 +103,8 @@ fn dequantize_blocks<const STREAM: bool>(blocks: &[BlockQ5K], dst: &mut [f32]) {
                 std::array::from_fn(|k| (ql[k] & 0xF) + 16 * ((b.qh[k] & u1 != 0) as u8));
             let hi: [u8; 32] =
                 std::array::from_fn(|k| (ql[k] >> 4) + 16 * ((b.qh[k] & u2 != 0) as u8));
-            super::scale_levels::<STREAM, 32>(&lo, d1, m1, &mut y[64 * g..]);
-            super::scale_levels::<STREAM, 32>(&hi, d2, m2, &mut y[64 * g + 32..]);
+            crate::quant::dequant::scale_levels::<STREAM, 32>(&lo, d1, m1, &mut y[64 * g..]);
+            crate::quant::dequant::scale_levels::<STREAM, 32>(&hi, d2, m2, &mut y[64 * g + 32..]);
             u1 <<= 2;
             u2 <<= 2;
         }

@@ -149,8 +149,11 @@ pub fn quantize_row_scalar(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>)
     }
 }
 
-super::dequantize_row_with_avx2!(
+crate::quant::dequant::dequantize_row_with_avx2!(
+    dequantize_row,
+    dequantize_row_streaming,
     BlockQ6K,
+    QK_K,
     dequantize_blocks,
     "Dequantize one row (`dequantize_row_q6_K`)."
 );
@@ -177,7 +180,11 @@ fn dequantize_blocks<const STREAM: bool>(blocks: &[BlockQ6K], dst: &mut [f32]) {
                     // ggml's `d * sc * q`: the scale product first.
                     let ds = d * (sc[2 * p + half] as i8) as f32;
                     let at = 128 * h + 32 * p + 16 * half;
-                    super::scale_signed::<STREAM, 16>(&levels, ds, &mut y[at..at + 16]);
+                    crate::quant::dequant::scale_signed::<STREAM, 16>(
+                        &levels,
+                        ds,
+                        &mut y[at..at + 16],
+                    );
                 }
             }
         }
