@@ -4,11 +4,12 @@
 //! a virtual machine waking an idle virtual CPU can take milliseconds, and
 //! the scheduler may first queue the woken thread behind the busy one. A
 //! job of a few milliseconds (a 32 MiB tensor quantized to Q4_0) then runs
-//! mostly on one thread. Here one task per thread of the pool is queued at
-//! once (so every sleeping thread is woken together), and each task takes
-//! the next piece from a shared counter until none is left: a thread that
-//! starts late simply takes fewer pieces, and a thread that is busy
-//! elsewhere takes none (its task finds the counter exhausted).
+//! mostly on one thread. Here the calling thread works, and one task per
+//! other thread of the pool is queued at once (so every sleeping thread is
+//! woken together); each takes the next piece from a shared counter until
+//! none is left: a thread that starts late simply takes fewer pieces, and a
+//! thread that is busy elsewhere takes none (its task finds the counter
+//! exhausted).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -62,11 +63,14 @@ pub(crate) fn for_each_item<T: Send>(items: Vec<T>, work: impl Fn(T) + Sync) {
     };
     // `in_place_scope` queues the tasks from the calling thread, all at
     // once (`scope` would first move to one worker, which would then wake
-    // the others one by one).
+    // the others one by one), and the calling thread drains too instead of
+    // sleeping until the others are done: one task fewer is queued, and no
+    // thread has to be woken at the end to carry on.
     rayon::in_place_scope(|s| {
-        for _ in 0..tasks {
+        for _ in 1..tasks {
             s.spawn(|_| drain());
         }
+        drain();
     });
 }
 
