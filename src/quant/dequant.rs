@@ -18,7 +18,7 @@ pub(crate) fn scale_levels<const STREAM: bool, const N: usize>(
         // SAFETY: the streaming row function runs this only after checking
         // AVX2 and the alignment of its output (every group of it is then
         // aligned too: groups are multiples of 16 values).
-        unsafe { stream_levels(l.map(|v| v as i32), d, Some(m), &mut y[..N]) };
+        unsafe { stream_levels::<N, false>(l.as_ptr(), d, Some(m), &mut y[..N]) };
         return;
     }
     for (y, &l) in y[..N].iter_mut().zip(l) {
@@ -33,7 +33,7 @@ pub(crate) fn scale_signed<const STREAM: bool, const N: usize>(l: &[i8; N], d: f
     #[cfg(target_arch = "x86_64")]
     if STREAM {
         // SAFETY: as in `scale_levels`.
-        unsafe { stream_levels(l.map(|v| v as i32), d, None, &mut y[..N]) };
+        unsafe { stream_levels::<N, true>(l.as_ptr().cast(), d, None, &mut y[..N]) };
         return;
     }
     for (y, &l) in y[..N].iter_mut().zip(l) {
@@ -41,17 +41,28 @@ pub(crate) fn scale_signed<const STREAM: bool, const N: usize>(l: &[i8; N], d: f
     }
 }
 
-/// `d · l[k]`, minus `m` when given, 8 lanes at a time, written with
-/// non-temporal stores (`N` a multiple of 8, `y` 16-byte aligned).
+/// `d · l[k]`, minus `m` when given, for the `N` level bytes at `l` (signed
+/// when `SIGNED`), 8 lanes at a time, written with non-temporal stores
+/// (`N` a multiple of 8, `y` 16-byte aligned).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn stream_levels<const N: usize>(l: [i32; N], d: f32, m: Option<f32>, y: &mut [f32]) {
+unsafe fn stream_levels<const N: usize, const SIGNED: bool>(
+    l: *const u8,
+    d: f32,
+    m: Option<f32>,
+    y: &mut [f32],
+) {
     use std::arch::x86_64::*;
     debug_assert!(N % 8 == 0 && y.len() == N && y.as_ptr().align_offset(16) == 0);
     let dv = _mm256_set1_ps(d);
     for k in 0..N / 8 {
-        let q = _mm256_loadu_si256(l.as_ptr().add(8 * k) as *const __m256i);
+        let bytes = _mm_loadl_epi64(l.add(8 * k) as *const __m128i);
+        let q = if SIGNED {
+            _mm256_cvtepi8_epi32(bytes)
+        } else {
+            _mm256_cvtepu8_epi32(bytes)
+        };
         let mut r = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(q));
         if let Some(m) = m {
             r = _mm256_sub_ps(r, _mm256_set1_ps(m));
