@@ -17,7 +17,7 @@
 
 use super::block::{as_blocks, as_blocks_mut, Block};
 use super::float::{fp16_to_fp32, fp32_to_fp16};
-use super::search::{make_qkx3_quants, make_qx_quants};
+use super::search::{make_qkx3_quants, make_qx_quants, IMPL_GRID};
 use super::{Format, QuantType};
 
 /// Elements per block of every format of this module.
@@ -404,7 +404,8 @@ pub fn quantize_row_q4_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
         quantize_block_q4_1_ref,
         |x, w, y| {
             let mut l = [0u8; QK];
-            let (d, min) = make_qkx3_quants(15, x, Some(w), &mut l, -0.9, 0.05, 36, false);
+            let (rmin, rdelta, nstep) = IMPL_GRID;
+            let (d, min) = make_qkx3_quants(15, x, Some(w), &mut l, rmin, rdelta, nstep, false);
             y.d = f16_bytes(d);
             y.m = f16_bytes(-min);
             for j in 0..QK / 2 {
@@ -440,7 +441,8 @@ pub fn quantize_row_q5_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
         quantize_block_q5_1_ref,
         |x, w, y| {
             let mut l = [0u8; QK];
-            let (d, min) = make_qkx3_quants(31, x, Some(w), &mut l, -0.9, 0.05, 36, false);
+            let (rmin, rdelta, nstep) = IMPL_GRID;
+            let (d, min) = make_qkx3_quants(31, x, Some(w), &mut l, rmin, rdelta, nstep, false);
             y.d = f16_bytes(d);
             y.m = f16_bytes(-min);
             y.qh = pack_q5(&l, &mut y.qs);

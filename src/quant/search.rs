@@ -249,6 +249,11 @@ pub fn make_qkx2_quants(
     )
 }
 
+/// The candidate-scale grid `(rmin, rdelta, nstep)` with which every
+/// importance-weighted path of ggml (`quantize_row_q*_impl`) calls
+/// [`make_qkx3_quants`].
+pub const IMPL_GRID: (f32, f32, i32) = (-0.9, 0.05, 36);
+
 /// Like [`make_qkx2_quants`] but with optional weights (x² when `None`) and
 /// a `max <= min` degenerate test (ggml's `make_qkx3_quants`).
 #[allow(clippy::too_many_arguments)]

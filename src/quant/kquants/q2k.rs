@@ -5,7 +5,9 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::{f16_bytes, f16_value, pack_2bit, Block, QK_K};
-use crate::quant::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants, nearest_int};
+use crate::quant::search::{
+    make_qkx2_quants, make_qkx3_quants, make_qp_quants, nearest_int, IMPL_GRID,
+};
 
 /// ggml's `block_q2_K`.
 #[repr(C)]
@@ -163,14 +165,15 @@ pub fn quantize_block_impl_scalar(x: &[f32; QK_K], qw: &[f32], y: &mut BlockQ2K)
         for k in 0..16 {
             sw[j] += weight[k];
         }
+        let (rmin, rdelta, nstep) = IMPL_GRID;
         let (s, m) = make_qkx3_quants(
             3,
             xs,
             Some(&weight),
             &mut l[16 * j..16 * j + 16],
-            -0.9,
-            0.05,
-            36,
+            rmin,
+            rdelta,
+            nstep,
             false,
         );
         scales[j] = s;
@@ -285,7 +288,8 @@ mod avx2 {
                             sw[g] = _mm256_add_ps(sw[g], w[k][g]);
                         }
                     }
-                    let r = simd::qkx_search::<16, 2, false, true>(&xt, &w, 3, -0.9, 0.05, 36);
+                    let (rmin, rdelta, nstep) = crate::quant::search::IMPL_GRID;
+                    let r = simd::qkx_search::<16, 2, false, true>(&xt, &w, 3, rmin, rdelta, nstep);
                     let levels = QkxLevels::new(&r);
                     let (scales, mins) = (simd::lanes16(&r.scale), simd::lanes16(&r.the_min));
                     finish_impl::<true>(

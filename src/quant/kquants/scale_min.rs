@@ -9,7 +9,9 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::{f16_bytes, f16_value, super_blocks, Block, K_SCALE_SIZE, QK_K};
-use crate::quant::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants, nearest_int};
+use crate::quant::search::{
+    make_qkx2_quants, make_qkx3_quants, make_qp_quants, nearest_int, IMPL_GRID,
+};
 
 /// A block of the Q4_K family: what sets Q4_K and Q5_K apart.
 pub(crate) trait ScaleMinBlock: Block {
@@ -152,14 +154,15 @@ pub(crate) fn search_impl(
             sumw += w;
         }
         sw[j] = sumw;
+        let (rmin, rdelta, nstep) = IMPL_GRID;
         let (s, m) = make_qkx3_quants(
             nmax,
             xs,
             Some(&weights),
             &mut l[32 * j..32 * j + 32],
-            -0.9,
-            0.05,
-            36,
+            rmin,
+            rdelta,
+            nstep,
             false,
         );
         scales[j] = s;
@@ -399,7 +402,8 @@ mod avx2 {
                 w[i][0] = _mm256_mul_ps(qt[i][0], _mm256_sqrt_ps(x2));
                 sw = _mm256_add_ps(sw, w[i][0]);
             }
-            let r = simd::qkx_search::<32, 1, false, true>(&xt, &w, B::NMAX, -0.9, 0.05, 36);
+            let (rmin, rdelta, nstep) = crate::quant::search::IMPL_GRID;
+            let r = simd::qkx_search::<32, 1, false, true>(&xt, &w, B::NMAX, rmin, rdelta, nstep);
             let levels = QkxLevels::new(&r);
             finish_impl::<B, true>(
                 x,
