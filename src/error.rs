@@ -26,6 +26,8 @@ pub enum Error {
     Quant(#[from] QuantError),
     #[error("{0}")]
     Ggml(String),
+    #[error("cannot allocate {bytes} bytes for {what}")]
+    Alloc { bytes: usize, what: String },
 }
 
 impl Error {

@@ -42,6 +42,15 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// The stream of `key` under `seed`: the same pair always gives the
+    /// same numbers, whatever else was drawn.
+    pub fn keyed(seed: u64, key: u64) -> Stream {
+        Stream {
+            key: mix64(mix64(seed ^ GOLDEN) ^ mix64(key.wrapping_add(GOLDEN))),
+            counter: 0,
+        }
+    }
+
     /// The `i`-th 64 random bits of this stream.
     pub fn bits_at(&self, i: u64) -> u64 {
         mix64(self.key ^ mix64(i.wrapping_mul(GOLDEN).wrapping_add(GOLDEN)))

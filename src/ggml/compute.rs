@@ -4,6 +4,7 @@
 //! backend works.
 
 use std::ptr::NonNull;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::context::Context;
@@ -11,10 +12,27 @@ use super::ffi::{self, GgmlBackendBuffer, GgmlBackendT, GgmlCgraph, GgmlTensor};
 use crate::error::{Error, Result};
 use crate::quant::QuantType;
 
-/// A ggml backend, owned (freed on drop) or borrowed from the caller.
+/// A ggml backend, owned (freed on drop) or borrowed from the caller. A
+/// borrowed backend is held exclusively while this value lives: ggml
+/// backends are not safe to compute on from two threads at once, so calls
+/// of the library that share a caller's backend run one after the other.
 pub struct Backend {
     raw: NonNull<ffi::GgmlBackend>,
     owned: bool,
+    _exclusive: Option<MutexGuard<'static, ()>>,
+}
+
+/// Locks that serialize the use of callers' backends: a backend's address
+/// picks one (two backends may share a lock, which only serializes them
+/// needlessly; the address is used only while the caller keeps the backend
+/// alive for the call).
+static BACKEND_LOCKS: [Mutex<()>; 16] = [const { Mutex::new(()) }; 16];
+
+fn exclusive(raw: NonNull<ffi::GgmlBackend>) -> MutexGuard<'static, ()> {
+    let slot = (raw.as_ptr() as usize >> 4) % BACKEND_LOCKS.len();
+    BACKEND_LOCKS[slot]
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 impl Backend {
@@ -23,7 +41,11 @@ impl Backend {
         let raw = NonNull::new(unsafe { ffi::ggml_backend_cpu_init() })
             .ok_or_else(|| Error::Ggml("ggml_backend_cpu_init failed".into()))?;
         unsafe { ffi::ggml_backend_cpu_set_n_threads(raw.as_ptr(), n_threads.max(1) as i32) };
-        Ok(Backend { raw, owned: true })
+        Ok(Backend {
+            raw,
+            owned: true,
+            _exclusive: None,
+        })
     }
 
     /// The caller's backend (not freed on drop).
@@ -32,7 +54,11 @@ impl Backend {
     /// `raw` is a live backend.
     pub unsafe fn borrowed(raw: GgmlBackendT) -> Result<Backend> {
         let raw = NonNull::new(raw).ok_or(Error::Null("backend"))?;
-        Ok(Backend { raw, owned: false })
+        Ok(Backend {
+            raw,
+            owned: false,
+            _exclusive: Some(exclusive(raw)),
+        })
     }
 
     /// The caller's backend, or a CPU backend when `raw` is NULL.
@@ -41,7 +67,11 @@ impl Backend {
     /// `raw` is NULL or a live backend.
     pub unsafe fn from_raw_or_cpu(raw: GgmlBackendT, n_threads: usize) -> Result<Backend> {
         match NonNull::new(raw) {
-            Some(raw) => Ok(Backend { raw, owned: false }),
+            Some(raw) => Ok(Backend {
+                raw,
+                owned: false,
+                _exclusive: Some(exclusive(raw)),
+            }),
             None => Backend::cpu(n_threads),
         }
     }

@@ -102,6 +102,14 @@ extern "C" {
         b: *mut GgmlTensor,
     ) -> *mut GgmlTensor;
     pub fn ggml_new_graph(ctx: *mut GgmlContext) -> *mut GgmlCgraph;
+    pub fn ggml_view_2d(
+        ctx: *mut GgmlContext,
+        a: *mut GgmlTensor,
+        ne0: i64,
+        ne1: i64,
+        nb1: usize,
+        offset: usize,
+    ) -> *mut GgmlTensor;
     pub fn ggml_build_forward_expand(graph: *mut GgmlCgraph, t: *mut GgmlTensor);
 
     // ggml-cpu.h

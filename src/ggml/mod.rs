@@ -8,6 +8,8 @@ pub mod context;
 pub mod ffi;
 pub mod reference;
 pub mod tensor;
+pub mod tensor_rows;
 
 pub use context::Context;
 pub use tensor::Tensor;
+pub use tensor_rows::TensorRows;

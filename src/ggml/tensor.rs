@@ -4,6 +4,7 @@ use std::ffi::{CStr, CString};
 use std::ptr::NonNull;
 
 use super::ffi::{self, GgmlTensor, TensorInfo};
+use super::tensor_rows::TensorRows;
 use crate::error::{Error, Result};
 use crate::quant::{self, QuantType};
 
@@ -145,7 +146,7 @@ impl Tensor {
                 || unsafe { ffi::ggml_backend_buffer_is_host(self.info.buffer.cast()) })
     }
 
-    fn check_host_data(&self) -> Result<()> {
+    pub(crate) fn check_host_data(&self) -> Result<()> {
         if self.info.data.is_null() {
             return Err(Error::Tensor(format!(
                 "tensor '{}' has no data (allocated in a no_alloc context?)",
@@ -178,75 +179,32 @@ impl Tensor {
             && nb[3] == nb[2] * ne[2] as u64
     }
 
-    /// The address of each row, in logical order.
-    fn row_ptrs(&self) -> impl Iterator<Item = *const u8> + '_ {
-        let [_, n1, n2, n3] = self.info.ne;
-        let nb = self.info.nb;
-        let base = self.info.data as *const u8;
-        (0..n3).flat_map(move |i3| {
-            (0..n2).flat_map(move |i2| {
-                (0..n1).map(move |i1| unsafe {
-                    base.add((i1 as u64 * nb[1] + i2 as u64 * nb[2] + i3 as u64 * nb[3]) as usize)
-                })
-            })
-        })
+    /// Strides in bytes (`nb[0..4]`).
+    pub fn nb(&self) -> [u64; 4] {
+        self.info.nb
     }
 
-    /// The logical values as F32, row after row, dequantizing when needed.
-    /// Views with arbitrary strides are read element by element for F32, F16
-    /// and BF16; quantized views must keep each row's blocks together.
+    /// The values of this tensor as a [`TensorRows`] source: checks that the
+    /// data is in host memory, that the type is implemented, and that each
+    /// row's blocks are stored together (any strides for F32, F16, BF16).
+    pub fn rows(&self) -> Result<TensorRows<'_>> {
+        TensorRows::new(self)
+    }
+
+    /// The logical values as F32, row after row, dequantizing when needed,
+    /// in a new buffer (allocated fallibly: the error names its size).
     pub fn read_f32(&self) -> Result<Vec<f32>> {
-        self.check_host_data()?;
-        let ty = self.quant_type()?;
-        let f = ty.format();
-        let n = self.row_len();
-        let row_bytes = f.row_bytes(n).ok_or_else(|| {
-            Error::Tensor(format!(
-                "tensor '{}': row of {n} is not a multiple of the {} block size {}",
-                self.name(),
-                f.name,
-                f.block_size
-            ))
-        })?;
-        let mut out = vec![0f32; self.nelements()];
-        let nb0 = self.info.nb[0] as usize;
-        if nb0 == f.block_bytes {
-            for (row, dst) in self.row_ptrs().zip(out.chunks_mut(n)) {
-                let src = unsafe { std::slice::from_raw_parts(row, row_bytes) };
-                (f.dequantize_row)(src, dst);
-            }
-        } else if f.block_size == 1 {
-            for (row, dst) in self.row_ptrs().zip(out.chunks_mut(n)) {
-                for (i, d) in dst.iter_mut().enumerate() {
-                    let src =
-                        unsafe { std::slice::from_raw_parts(row.add(i * nb0), f.block_bytes) };
-                    (f.dequantize_row)(src, std::slice::from_mut(d));
-                }
-            }
-        } else {
-            return Err(Error::Tensor(format!(
-                "tensor '{}' is a view whose {} blocks are not stored together",
-                self.name(),
-                f.name
-            )));
-        }
-        Ok(out)
+        self.rows()?.to_vec()
     }
 
-    /// The values of a contiguous F32 host tensor, borrowed without a copy.
-    pub fn f32_data(&self) -> Option<&[f32]> {
-        let contiguous_f32 = self.info.ty == QuantType::F32.ggml_id() && self.is_contiguous();
-        (contiguous_f32 && self.has_host_data()).then(|| unsafe {
-            std::slice::from_raw_parts(self.data_ptr() as *const f32, self.nelements())
-        })
-    }
-
-    /// The logical values as F32: borrowed for contiguous F32 tensors,
-    /// converted otherwise (see [`Tensor::read_f32`]).
+    /// The logical values as F32: borrowed for contiguous F32 tensors whose
+    /// data is 4-byte aligned, converted otherwise (see
+    /// [`Tensor::read_f32`]).
     pub fn values(&self) -> Result<std::borrow::Cow<'_, [f32]>> {
-        match self.f32_data() {
+        let rows = self.rows()?;
+        match rows.borrowed_all() {
             Some(v) => Ok(std::borrow::Cow::Borrowed(v)),
-            None => self.read_f32().map(std::borrow::Cow::Owned),
+            None => rows.to_vec().map(std::borrow::Cow::Owned),
         }
     }
 

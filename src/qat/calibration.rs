@@ -1,7 +1,5 @@
 //! Synthetic calibration data: i.i.d. normal values from a seeded stream.
 
-use rayon::prelude::*;
-
 use crate::rng::Stream;
 
 /// A bound on |x| of every standard normal the streams produce: Box-Muller
@@ -13,16 +11,15 @@ pub const MAX_ABS_NORMAL: f64 = 8.7;
 /// threads fill them. `std == 0` gives exactly `mean`.
 pub fn fill_normal(out: &mut [f32], stream: &Stream, mean: f32, std: f32) {
     const CHUNK: usize = 1 << 14;
-    out.par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            let base = (c * CHUNK) as u64;
-            for (j, v) in chunk.iter_mut().enumerate() {
-                *v = if std == 0.0 {
-                    mean
-                } else {
-                    (mean as f64 + std as f64 * stream.normal_at(base + j as u64)) as f32
-                };
-            }
-        });
+    let chunks = out.chunks_mut(CHUNK).enumerate().collect();
+    crate::quant::for_each_piece(chunks, |(c, chunk): (usize, &mut [f32])| {
+        let base = (c * CHUNK) as u64;
+        for (j, v) in chunk.iter_mut().enumerate() {
+            *v = if std == 0.0 {
+                mean
+            } else {
+                (mean as f64 + std as f64 * stream.normal_at(base + j as u64)) as f32
+            };
+        }
+    });
 }

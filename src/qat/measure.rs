@@ -8,8 +8,10 @@ use super::metrics;
 use super::session::{Session, Stats};
 use crate::error::{Error, Result};
 use crate::ggml::compute::{median, Backend, MulMat};
+use crate::ggml::tensor_rows::{try_vec, try_with_capacity};
 use crate::ggml::Tensor;
 use crate::quant::{self, QuantType};
+use crate::rng::Stream;
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// The most timed repetitions a benchmark runs (its timings are kept in
@@ -31,9 +33,12 @@ impl Weights {
     /// implemented type); rows are ne[1] * ne[2] * ne[3].
     pub fn of(t: &Tensor) -> Result<Weights> {
         let ty = t.quant_type()?;
+        let data = t.bytes()?;
+        let mut bytes = try_with_capacity(data.len(), "a copy of the weights")?;
+        bytes.extend_from_slice(data);
         Ok(Weights {
             ty,
-            bytes: t.bytes()?.to_vec(),
+            bytes,
             ne0: t.row_len(),
             ne1: t.nrows(),
         })
@@ -42,9 +47,11 @@ impl Weights {
     /// An F32 copy of the tensor's values.
     pub fn f32_of(t: &Tensor) -> Result<Weights> {
         let values = t.values()?;
+        let mut bytes = try_with_capacity(values.len() * 4, "an F32 copy of the model")?;
+        bytes.extend(values.iter().flat_map(|v| v.to_ne_bytes()));
         Ok(Weights {
             ty: QuantType::F32,
-            bytes: values.iter().flat_map(|v| v.to_ne_bytes()).collect(),
+            bytes,
             ne0: t.row_len(),
             ne1: t.nrows(),
         })
@@ -57,7 +64,7 @@ impl Weights {
             .row_bytes(ne0)
             .ok_or_else(|| Error::invalid("model", format!("row of {ne0} does not fit {ty:?}")))?;
         let ne1 = values.len() / ne0;
-        let mut bytes = vec![0u8; row * ne1];
+        let mut bytes = try_vec(row * ne1, "quantized weights")?;
         quant::quantize_rows(ty, values, ne0, &mut bytes, None)?;
         Ok(Weights {
             ty,
@@ -139,35 +146,37 @@ impl Session {
                         ),
                     ));
                 }
-                let values = x.values()?.into_owned();
-                if let Some((index, value)) = metrics::first_non_finite(&values) {
-                    return Err(Error::NonFinite {
-                        tensor: x.name(),
-                        index,
-                        value,
-                    });
-                }
+                let values = match self.checked_values(x)? {
+                    std::borrow::Cow::Owned(v) => v,
+                    std::borrow::Cow::Borrowed(b) => {
+                        let mut v = try_with_capacity(b.len(), "a copy of the test data")?;
+                        v.extend_from_slice(b);
+                        v
+                    }
+                };
                 Ok((values, x.nrows()))
             }
-            None => {
-                let n = self.config().calibration_samples;
-                // calibration_samples may be anything up to INT_MAX: allocate
-                // fallibly, so an impossible size is an error, not an abort.
-                let mut x = Vec::new();
-                ne0.checked_mul(n)
-                    .filter(|&len| len <= isize::MAX as usize / std::mem::size_of::<f32>())
-                    .and_then(|len| x.try_reserve_exact(len).ok().map(|_| len))
-                    .map(|len| x.resize(len, 0f32))
-                    .ok_or_else(|| {
-                        Error::Ggml(format!(
-                            "cannot allocate {n} synthetic samples of {ne0} values (config calibration_samples)"
-                        ))
-                    })?;
-                let stream = self.next_stream();
-                self.run(|| super::calibration::fill_normal(&mut x, &stream, 0.0, 1.0));
-                Ok((x, n))
-            }
+            None => self.synthetic_inputs(ne0, self.next_stream()),
         }
+    }
+
+    /// `calibration_samples` rows of `ne0` N(0,1) values drawn from `stream`.
+    pub fn synthetic_inputs(&self, ne0: usize, stream: Stream) -> Result<(Vec<f32>, usize)> {
+        let n = self.config().calibration_samples;
+        // calibration_samples may be anything up to INT_MAX: allocate
+        // fallibly, so an impossible size is an error, not an abort.
+        let len = ne0.checked_mul(n).ok_or_else(|| {
+            Error::invalid(
+                "calibration_samples",
+                format!("{n} samples of {ne0} values overflow"),
+            )
+        })?;
+        let mut x = try_vec(
+            len,
+            "synthetic calibration samples (config calibration_samples)",
+        )?;
+        self.run_pieces(|| super::calibration::fill_normal(&mut x, &stream, 0.0, 1.0));
+        Ok((x, n))
     }
 
     /// The CPU backend this session measures on (its thread count).

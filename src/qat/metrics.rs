@@ -1,7 +1,11 @@
 //! Distribution metrics: KL divergence of row softmaxes and top-1 agreement.
 //! Rows are independent and computed in parallel; sums are in f64.
 
+use std::convert::Infallible;
+
 use rayon::prelude::*;
+
+use crate::quant::rows::{self, RowSource};
 
 /// `KL(P‖Q)` of one row, `P = softmax(p/T)`, `Q = softmax(q/T)`, computed
 /// with log-sum-exp in f64. Identical rows give exactly 0.
@@ -71,11 +75,89 @@ pub fn top1_agreement(p: &[f32], q: &[f32], row_len: usize) -> f64 {
     same as f64 / rows as f64
 }
 
-/// Index and value of the first non-finite element, if any.
-pub fn first_non_finite(x: &[f32]) -> Option<(usize, f32)> {
-    x.par_iter()
-        .position_first(|v| !v.is_finite())
-        .map(|i| (i, x[i]))
+/// Why [`mean_kl_rows`] could not give a figure.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KlError {
+    /// Source `which` (0: `p`, 1: `q`) has a NaN or infinite value at
+    /// `index` (the first such of that source).
+    NonFinite {
+        which: usize,
+        index: usize,
+        value: f32,
+    },
+    /// A piece's buffer of `bytes` bytes could not be allocated.
+    Alloc { bytes: usize },
+}
+
+/// [`mean_kl`] of two matrices of the same shape read from sources a piece
+/// of rows at a time (in parallel; extra memory two pieces per thread),
+/// refusing non-finite values: every value of `p` is checked before any of
+/// `q` counts, so the error names the first bad value of `p` if it has one.
+/// Rows are summed in order, so the figure does not depend on the threads.
+pub fn mean_kl_rows<A, B>(p: &A, q: &B, temperature: f64) -> Result<f64, KlError>
+where
+    A: RowSource<Error = Infallible>,
+    B: RowSource<Error = Infallible>,
+{
+    let (row_len, nrows) = (p.row_len(), p.nrows());
+    assert_eq!((row_len, nrows), (q.row_len(), q.nrows()));
+    if nrows == 0 {
+        return Ok(0.0);
+    }
+    let inv_t = 1.0 / temperature;
+    let pieces = rows::pieces(nrows, row_len, 1, false);
+    let mut sums: Vec<Result<f64, KlError>> = vec![Ok(0.0); pieces.len()];
+    let items = pieces.iter().zip(sums.iter_mut()).collect();
+    crate::quant::for_each_piece(
+        items,
+        |(piece, sum): (&rows::Piece, &mut Result<f64, KlError>)| {
+            let (mut bp, mut bq) = (Vec::new(), Vec::new());
+            *sum = (|| {
+                let at = piece.row * row_len;
+                for (b, converts) in [(&mut bp, p.converts(piece)), (&mut bq, q.converts(piece))] {
+                    if converts {
+                        b.try_reserve(piece.len()).map_err(|_| KlError::Alloc {
+                            bytes: piece.len() * std::mem::size_of::<f32>(),
+                        })?;
+                    }
+                }
+                let Ok(a) = p.read(piece, &mut bp);
+                let Ok(b) = q.read(piece, &mut bq);
+                for (which, v) in [a, b].into_iter().enumerate() {
+                    if let Some(i) = rows::first_non_finite(v) {
+                        return Err(KlError::NonFinite {
+                            which,
+                            index: at + i,
+                            value: v[i],
+                        });
+                    }
+                }
+                Ok(a.chunks(row_len)
+                    .zip(b.chunks(row_len))
+                    .map(|(a, b)| kl_row(a, b, inv_t))
+                    .sum())
+            })();
+        },
+    );
+    let mut total = 0.0;
+    let mut first_error: Option<KlError> = None;
+    for r in sums {
+        match (r, &first_error) {
+            (Ok(s), _) => total += s,
+            (Err(e), None) => first_error = Some(e),
+            (
+                Err(e @ KlError::NonFinite { which, index, .. }),
+                Some(KlError::NonFinite {
+                    which: w, index: i, ..
+                }),
+            ) if (which, index) < (*w, *i) => first_error = Some(e),
+            (Err(_), Some(_)) => {}
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(total / nrows as f64),
+    }
 }
 
 #[cfg(test)]

@@ -54,12 +54,17 @@ impl Session {
         }
     }
 
-    /// Brings `layers[0..=current]` to their quantized form. Layers this
-    /// session produced, or already block-quantized, are left as they are;
-    /// the others are quantized to their class's type and gated. The
-    /// pointers change only when every layer succeeded. With
-    /// `progressive_layers > 0`, a call may quantize at most that many new
-    /// layers.
+    /// Brings `layers[0..=current]` to their quantized form. What a layer
+    /// needs follows from the tensor alone (nothing is remembered between
+    /// calls, so a new tensor at the address of an old one is treated as
+    /// new): block-quantized layers are left as they are; the others are
+    /// gated from their class's type, and a layer whose gate ends at its own
+    /// type (an F16 layer kept at F16, say) is left as it is too, so calling
+    /// again changes nothing. The gate's inputs depend only on the seed and
+    /// the row length, so a layer's type depends only on the seed, its
+    /// values and the configuration. The pointers change only when every
+    /// layer succeeded. With `progressive_layers > 0`, a call may gate at
+    /// most that many layers.
     pub fn progressive(
         &self,
         gctx: &Context,
@@ -75,23 +80,27 @@ impl Session {
                 pending.push((i, t));
             }
         }
-        let cap = self.config().progressive_layers;
-        if cap > 0 && pending.len() > cap {
-            return Err(Error::invalid(
-                "current_layer",
-                format!(
-                    "{} layers are waiting, more than progressive_layers = {cap} per call",
-                    pending.len()
-                ),
-            ));
-        }
         let backend = self.cpu_backend()?;
         let mut done = Vec::with_capacity(pending.len());
         for (i, src) in pending {
             let wanted = self.config().qtype_for(classes[i]);
             let values = self.checked_values(&src)?;
             let gated = self.gate(&backend, &values, src.row_len(), wanted)?;
+            if src.quant_type().is_ok_and(|t| t == gated.weights.ty) {
+                // Already in the form the gate chose: nothing to replace.
+                continue;
+            }
             done.push((i, src, wanted, gated));
+        }
+        let cap = self.config().progressive_layers;
+        if cap > 0 && done.len() > cap {
+            return Err(Error::invalid(
+                "current_layer",
+                format!(
+                    "{} layers are waiting, more than progressive_layers = {cap} per call",
+                    done.len()
+                ),
+            ));
         }
         // Allocate only now, and only when everything fits, so a failure
         // leaves the context untouched.

@@ -60,7 +60,9 @@ impl Session {
     /// A layer's values with its F32 reference and the synthetic inputs
     /// (`calibration_samples` N(0,1) samples) it is measured on.
     pub fn probe<'v>(&self, values: &'v [f32], ne0: usize) -> Result<Probe<'v>> {
-        let (x, n) = self.inputs(ne0, None)?;
+        // Inputs keyed by the row length: the same layer gets the same
+        // measurement (and gate decision) whatever was measured before.
+        let (x, n) = self.synthetic_inputs(ne0, self.keyed_stream(ne0 as u64))?;
         Ok(Probe {
             values,
             reference: Weights::quantized(QuantType::F32, values, ne0)?,

@@ -12,6 +12,7 @@ use super::metrics;
 use super::plan;
 use crate::error::{Error, Result};
 use crate::ggml::{Context, Tensor};
+use crate::quant::rows::{Finite, FromError};
 use crate::quant::{self, QuantType};
 use crate::rng::{SeedSequence, Stream};
 
@@ -42,13 +43,13 @@ struct Totals {
     measured: Stats,
     benchmark: BenchmarkTimes,
     fallbacks: Vec<String>,
-    /// Addresses of the tensors this session produced.
-    produced: std::collections::HashSet<usize>,
 }
 
 /// One QAT session (a `ggml_qat_context_t`).
 pub struct Session {
     config: Config,
+    /// The seed the generator last started from.
+    seed: std::sync::atomic::AtomicU64,
     seeds: Mutex<SeedSequence>,
     totals: Mutex<Totals>,
     pool: RwLock<Option<Arc<rayon::ThreadPool>>>,
@@ -62,6 +63,7 @@ impl Session {
     pub fn new(config: Config) -> Session {
         Session {
             config,
+            seed: std::sync::atomic::AtomicU64::new(DEFAULT_SEED),
             seeds: Mutex::new(SeedSequence::new(DEFAULT_SEED)),
             totals: Mutex::new(Totals::default()),
             pool: RwLock::new(None),
@@ -74,7 +76,16 @@ impl Session {
 
     /// Restarts the generator from `seed`.
     pub fn set_seed(&self, seed: u64) {
-        *lock(&self.seeds) = SeedSequence::new(seed);
+        let mut seeds = lock(&self.seeds);
+        *seeds = SeedSequence::new(seed);
+        self.seed.store(seed, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A stream that depends only on the current seed and `key`, not on the
+    /// calls made before (for decisions that must be reproducible per
+    /// layer, such as the progressive gate's synthetic inputs).
+    pub fn keyed_stream(&self, key: u64) -> Stream {
+        Stream::keyed(self.seed.load(std::sync::atomic::Ordering::Relaxed), key)
     }
 
     /// The next random stream of this session.
@@ -109,6 +120,20 @@ impl Session {
     pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         let pool = self.pool.read().unwrap_or_else(|e| e.into_inner()).clone();
         match pool {
+            Some(p) => p.install(f),
+            None => f(),
+        }
+    }
+
+    /// Runs `f`, whose parallel work goes through the piece drivers of
+    /// [`crate::quant`] only (`for_each_piece`), on this session's threads:
+    /// on a one-thread session it runs on the calling thread (handing a
+    /// call over to a pool's single thread and waking it costs tens of
+    /// microseconds, more than a small tensor's whole quantization).
+    pub fn run_pieces<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        let pool = self.pool.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match pool {
+            Some(p) if p.current_num_threads() == 1 => quant::on_this_thread(f),
             Some(p) => p.install(f),
             None => f(),
         }
@@ -177,7 +202,7 @@ impl Session {
         let out = unsafe {
             std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut f32, t.nelements())
         };
-        self.run(|| fill_normal(out, &stream, mean, std));
+        self.run_pieces(|| fill_normal(out, &stream, mean, std));
         Ok(t)
     }
 
@@ -186,16 +211,16 @@ impl Session {
         plan::type_for_row(self.config.qtype_for(class), row_len)
     }
 
-    /// The logical values of `src` as F32, refusing non-finite data (the
-    /// error names the first bad element).
+    /// The logical values of `src` as F32 (borrowed when it is contiguous
+    /// aligned F32, else converted into a fallibly allocated buffer),
+    /// refusing non-finite data (the error names the first bad element).
     pub fn checked_values<'t>(&self, src: &'t Tensor) -> Result<std::borrow::Cow<'t, [f32]>> {
-        src.quant_type()?;
         let values = src.values()?;
-        if let Some((index, value)) = self.run(|| metrics::first_non_finite(&values)) {
+        if let Some(index) = quant::rows::first_non_finite(&values) {
             return Err(Error::NonFinite {
                 tensor: src.name(),
                 index,
-                value,
+                value: values[index],
             });
         }
         Ok(values)
@@ -208,8 +233,8 @@ impl Session {
         Ok(dst)
     }
 
-    /// Counts `dst` (made from `src`) in the statistics, notes why its type
-    /// differs from `wanted` when it does, and remembers it as produced here.
+    /// Counts `dst` (made from `src`) in the statistics and notes why its
+    /// type differs from `wanted` when it does.
     pub fn record_quantized(
         &self,
         src: &Tensor,
@@ -220,7 +245,6 @@ impl Session {
         let mut t = lock(&self.totals);
         t.original_bytes += src.nbytes() as u64;
         t.quantized_bytes += dst.nbytes() as u64;
-        t.produced.insert(dst.as_ptr() as usize);
         let ty = dst.quant_type().map(|t| t.format().name).unwrap_or("?");
         if let Some(why) = why {
             t.fallbacks.push(format!(
@@ -232,11 +256,10 @@ impl Session {
         }
     }
 
-    /// Whether `t` was produced by this session or already holds
-    /// block-quantized weights.
+    /// Whether `t` already holds block-quantized weights (known from its
+    /// type alone: nothing is remembered about tensors between calls).
     pub fn is_quantized(&self, t: &Tensor) -> bool {
-        lock(&self.totals).produced.contains(&(t.as_ptr() as usize))
-            || t.quant_type().is_ok_and(plan::is_block_quantized)
+        t.quant_type().is_ok_and(plan::is_block_quantized)
     }
 
     /// `src` quantized to its class's type (after fallback) as a new tensor
@@ -252,13 +275,29 @@ impl Session {
 
     /// `src` quantized to `wanted` (after fallback) as a new tensor of
     /// `gctx` with the same shape and name.
+    ///
+    /// The source is read a piece of rows at a time (converted to F32 in a
+    /// per-thread buffer unless it is contiguous aligned F32), checked for
+    /// non-finite values and quantized while in the cache: one pass over
+    /// the data, extra memory bounded by a piece per thread. Non-finite
+    /// data is found during that pass: the error is returned after the
+    /// result tensor was created, so its space in `gctx` stays used.
     pub fn quantize_as(&self, gctx: &Context, src: &Tensor, wanted: QuantType) -> Result<Tensor> {
-        let values = self.checked_values(src)?;
+        let rows = src.rows()?;
         let row_len = src.row_len();
         let ty = plan::type_for_row(wanted, row_len);
         let dst = self.new_like(gctx, src, ty)?;
         let out = unsafe { dst.bytes_mut()? };
-        self.run(|| quant::quantize_rows(ty, &values, row_len, out, None))?;
+        self.run_pieces(|| quant::rows::quantize_from(ty, &rows, out, None, Finite::Check))
+            .map_err(|e| match e {
+                FromError::Quant(e) => Error::Quant(e),
+                FromError::Source(never) => match never {},
+                FromError::NonFinite { index, value } => Error::NonFinite {
+                    tensor: src.name(),
+                    index,
+                    value,
+                },
+            })?;
         let why = (ty != wanted).then(|| plan::fallback_reason(wanted, row_len));
         self.record_quantized(src, &dst, wanted, why);
         Ok(dst)
@@ -316,19 +355,23 @@ impl Session {
                 ),
             ));
         }
-        let p = original.values()?;
-        let q = quantized.values()?;
-        for (t, v) in [(original, &p), (quantized, &q)] {
-            if let Some((index, value)) = self.run(|| metrics::first_non_finite(v)) {
-                return Err(Error::NonFinite {
-                    tensor: t.name(),
+        let (p, q) = (original.rows()?, quantized.rows()?);
+        self.run_pieces(|| metrics::mean_kl_rows(&p, &q, temperature as f64))
+            .map_err(|e| match e {
+                metrics::KlError::NonFinite {
+                    which,
                     index,
                     value,
-                });
-            }
-        }
-        let row_len = original.row_len();
-        Ok(self.run(|| metrics::mean_kl(&p, &q, row_len, temperature as f64)))
+                } => Error::NonFinite {
+                    tensor: [original, quantized][which].name(),
+                    index,
+                    value,
+                },
+                metrics::KlError::Alloc { bytes } => Error::Alloc {
+                    bytes,
+                    what: "a piece of rows".into(),
+                },
+            })
     }
 
     /// Exact bytes the tensors take once quantized by this session (fallback

@@ -13,7 +13,8 @@ pub mod iq4;
 pub mod kquants;
 pub mod legacy;
 mod parallel;
-pub use parallel::on_this_thread;
+pub use parallel::{for_each_item as for_each_piece, on_this_thread};
+pub mod rows;
 pub mod search;
 
 /// ggml type ids of the formats this crate knows; values equal `enum ggml_type`.
@@ -160,6 +161,8 @@ pub enum QuantError {
     BadImatrix { got: usize, want: usize },
     #[error("{ty:?} is not implemented")]
     NotImplemented { ty: QuantType },
+    #[error("cannot allocate {bytes} bytes for converting rows")]
+    Alloc { bytes: usize },
 }
 
 /// `ty`'s registry entry and the bytes of one row of `n_per_row` elements.
@@ -190,43 +193,22 @@ pub fn quantize_rows(
     dst: &mut [u8],
     imatrix: Option<&[f32]>,
 ) -> Result<(), QuantError> {
-    let (f, row_bytes) = row_geometry(ty, n_per_row)?;
+    let (_, _) = row_geometry(ty, n_per_row)?;
     if src.len() % n_per_row != 0 {
         return Err(QuantError::BadLength {
             got: src.len(),
             want: src.len().div_ceil(n_per_row) * n_per_row,
         });
     }
-    let nrows = src.len() / n_per_row;
-    if dst.len() != nrows * row_bytes {
-        return Err(QuantError::BadLength {
-            got: dst.len(),
-            want: nrows * row_bytes,
-        });
-    }
-    if let Some(w) = imatrix {
-        if w.len() != n_per_row {
-            return Err(QuantError::BadImatrix {
-                got: w.len(),
-                want: n_per_row,
-            });
-        }
-    }
-    let quantize_row = f
-        .quantize_row_streaming
-        .filter(|_| dst.len() >= STREAM_MIN_BYTES)
-        .unwrap_or(f.quantize_row);
-    let rows = rows_per_task(n_per_row);
-    let pieces = src
-        .chunks(rows * n_per_row)
-        .zip(dst.chunks_mut(rows * row_bytes))
-        .collect();
-    parallel::for_each_item(pieces, |(s, d): (&[f32], &mut [u8])| {
-        for (s, d) in s.chunks(n_per_row).zip(d.chunks_mut(row_bytes)) {
-            quantize_row(s, d, imatrix);
-        }
-    });
-    Ok(())
+    let source = rows::SliceRows {
+        values: src,
+        row_len: n_per_row,
+    };
+    rows::quantize_from(ty, &source, dst, imatrix, rows::Finite::Trust).map_err(|e| match e {
+        rows::FromError::Quant(e) => e,
+        rows::FromError::Source(never) => match never {},
+        rows::FromError::NonFinite { .. } => unreachable!("values are not checked here"),
+    })
 }
 
 /// Dequantize `src` (rows of `n_per_row` elements of type `ty`) into `dst`,

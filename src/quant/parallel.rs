@@ -42,7 +42,7 @@ pub fn on_this_thread<R>(f: impl FnOnce() -> R) -> R {
 /// shared counter; which thread runs which item does not change any result.
 /// With one item, a pool of one thread, or inside [`on_this_thread`],
 /// everything runs on the caller.
-pub(crate) fn for_each_item<T: Send>(items: Vec<T>, work: impl Fn(T) + Sync) {
+pub fn for_each_item<T: Send>(items: Vec<T>, work: impl Fn(T) + Sync) {
     if items.len() <= 1 || rayon::current_num_threads() <= 1 || ON_THIS_THREAD.with(|c| c.get()) {
         items.into_iter().for_each(work);
         return;
