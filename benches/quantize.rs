@@ -28,7 +28,6 @@
 
 mod common;
 
-
 use common::{gaussian, mb_per_s, median_times};
 
 use ggml_qat::ggml::ffi;

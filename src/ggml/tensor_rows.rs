@@ -94,6 +94,25 @@ impl<'t> TensorRows<'t> {
         Ok(out)
     }
 
+    /// Index and value of the first NaN or infinite value, read a piece of
+    /// rows at a time (no copy of the whole tensor).
+    pub fn first_non_finite(&self) -> Result<Option<(usize, f32)>> {
+        let mut buf = Vec::new();
+        for p in crate::quant::rows::pieces(self.nrows, self.row_len, 1, false) {
+            if self.converts(&p) && buf.try_reserve(p.len()).is_err() {
+                return Err(Error::Alloc {
+                    bytes: p.len() * std::mem::size_of::<f32>(),
+                    what: "a piece of rows".into(),
+                });
+            }
+            let Ok(v) = self.read(&p, &mut buf);
+            if let Some(i) = crate::quant::rows::first_non_finite(v) {
+                return Ok(Some((p.row * self.row_len + i, v[i])));
+            }
+        }
+        Ok(None)
+    }
+
     /// The address of logical row `r` (ggml's `ne[1..4]` order).
     fn row_ptr(&self, r: usize) -> *const u8 {
         let [_, n1, n2, _] = self.tensor.ne();

@@ -204,8 +204,8 @@ impl Session {
             ));
         }
         // Non-finite weights would only give NaN figures: refuse them.
-        self.checked_values(original)?;
-        self.checked_values(quantized)?;
+        self.check_finite(original)?;
+        self.check_finite(quantized)?;
         let a = Weights::of(original)?;
         let b = Weights::of(quantized)?;
         let (x, n) = self.inputs(a.ne0, test_data)?;

@@ -55,6 +55,33 @@ pub struct Session {
     pool: RwLock<Option<Arc<rayon::ThreadPool>>>,
 }
 
+/// The process that first used rayon's global pool through a session.
+static GLOBAL_POOL_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// A pool for a forked child of the process whose global pool the
+/// sessions used (`None` in that process itself), made once per process.
+fn forked_child_pool() -> Option<Arc<rayon::ThreadPool>> {
+    static CHILD: Mutex<Option<(u32, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
+    let pid = std::process::id();
+    if *GLOBAL_POOL_PID.get_or_init(|| pid) == pid {
+        return None;
+    }
+    let mut child = lock(&CHILD);
+    match &*child {
+        Some((p, pool)) if *p == pid => Some(pool.clone()),
+        _ => {
+            // A pool inherited from another process has no threads here:
+            // forget it rather than drop it (dropping signals them).
+            if let Some(old) = child.take() {
+                std::mem::forget(old);
+            }
+            let pool = rayon::ThreadPoolBuilder::new().build().ok().map(Arc::new)?;
+            *child = Some((pid, pool.clone()));
+            Some(pool)
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -118,11 +145,19 @@ impl Session {
 
     /// Runs `f` on this session's thread pool.
     pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        let pool = self.pool.read().unwrap_or_else(|e| e.into_inner()).clone();
-        match pool {
+        match self.pool() {
             Some(p) => p.install(f),
             None => f(),
         }
+    }
+
+    /// This session's pool: its own, or none for rayon's global pool —
+    /// unless this process is a fork of the one that started the global
+    /// pool, whose threads did not survive the fork (using it would wait
+    /// for them forever): then a pool of this process's own.
+    fn pool(&self) -> Option<Arc<rayon::ThreadPool>> {
+        let own = self.pool.read().unwrap_or_else(|e| e.into_inner()).clone();
+        own.or_else(forked_child_pool)
     }
 
     /// Runs `f`, whose parallel work goes through the piece drivers of
@@ -131,8 +166,7 @@ impl Session {
     /// call over to a pool's single thread and waking it costs tens of
     /// microseconds, more than a small tensor's whole quantization).
     pub fn run_pieces<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        let pool = self.pool.read().unwrap_or_else(|e| e.into_inner()).clone();
-        match pool {
+        match self.pool() {
             Some(p) if p.current_num_threads() == 1 => quant::on_this_thread(f),
             Some(p) => p.install(f),
             None => f(),
@@ -224,6 +258,19 @@ impl Session {
             });
         }
         Ok(values)
+    }
+
+    /// Refuses `t` when it holds a non-finite value (the error names the
+    /// first), reading it a piece of rows at a time.
+    pub fn check_finite(&self, t: &Tensor) -> Result<()> {
+        match t.rows()?.first_non_finite()? {
+            Some((index, value)) => Err(Error::NonFinite {
+                tensor: t.name(),
+                index,
+                value,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// A new tensor of `gctx` of type `ty` with the shape and name of `src`.
