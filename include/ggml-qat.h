@@ -201,7 +201,10 @@ ggml_qat_stats_t ggml_qat_validate_performance(ggml_qat_context_t *ctx,
 // model is faster). The absolute times are kept for
 // ggml_qat_get_benchmark_times(). 0 on bad arguments (NULL model or input,
 // n_iterations <= 0 or > 1000000, ne[0] that differ, an operation the
-// backend lacks).
+// backend lacks). Several threads may pass the same backend: calls of
+// the library on one backend run one after the other (ggml backends are
+// not safe to compute on from two threads at once); the library cannot
+// keep other code of the caller off the backend meanwhile.
 float ggml_qat_benchmark_inference_speed(ggml_qat_context_t *ctx,
                                          ggml_backend_t backend,
                                          struct ggml_tensor *model,
@@ -296,8 +299,11 @@ struct ggml_tensor *ggml_qat_generate_calibration_data(ggml_qat_context_t *ctx,
 // back as llama.cpp does (Q2_K, Q3_K -> Q4_0; IQ4_XS -> IQ4_NL; Q4_K ->
 // Q5_0; Q5_K -> Q5_1; Q6_K -> Q8_0; then F16), listed by
 // ggml_qat_get_fallbacks(). `src` may be F32, F16, BF16 or any type
-// ggml-qat implements (dequantized first). NULL on bad arguments, non-finite
-// data, or a ggml context without room.
+// ggml-qat implements, any strides or byte offset (read and converted a
+// piece of rows at a time: the extra memory does not grow with the
+// tensor). NULL on bad arguments, non-finite data (found while
+// quantizing: the unfinished result's space in `ggml_ctx` stays used), or
+// a ggml context without room.
 struct ggml_tensor *ggml_qat_quantize_layer(ggml_qat_context_t *ctx,
                                             struct ggml_context *ggml_ctx,
                                             struct ggml_tensor *src,
@@ -346,14 +352,18 @@ enum ggml_type ggml_qat_get_optimal_qtype(ggml_qat_layer_type_t layer_type,
                                           ggml_backend_t backend);
 
 // Brings layers[0..=current_layer] to their quantized form, replacing the
-// pointers with new tensors of `ggml_ctx`. Idempotent: layers this context
-// already quantized (or block-quantized tensors) are left as they are, so
-// calls with current_layer = 0, 1, 2, ... quantize each layer once. Each new
-// layer gets its class's type and is checked on config calibration_samples
-// synthetic inputs (Y = W X with ggml's CPU backend); while its top-1
+// pointers with new tensors of `ggml_ctx`. Idempotent, judged from each
+// tensor alone (nothing is remembered by address): block-quantized layers
+// are left as they are, so calls with current_layer = 0, 1, 2, ... quantize
+// each layer once. Each other layer gets its class's type and is checked on
+// config calibration_samples synthetic inputs (Y = W X with ggml's CPU
+// backend; the inputs depend only on the seed and ne[0], so a layer's type
+// depends only on the seed, its values and the config); while its top-1
 // agreement is below config accuracy_threshold it is raised one precision
-// step (... Q4_K -> Q5_K -> Q6_K -> Q8_0 -> F16 -> F32). With config
-// progressive_layers > 0 a call quantizes at most that many new layers.
+// step (... Q4_K -> Q5_K -> Q6_K -> Q8_0 -> F16 -> F32). A layer whose
+// check ends at its own type (an F16 layer kept at F16) is left as it is.
+// With config progressive_layers > 0 a call may replace at most that many
+// layers.
 // False on bad arguments, non-finite data or a context without room; then
 // no pointer changes.
 bool ggml_qat_progressive_quantize(ggml_qat_context_t *ctx,

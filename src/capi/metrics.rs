@@ -82,7 +82,10 @@ pub unsafe extern "C" fn ggml_qat_validate_performance(
 /// model is faster). The absolute times are kept for
 /// ggml_qat_get_benchmark_times(). 0 on bad arguments (NULL model or input,
 /// n_iterations <= 0 or > 1000000, ne[0] that differ, an operation the
-/// backend lacks).
+/// backend lacks). Several threads may pass the same backend: calls of
+/// the library on one backend run one after the other (ggml backends are
+/// not safe to compute on from two threads at once); the library cannot
+/// keep other code of the caller off the backend meanwhile.
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_benchmark_inference_speed(
     ctx: *mut QatContext,

@@ -63,8 +63,11 @@ pub unsafe extern "C" fn ggml_qat_generate_calibration_data(
 /// back as llama.cpp does (Q2_K, Q3_K -> Q4_0; IQ4_XS -> IQ4_NL; Q4_K ->
 /// Q5_0; Q5_K -> Q5_1; Q6_K -> Q8_0; then F16), listed by
 /// ggml_qat_get_fallbacks(). `src` may be F32, F16, BF16 or any type
-/// ggml-qat implements (dequantized first). NULL on bad arguments, non-finite
-/// data, or a ggml context without room.
+/// ggml-qat implements, any strides or byte offset (read and converted a
+/// piece of rows at a time: the extra memory does not grow with the
+/// tensor). NULL on bad arguments, non-finite data (found while
+/// quantizing: the unfinished result's space in `ggml_ctx` stays used), or
+/// a ggml context without room.
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_quantize_layer(
     ctx: *mut QatContext,
@@ -188,14 +191,18 @@ pub unsafe extern "C" fn ggml_qat_get_optimal_qtype(
 }
 
 /// Brings layers[0..=current_layer] to their quantized form, replacing the
-/// pointers with new tensors of `ggml_ctx`. Idempotent: layers this context
-/// already quantized (or block-quantized tensors) are left as they are, so
-/// calls with current_layer = 0, 1, 2, ... quantize each layer once. Each new
-/// layer gets its class's type and is checked on config calibration_samples
-/// synthetic inputs (Y = W X with ggml's CPU backend); while its top-1
+/// pointers with new tensors of `ggml_ctx`. Idempotent, judged from each
+/// tensor alone (nothing is remembered by address): block-quantized layers
+/// are left as they are, so calls with current_layer = 0, 1, 2, ... quantize
+/// each layer once. Each other layer gets its class's type and is checked on
+/// config calibration_samples synthetic inputs (Y = W X with ggml's CPU
+/// backend; the inputs depend only on the seed and ne[0], so a layer's type
+/// depends only on the seed, its values and the config); while its top-1
 /// agreement is below config accuracy_threshold it is raised one precision
-/// step (... Q4_K -> Q5_K -> Q6_K -> Q8_0 -> F16 -> F32). With config
-/// progressive_layers > 0 a call quantizes at most that many new layers.
+/// step (... Q4_K -> Q5_K -> Q6_K -> Q8_0 -> F16 -> F32). A layer whose
+/// check ends at its own type (an F16 layer kept at F16) is left as it is.
+/// With config progressive_layers > 0 a call may replace at most that many
+/// layers.
 /// False on bad arguments, non-finite data or a context without room; then
 /// no pointer changes.
 #[no_mangle]
