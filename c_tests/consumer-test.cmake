@@ -1,7 +1,9 @@
 # Installs the build into WORK_DIR/prefix, checks the installed layout, then
 # configures, builds and runs the consumer project against it with
 # find_package(ggml-qat CONFIG REQUIRED), linking the KIND (shared|static)
-# target. Usage: cmake -DBUILD_DIR=.. -DCONSUMER_SOURCE=.. -DWORK_DIR=.. -DKIND=.. -P consumer-test.cmake
+# target; the library and the consumers load one libggml-base, the file
+# EXPECT_GGML_BASE when given (the ggml the build found).
+# Usage: cmake -DBUILD_DIR=.. -DCONSUMER_SOURCE=.. -DWORK_DIR=.. -DKIND=.. [-DEXPECT_GGML_BASE=..] -P consumer-test.cmake
 
 set(prefix "${WORK_DIR}/prefix")
 file(REMOVE_RECURSE "${WORK_DIR}")
@@ -61,3 +63,19 @@ foreach(exe consumer-c11 consumer-cxx17 consumer-cxx20)
     run("${WORK_DIR}/build/${exe}")
     message(STATUS "${exe} (${KIND}): ${last_output}")
 endforeach()
+
+# One ggml per process (ldd): the installed library and every consumer.
+set(files "${prefix}/lib/libggml-qat.so.0")
+set(links_qat "")
+foreach(exe consumer-c11 consumer-cxx17 consumer-cxx20)
+    list(APPEND files "${WORK_DIR}/build/${exe}")
+    if(KIND STREQUAL "shared")
+        list(APPEND links_qat "${WORK_DIR}/build/${exe}")
+    endif()
+endforeach()
+string(REPLACE ";" "|" files "${files}")
+string(REPLACE ";" "|" links_qat "${links_qat}")
+run("${CMAKE_COMMAND}" "-DFILES=${files}" "-DEXPECT=${EXPECT_GGML_BASE}" "-DLINKS_QAT=${links_qat}"
+    -P "${CMAKE_CURRENT_LIST_DIR}/one-ggml.cmake")
+string(REGEX REPLACE "(^|\n)-- " "\\1" out "${last_output}")
+message(STATUS "${out}")
