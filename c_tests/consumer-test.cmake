@@ -3,7 +3,8 @@
 # find_package(ggml-qat CONFIG REQUIRED), linking the KIND (shared|static)
 # target; the library and the consumers load one libggml-base, the file
 # EXPECT_GGML_BASE when given (the ggml the build found).
-# Usage: cmake -DBUILD_DIR=.. -DCONSUMER_SOURCE=.. -DWORK_DIR=.. -DKIND=.. [-DEXPECT_GGML_BASE=..] -P consumer-test.cmake
+# Usage: cmake -DBUILD_DIR=.. -DCONSUMER_SOURCE=.. -DWORK_DIR=.. -DKIND=.. [-DEXPECT_GGML_BASE=..]
+#        [-DGGML_DIR=<ggml package folder>] -P consumer-test.cmake
 
 set(prefix "${WORK_DIR}/prefix")
 file(REMOVE_RECURSE "${WORK_DIR}")
@@ -38,13 +39,19 @@ if(READELF)
     endif()
 endif()
 
+# The static consumer finds ggml itself first (GGML_DIR given): the package
+# then takes the caller's ggml::ggml instead of importing its own.
+set(ggml_first "")
 if(KIND STREQUAL "static")
     set(use_static ON)
+    if(GGML_DIR)
+        set(ggml_first -DGGML_QAT_CONSUMER_GGML_FIRST=ON "-Dggml_DIR=${GGML_DIR}")
+    endif()
 else()
     set(use_static OFF)
 endif()
 run("${CMAKE_COMMAND}" -S "${CONSUMER_SOURCE}" -B "${WORK_DIR}/build"
-    "-DCMAKE_PREFIX_PATH=${prefix}" "-DGGML_QAT_CONSUMER_STATIC=${use_static}")
+    "-DCMAKE_PREFIX_PATH=${prefix}" "-DGGML_QAT_CONSUMER_STATIC=${use_static}" ${ggml_first})
 run("${CMAKE_COMMAND}" --build "${WORK_DIR}/build")
 # pkg-config users: compile and run the C consumer with the .pc flags only.
 find_program(PKG_CONFIG NAMES pkg-config pkgconf)

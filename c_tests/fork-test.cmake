@@ -38,6 +38,23 @@ function(one_ggml expect links_qat)
     message(STATUS "${out}")
 endfunction()
 
+# 0. The README's fork recipe is what c_tests/fork runs: each line of its
+#    cmake block stands, as written, between the markers of the fork project.
+file(READ "${SOURCE_DIR}/README.md" readme)
+string(REGEX MATCH "### Replacing the C implementation in a ggml fork.*```cmake\n([^`]*)```" _ "${readme}")
+set(recipe "${CMAKE_MATCH_1}")
+file(READ "${tests}/fork/CMakeLists.txt" fork)
+string(REGEX MATCH "# --- the README's lines, verbatim -*\n(.*)\n *# -------" _ "${fork}")
+set(verbatim "${CMAKE_MATCH_1}")
+string(REGEX REPLACE "(^|\n) +" "\\1" recipe "${recipe}")
+string(REGEX REPLACE "(^|\n) +" "\\1" verbatim "${verbatim}")
+string(STRIP "${recipe}" recipe)
+string(STRIP "${verbatim}" verbatim)
+if(recipe STREQUAL "" OR NOT recipe STREQUAL verbatim)
+    message(FATAL_ERROR "README's fork recipe:\n${recipe}\nis not what c_tests/fork/CMakeLists.txt runs:\n${verbatim}")
+endif()
+message(STATUS "README's fork recipe = c_tests/fork:\n${recipe}")
+
 # 1. The llama.cpp tree (ggml 0.25.3).
 execute_process(COMMAND sh "${SOURCE_DIR}/scripts/fetch-llama-cpp.sh"
     RESULT_VARIABLE rc OUTPUT_VARIABLE tree ERROR_VARIABLE err OUTPUT_STRIP_TRAILING_WHITESPACE)
