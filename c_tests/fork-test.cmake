@@ -98,6 +98,18 @@ if(NOT last_output MATCHES "RUNPATH[^\n]*\\[\\$ORIGIN\\]")
     message(FATAL_ERROR "installed libggml-qat.so should find ggml through $ORIGIN:\n${last_output}")
 endif()
 one_ggml("${prefix}/lib/libggml-base.so.0" "" "${prefix}/lib/libggml-qat.so.0")
+# A plain consumer of that installed tree: the package finds the ggml
+# installed beside it.
+run("${CMAKE_COMMAND}" -S "${tests}/consumer" -B "${WORK_DIR}/prefix-consumer" -DCMAKE_BUILD_TYPE=Release
+    "-DCMAKE_PREFIX_PATH=${prefix}")
+run("${CMAKE_COMMAND}" --build "${WORK_DIR}/prefix-consumer")
+set(programs "")
+foreach(exe consumer-c11 consumer-cxx17)
+    run("${WORK_DIR}/prefix-consumer/${exe}")
+    message(STATUS "prefix-consumer/${exe}: ${last_output}")
+    list(APPEND programs "${WORK_DIR}/prefix-consumer/${exe}")
+endforeach()
+one_ggml("${prefix}/lib/libggml-base.so.0" "${programs}" ${programs})
 
 # 4. find_package(ggml-qat) in a tree that builds ggml (ggml::ggml is its alias).
 set(pkg "${WORK_DIR}/package")
