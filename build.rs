@@ -2,11 +2,16 @@
 //! headers, links ggml, and generates the C header with cbindgen.
 //!
 //! ggml is looked for, in order:
-//! 1. `GGML_QAT_GGML_INCLUDE_DIR` + `GGML_QAT_GGML_LIB_DIR` (set by our CMake
+//! 1. `GGML_QAT_GGML_INCLUDE_DIR` + `GGML_QAT_GGML_LIBS`: the header folders
+//!    and the library files themselves, each a path list (`:`), set by our
+//!    CMake build inside a tree that builds ggml from source (the tree's
+//!    `ggml`, `ggml-cpu`, `ggml-base` targets, whose files may lie in
+//!    different folders),
+//! 2. `GGML_QAT_GGML_INCLUDE_DIR` + `GGML_QAT_GGML_LIB_DIR` (set by our CMake
 //!    build from `find_package(ggml)`),
-//! 2. `ggml_DIR` (the folder holding `ggml-config.cmake`),
-//! 3. each prefix of `CMAKE_PREFIX_PATH`,
-//! 4. the project-local wheel install `.deps/ggml` (installed on demand by
+//! 3. `ggml_DIR` (the folder holding `ggml-config.cmake`),
+//! 4. each prefix of `CMAKE_PREFIX_PATH`,
+//! 5. the project-local wheel install `.deps/ggml` (installed on demand by
 //!    `scripts/install-ggml-wheel.sh`).
 //!
 //! The header goes to `$OUT_DIR/ggml-qat.h`; it is also written to
@@ -18,8 +23,23 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 struct Ggml {
-    include: PathBuf,
-    lib: PathBuf,
+    /// Header folders (the first holds `ggml.h`).
+    include: Vec<PathBuf>,
+    /// Folders of the libraries, in the order of `libs`.
+    lib_dirs: Vec<PathBuf>,
+    /// Library names for `-l`, dependents first.
+    libs: Vec<String>,
+}
+
+impl Ggml {
+    /// An installed ggml: headers in `include`, `libggml{,-cpu,-base}` in `lib`.
+    fn installed(include: PathBuf, lib: PathBuf) -> Ggml {
+        Ggml {
+            include: vec![include],
+            lib_dirs: vec![lib],
+            libs: ["ggml", "ggml-cpu", "ggml-base"].map(String::from).to_vec(),
+        }
+    }
 }
 
 fn main() {
@@ -27,6 +47,7 @@ fn main() {
     for var in [
         "GGML_QAT_GGML_INCLUDE_DIR",
         "GGML_QAT_GGML_LIB_DIR",
+        "GGML_QAT_GGML_LIBS",
         "ggml_DIR",
         "CMAKE_PREFIX_PATH",
         "GGML_QAT_UPDATE_HEADER",
@@ -37,32 +58,41 @@ fn main() {
     println!("cargo:rerun-if-changed=scripts/install-ggml-wheel.sh");
 
     let ggml = find_ggml(&root);
-    println!(
-        "cargo:rerun-if-changed={}",
-        ggml.include.join("ggml.h").display()
-    );
+    for dir in &ggml.include {
+        println!("cargo:rerun-if-changed={}", dir.join("ggml.h").display());
+    }
 
-    cc::Build::new()
-        .file("src/ggml/shim.c")
-        .include(&ggml.include)
-        .std("c11")
-        .warnings(true)
-        .compile("ggml_qat_shim");
+    let mut shim = cc::Build::new();
+    shim.file("src/ggml/shim.c");
+    for dir in &ggml.include {
+        shim.include(dir);
+    }
+    shim.std("c11").warnings(true).compile("ggml_qat_shim");
 
-    println!("cargo:rustc-link-search=native={}", ggml.lib.display());
-    for lib in ["ggml", "ggml-cpu", "ggml-base"] {
+    let mut lib_dirs: Vec<&PathBuf> = Vec::new();
+    for dir in &ggml.lib_dirs {
+        if !lib_dirs.contains(&dir) {
+            lib_dirs.push(dir);
+        }
+    }
+    for dir in &lib_dirs {
+        println!("cargo:rustc-link-search=native={}", dir.display());
+    }
+    for lib in &ggml.libs {
         println!("cargo:rustc-link-lib=dylib={lib}");
     }
     // Tests, benches and the shared library find ggml where it was found.
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", ggml.lib.display());
+    for dir in &lib_dirs {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+    }
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libggml-qat.so.0");
     println!(
         "cargo:rustc-env=GGML_QAT_GGML_INCLUDE_DIR={}",
-        ggml.include.display()
+        ggml.include[0].display()
     );
     println!(
         "cargo:rustc-env=GGML_QAT_GGML_LIB_DIR={}",
-        ggml.lib.display()
+        ggml.lib_dirs.last().unwrap().display()
     );
 
     avx512_cfg();
@@ -91,14 +121,17 @@ fn avx512_cfg() {
 }
 
 fn find_ggml(root: &Path) -> Ggml {
+    if let (Some(include), Some(libs)) = (
+        env::var_os("GGML_QAT_GGML_INCLUDE_DIR"),
+        env::var_os("GGML_QAT_GGML_LIBS"),
+    ) {
+        return from_files(&include, &libs);
+    }
     if let (Some(include), Some(lib)) = (
         env::var_os("GGML_QAT_GGML_INCLUDE_DIR"),
         env::var_os("GGML_QAT_GGML_LIB_DIR"),
     ) {
-        return Ggml {
-            include: include.into(),
-            lib: lib.into(),
-        };
+        return Ggml::installed(include.into(), lib.into());
     }
     if let Some(dir) = env::var_os("ggml_DIR") {
         if let Some(g) = from_cmake_dir(Path::new(&dir)) {
@@ -132,13 +165,46 @@ fn find_ggml(root: &Path) -> Ggml {
         .expect("the ggml wheel has no CMake package")
 }
 
+/// Header folders and shared library files (`libNAME.so`), path lists.
+fn from_files(include: &std::ffi::OsStr, libs: &std::ffi::OsStr) -> Ggml {
+    let include: Vec<PathBuf> = env::split_paths(include).collect();
+    if !include.iter().any(|d| d.join("ggml.h").is_file()) {
+        panic!("GGML_QAT_GGML_INCLUDE_DIR={include:?}: no folder holds ggml.h");
+    }
+    let (mut lib_dirs, mut names) = (Vec::new(), Vec::new());
+    for file in env::split_paths(libs) {
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("lib"))
+            .and_then(|n| n.split_once(".so"))
+            .map(|(stem, _)| stem.to_owned());
+        let (Some(name), Some(dir)) = (name, file.parent()) else {
+            panic!("GGML_QAT_GGML_LIBS: {file:?} is not a shared library libNAME.so");
+        };
+        lib_dirs.push(dir.to_path_buf());
+        names.push(name);
+    }
+    if names.is_empty() {
+        panic!("GGML_QAT_GGML_LIBS is empty");
+    }
+    // ggml.h first on the include path.
+    let mut include = include;
+    include.sort_by_key(|d| !d.join("ggml.h").is_file());
+    Ggml {
+        include,
+        lib_dirs,
+        libs: names,
+    }
+}
+
 /// `dir` is a CMake package folder `PREFIX/LIBDIR/cmake/ggml`.
 fn from_cmake_dir(dir: &Path) -> Option<Ggml> {
     let has_config =
         dir.join("ggml-config.cmake").is_file() || dir.join("ggmlConfig.cmake").is_file();
     let lib = dir.parent()?.parent()?.to_path_buf();
     let include = lib.parent()?.join("include");
-    (has_config && include.join("ggml.h").is_file()).then_some(Ggml { include, lib })
+    (has_config && include.join("ggml.h").is_file()).then(|| Ggml::installed(include, lib))
 }
 
 fn generate_header(root: &Path) {

@@ -1,7 +1,10 @@
 # Installs the build into WORK_DIR/prefix, checks the installed layout, then
 # configures, builds and runs the consumer project against it with
 # find_package(ggml-qat CONFIG REQUIRED), linking the KIND (shared|static)
-# target. Usage: cmake -DBUILD_DIR=.. -DCONSUMER_SOURCE=.. -DWORK_DIR=.. -DKIND=.. -P consumer-test.cmake
+# target; the library and the consumers load one libggml-base, the file
+# EXPECT_GGML_BASE when given (the ggml the build found).
+# Usage: cmake -DBUILD_DIR=.. -DCONSUMER_SOURCE=.. -DWORK_DIR=.. -DKIND=.. [-DEXPECT_GGML_BASE=..]
+#        [-DGGML_DIR=<ggml package folder>] -P consumer-test.cmake
 
 set(prefix "${WORK_DIR}/prefix")
 file(REMOVE_RECURSE "${WORK_DIR}")
@@ -36,13 +39,19 @@ if(READELF)
     endif()
 endif()
 
+# The static consumer finds ggml itself first (GGML_DIR given): the package
+# then takes the caller's ggml::ggml instead of importing its own.
+set(ggml_first "")
 if(KIND STREQUAL "static")
     set(use_static ON)
+    if(GGML_DIR)
+        set(ggml_first -DGGML_QAT_CONSUMER_GGML_FIRST=ON "-Dggml_DIR=${GGML_DIR}")
+    endif()
 else()
     set(use_static OFF)
 endif()
 run("${CMAKE_COMMAND}" -S "${CONSUMER_SOURCE}" -B "${WORK_DIR}/build"
-    "-DCMAKE_PREFIX_PATH=${prefix}" "-DGGML_QAT_CONSUMER_STATIC=${use_static}")
+    "-DCMAKE_PREFIX_PATH=${prefix}" "-DGGML_QAT_CONSUMER_STATIC=${use_static}" ${ggml_first})
 run("${CMAKE_COMMAND}" --build "${WORK_DIR}/build")
 # pkg-config users: compile and run the C consumer with the .pc flags only.
 find_program(PKG_CONFIG NAMES pkg-config pkgconf)
@@ -61,3 +70,19 @@ foreach(exe consumer-c11 consumer-cxx17 consumer-cxx20)
     run("${WORK_DIR}/build/${exe}")
     message(STATUS "${exe} (${KIND}): ${last_output}")
 endforeach()
+
+# One ggml per process (ldd): the installed library and every consumer.
+set(files "${prefix}/lib/libggml-qat.so.0")
+set(links_qat "")
+foreach(exe consumer-c11 consumer-cxx17 consumer-cxx20)
+    list(APPEND files "${WORK_DIR}/build/${exe}")
+    if(KIND STREQUAL "shared")
+        list(APPEND links_qat "${WORK_DIR}/build/${exe}")
+    endif()
+endforeach()
+string(REPLACE ";" "|" files "${files}")
+string(REPLACE ";" "|" links_qat "${links_qat}")
+run("${CMAKE_COMMAND}" "-DFILES=${files}" "-DEXPECT=${EXPECT_GGML_BASE}" "-DLINKS_QAT=${links_qat}"
+    -P "${CMAKE_CURRENT_LIST_DIR}/one-ggml.cmake")
+string(REGEX REPLACE "(^|\n)-- " "\\1" out "${last_output}")
+message(STATUS "${out}")

@@ -11,6 +11,8 @@ cargo test -j "$jobs"
 GGML_QAT_FORCE_SCALAR=1 cargo test -j "$jobs" --test quant_vs_ggml_legacy --test quant_vs_ggml_k
 # The AVX2 K-quant kernels against ggml too (on machines with AVX-512).
 GGML_QAT_NO_AVX512=1 cargo test -j "$jobs" --test quant_vs_ggml_k
+# The fork test (ctest fork-ggml-tree) builds a real ggml with as many jobs.
+export GGML_QAT_JOBS="$jobs"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure
