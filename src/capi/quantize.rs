@@ -65,9 +65,8 @@ pub unsafe extern "C" fn ggml_qat_generate_calibration_data(
 /// ggml_qat_get_fallbacks(). `src` may be F32, F16, BF16 or any type
 /// ggml-qat implements, any strides or byte offset (read and converted a
 /// piece of rows at a time: the extra memory does not grow with the
-/// tensor). NULL on bad arguments, non-finite data (found while
-/// quantizing: the unfinished result's space in `ggml_ctx` stays used), or
-/// a ggml context without room.
+/// tensor). NULL on bad arguments, non-finite data, or a ggml context
+/// without room; `ggml_ctx` is then left as it was.
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_quantize_layer(
     ctx: *mut QatContext,

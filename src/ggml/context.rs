@@ -108,6 +108,44 @@ impl Context {
         self.new_tensor_any(ty, ne)
     }
 
+    /// The free pool memory where ggml will put the data of the next tensor
+    /// created here, when a tensor of type `ty` and shape `ne` fits: ggml
+    /// places a new object at the end of the used part of the pool, its
+    /// data right after the object header and tensor struct
+    /// (`ggml_tensor_overhead()` bytes). Writing there first and creating
+    /// the tensor only once the data is complete leaves the context
+    /// untouched on failure. The caller must check afterwards that the
+    /// tensor's data pointer is this address (another ggml could lay its
+    /// pool out differently) and write it again otherwise.
+    ///
+    /// # Safety
+    /// Nothing else may create tensors in this context until the tensor
+    /// is created (ggml contexts are single-threaded anyway).
+    #[allow(clippy::mut_from_ref)] // free pool memory, owned by no tensor
+    pub unsafe fn next_tensor_data(&self, ty: i32, ne: &[i64]) -> Result<&mut [u8]> {
+        if self.is_no_alloc() {
+            return Err(Error::invalid(
+                "ggml_ctx",
+                "the ggml context is no_alloc: the result needs data; pass a context that allocates",
+            ));
+        }
+        let bytes = Self::data_bytes(ty, ne)?;
+        let need = Self::tensor_cost(bytes);
+        let free = self.free_bytes();
+        if need > free {
+            return Err(Error::NoRoom { need, free });
+        }
+        let p = self.raw.as_ptr();
+        let base = ffi::ggml_get_mem_buffer(p) as *mut u8;
+        if base.is_null() {
+            return Err(Error::Ggml("the ggml context has no memory pool".into()));
+        }
+        let start = ffi::ggml_used_mem(p) + ffi::ggml_tensor_overhead();
+        // SAFETY: start + bytes <= used + tensor_cost(bytes) <= mem_size:
+        // inside the pool, past every object.
+        Ok(std::slice::from_raw_parts_mut(base.add(start), bytes))
+    }
+
     /// `ggml_new_tensor` after checking the type, the shape and the room;
     /// in a `no_alloc` context the tensor has no data.
     pub fn new_tensor_any(&self, ty: i32, ne: &[i64]) -> Result<Tensor> {

@@ -83,6 +83,7 @@ extern "C" {
     pub fn ggml_set_name(t: *mut GgmlTensor, name: *const c_char) -> *mut GgmlTensor;
     pub fn ggml_nbytes(t: *const GgmlTensor) -> usize;
     pub fn ggml_get_mem_size(ctx: *const GgmlContext) -> usize;
+    pub fn ggml_get_mem_buffer(ctx: *const GgmlContext) -> *mut c_void;
     pub fn ggml_used_mem(ctx: *const GgmlContext) -> usize;
     pub fn ggml_get_no_alloc(ctx: *mut GgmlContext) -> bool;
     pub fn ggml_tensor_overhead() -> usize;

@@ -31,7 +31,9 @@ impl Session {
         ne0: usize,
         start: QuantType,
     ) -> Result<Gated> {
-        let probe = self.probe(values, ne0)?;
+        // Inputs keyed by the row length: the same layer gets the same
+        // measurement (and gate decision) whatever was drawn before.
+        let probe = self.probe(values, ne0, self.keyed_stream(ne0 as u64))?;
         let threshold = self.config().accuracy_threshold as f64;
         let mut ty = plan::type_for_row(start, ne0);
         let mut rejected = Vec::new();

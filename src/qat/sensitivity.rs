@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::ggml::compute::Backend;
 use crate::ggml::{Context, Tensor};
 use crate::quant::QuantType;
+use crate::rng::Stream;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -58,11 +59,10 @@ impl Session {
     }
 
     /// A layer's values with its F32 reference and the synthetic inputs
-    /// (`calibration_samples` N(0,1) samples) it is measured on.
-    pub fn probe<'v>(&self, values: &'v [f32], ne0: usize) -> Result<Probe<'v>> {
-        // Inputs keyed by the row length: the same layer gets the same
-        // measurement (and gate decision) whatever was measured before.
-        let (x, n) = self.synthetic_inputs(ne0, self.keyed_stream(ne0 as u64))?;
+    /// (`calibration_samples` N(0,1) samples from `stream`) it is measured
+    /// on.
+    pub fn probe<'v>(&self, values: &'v [f32], ne0: usize, stream: Stream) -> Result<Probe<'v>> {
+        let (x, n) = self.synthetic_inputs(ne0, stream)?;
         Ok(Probe {
             values,
             reference: Weights::quantized(QuantType::F32, values, ne0)?,
@@ -106,7 +106,7 @@ impl Session {
     pub fn layer_error(&self, layer: &Tensor, ty: QuantType) -> Result<OutputError> {
         let values = self.checked_values(layer)?;
         let ne0 = layer.row_len();
-        let probe = self.probe(&values, ne0)?;
+        let probe = self.probe(&values, ne0, self.next_stream())?;
         let backend = self.cpu_backend()?;
         Ok(self
             .output_error(&backend, &probe, plan::type_for_row(ty, ne0))?
@@ -132,7 +132,7 @@ impl Session {
     fn candidates(&self, backend: &Backend, layer: &Tensor) -> Result<Candidates> {
         let values = self.checked_values(layer)?;
         let ne0 = layer.row_len();
-        let probe = self.probe(&values, ne0)?;
+        let probe = self.probe(&values, ne0, self.next_stream())?;
         let mut types: Vec<QuantType> = PLAN_LADDER
             .iter()
             .map(|&t| plan::type_for_row(t, ne0))

@@ -326,25 +326,41 @@ impl Session {
     /// The source is read a piece of rows at a time (converted to F32 in a
     /// per-thread buffer unless it is contiguous aligned F32), checked for
     /// non-finite values and quantized while in the cache: one pass over
-    /// the data, extra memory bounded by a piece per thread. Non-finite
-    /// data is found during that pass: the error is returned after the
-    /// result tensor was created, so its space in `gctx` stays used.
+    /// the data, extra memory bounded by a piece per thread. The output is
+    /// written where ggml will place the result and the tensor created
+    /// afterwards (see [`Context::next_tensor_data`]), so non-finite data,
+    /// found during that pass, leaves `gctx` untouched.
     pub fn quantize_as(&self, gctx: &Context, src: &Tensor, wanted: QuantType) -> Result<Tensor> {
         let rows = src.rows()?;
         let row_len = src.row_len();
         let ty = plan::type_for_row(wanted, row_len);
+        let shape = &src.ne()[..src.n_dims()];
+        let quantize = |out: &mut [u8], finite| {
+            self.run_pieces(|| quant::rows::quantize_from(ty, &rows, out, None, finite))
+                .map_err(|e| match e {
+                    FromError::Quant(e) => Error::Quant(e),
+                    FromError::Source(never) => match never {},
+                    FromError::NonFinite { index, value } => Error::NonFinite {
+                        tensor: src.name(),
+                        index,
+                        value,
+                    },
+                })
+        };
+        // Written into the pool where ggml will put the result's data, and
+        // the tensor created only when that succeeded: a failure (a
+        // non-finite value found while quantizing) leaves the context as
+        // it was, and success costs no copy.
+        // SAFETY: ggml contexts are single-threaded: nothing else creates
+        // tensors in `gctx` during this call.
+        let spot = unsafe { gctx.next_tensor_data(ty.ggml_id(), shape)? };
+        let spot_ptr = spot.as_ptr();
+        quantize(spot, Finite::Check)?;
         let dst = self.new_like(gctx, src, ty)?;
-        let out = unsafe { dst.bytes_mut()? };
-        self.run_pieces(|| quant::rows::quantize_from(ty, &rows, out, None, Finite::Check))
-            .map_err(|e| match e {
-                FromError::Quant(e) => Error::Quant(e),
-                FromError::Source(never) => match never {},
-                FromError::NonFinite { index, value } => Error::NonFinite {
-                    tensor: src.name(),
-                    index,
-                    value,
-                },
-            })?;
+        if dst.data_ptr().cast_const() != spot_ptr {
+            // This ggml lays its pool out otherwise: quantize in place.
+            quantize(unsafe { dst.bytes_mut()? }, Finite::Trust)?;
+        }
         let why = (ty != wanted).then(|| plan::fallback_reason(wanted, row_len));
         self.record_quantized(src, &dst, wanted, why);
         Ok(dst)

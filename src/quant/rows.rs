@@ -14,6 +14,7 @@
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::{parallel, row_geometry, QuantError, QuantType, STREAM_MIN_BYTES};
@@ -298,21 +299,18 @@ pub fn quantize_from<S: RowSource>(
         items.push((p, d));
     }
     // The first failure by position: (index of the first value of its
-    // piece, the error).
+    // piece, the error). Its position is also kept in an atomic, so the
+    // pieces check it without taking the lock.
     let failed: Mutex<Option<(usize, FromError<S::Error>)>> = Mutex::new(None);
+    let first_failed_at = AtomicUsize::new(usize::MAX);
     let fail = |at: usize, e: FromError<S::Error>| {
         let mut f = failed.lock().unwrap_or_else(|e| e.into_inner());
         if f.as_ref().map_or(true, |(first, _)| at < *first) {
             *f = Some((at, e));
+            first_failed_at.fetch_min(at, Ordering::Relaxed);
         }
     };
-    let earlier_failure = |at: usize| {
-        failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(|(first, _)| *first < at)
-    };
+    let earlier_failure = |at: usize| first_failed_at.load(Ordering::Relaxed) < at;
     parallel::for_each_item(items, |(p, d): (Piece, &mut [u8])| {
         let at = p.row * row_len + p.cols.start;
         if earlier_failure(at) {
