@@ -82,7 +82,7 @@ pub(crate) fn finish<const SIMD: bool>(
         let ql = &mut y.ql[64 * h..64 * h + 64];
         let qh = &mut y.qh[32 * h..32 * h + 32];
         #[cfg(target_arch = "x86_64")]
-        if SIMD && super::has_avx2() {
+        if SIMD && crate::quant::cpu::avx2() {
             // SAFETY: AVX2 is available.
             unsafe { super::simd::pack_q6_half(&l[j..j + 128], ql, qh) };
             continue;
@@ -121,7 +121,7 @@ pub fn quantize_block_scalar(x: &[f32; QK_K], qw: Option<&[f32]>, y: &mut BlockQ
 /// Quantize one row (ggml's `quantize_q6_K` on a single row).
 pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     #[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
-    if super::has_avx512() {
+    if crate::quant::cpu::avx512() {
         let blocks = super::row_blocks::<BlockQ6K>(src, dst, imatrix);
         // SAFETY: AVX-512 F/BW/DQ/VL (and AVX2) are available.
         return unsafe { avx512::quantize_blocks(src, blocks, imatrix) };
@@ -133,7 +133,7 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
 /// else scalar (for tests).
 pub fn quantize_row_avx2(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
+    if crate::quant::cpu::avx2() {
         let blocks = super::row_blocks::<BlockQ6K>(src, dst, imatrix);
         // SAFETY: AVX2 is available.
         return unsafe { avx2::quantize_blocks(src, blocks, imatrix) };

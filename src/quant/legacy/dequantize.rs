@@ -33,7 +33,7 @@ macro_rules! dequantize_entries {
             let xs = as_blocks::<$block>(src);
             assert_eq!(dst.len(), xs.len() * QK);
             #[cfg(target_arch = "x86_64")]
-            if simd::available() {
+            if crate::quant::cpu::avx2_f16c() {
                 // SAFETY: AVX2 and F16C are available (checked just above).
                 unsafe { simd::$plain::<false>(xs, dst) };
                 return;
@@ -46,7 +46,7 @@ macro_rules! dequantize_entries {
             let xs = as_blocks::<$block>(src);
             assert_eq!(dst.len(), xs.len() * QK);
             #[cfg(target_arch = "x86_64")]
-            if simd::available() && dst.as_ptr().align_offset(16) == 0 {
+            if crate::quant::cpu::avx2_f16c() && dst.as_ptr().align_offset(16) == 0 {
                 // SAFETY: AVX2 and F16C are available and dst is 16-byte
                 // aligned (checked just above); blocks are 128 bytes. The
                 // fence orders the streamed stores before whatever follows.

@@ -203,7 +203,7 @@ fn quantize_row_blocks<B: Block>(
     assert_eq!(src.len(), ys.len() * QK);
     let Some(qw) = imatrix else {
         #[cfg(target_arch = "x86_64")]
-        if let Some(fast) = fast.filter(|_| simd::available()) {
+        if let Some(fast) = fast.filter(|_| crate::quant::cpu::avx2_f16c()) {
             // SAFETY: AVX2 and F16C are available (checked just above).
             unsafe { fast(src, ys) };
             return;
@@ -301,7 +301,7 @@ pub fn quantize_row_q8_0(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) 
     let ys = as_blocks_mut::<BlockQ8_0>(dst);
     assert_eq!(src.len(), ys.len() * QK);
     #[cfg(target_arch = "x86_64")]
-    if simd::available() {
+    if crate::quant::cpu::avx2_f16c() {
         // SAFETY: AVX2 and F16C are available (checked just above).
         unsafe { simd::quantize_row_q8_0(src, ys) };
         return;

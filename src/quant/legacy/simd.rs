@@ -11,14 +11,6 @@ use super::quantize::{
 use super::*;
 use std::arch::x86_64::*;
 
-/// Whether the AVX2 + F16C paths can run.
-#[inline]
-pub fn available() -> bool {
-    crate::quant::simd_allowed()
-        && is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("f16c")
-}
-
 /// The block's 32 floats as four vectors.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
