@@ -10,7 +10,7 @@ use crate::quant::kquants::q2k::BlockQ2K;
 use crate::quant::kquants::q3k::{get_scale, put_scale, BlockQ3K};
 use crate::quant::kquants::q4k::{pack_q4, BlockQ4K};
 use crate::quant::kquants::q5k::{pack_q5, BlockQ5K};
-use crate::quant::kquants::q6k::BlockQ6K;
+use crate::quant::kquants::q6k::{pack_q6, BlockQ6K};
 use crate::quant::kquants::scale_min::{get_scale_min_k4, pack_scales_mins};
 use crate::quant::kquants::{as_blocks, as_blocks_mut, fp16_to_fp32, QK_K};
 use crate::quant::QuantType;
@@ -313,28 +313,12 @@ fn packed_scales_mins(ls: &[i32], lm: &[i32]) -> [u8; 12] {
     pack_scales_mins(&s8, &m8)
 }
 
-/// ggml's packing (`quantize_row_q6_K_ref`).
 fn encode_q6k(b: &mut BlockQ6K, d: [u8; 2], ls: &[i32], l: &[u8; QK_K]) {
     b.d = d;
     for j in 0..16 {
         b.scales[j] = ls[j] as i8 as u8;
     }
-    for (h, j) in (0..QK_K).step_by(128).enumerate() {
-        let ql = &mut b.ql[64 * h..64 * h + 64];
-        let qh = &mut b.qh[32 * h..32 * h + 32];
-        for k in 0..32 {
-            let q1 = l[j + k] & 0xF;
-            let q2 = l[j + k + 32] & 0xF;
-            let q3 = l[j + k + 64] & 0xF;
-            let q4 = l[j + k + 96] & 0xF;
-            ql[k] = q1 | (q3 << 4);
-            ql[k + 32] = q2 | (q4 << 4);
-            qh[k] = (l[j + k] >> 4)
-                | ((l[j + k + 32] >> 4) << 2)
-                | ((l[j + k + 64] >> 4) << 4)
-                | ((l[j + k + 96] >> 4) << 6);
-        }
-    }
+    pack_q6::<true>(l, &mut b.ql, &mut b.qh);
 }
 
 /// Inverse of `pack_2bit`.

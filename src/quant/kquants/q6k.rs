@@ -78,9 +78,21 @@ pub(crate) fn finish<const SIMD: bool>(
             lj,
         );
     }
+    pack_q6::<SIMD>(l, &mut y.ql, &mut y.qh);
+}
+
+/// Packs 256 six-bit levels into `ql` (low 4 bits) and `qh` (high 2 bits)
+/// as `quantize_row_q6_K_ref` does; with `SIMD`, by the AVX2 packer when
+/// the CPU has it (the same bytes).
+#[inline(always)]
+pub(crate) fn pack_q6<const SIMD: bool>(
+    l: &[u8; QK_K],
+    ql: &mut [u8; QK_K / 2],
+    qh: &mut [u8; QK_K / 4],
+) {
     for (h, j) in (0..QK_K).step_by(128).enumerate() {
-        let ql = &mut y.ql[64 * h..64 * h + 64];
-        let qh = &mut y.qh[32 * h..32 * h + 32];
+        let ql = &mut ql[64 * h..64 * h + 64];
+        let qh = &mut qh[32 * h..32 * h + 32];
         #[cfg(target_arch = "x86_64")]
         if SIMD && crate::quant::cpu::avx2() {
             // SAFETY: AVX2 is available.
