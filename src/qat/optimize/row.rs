@@ -8,6 +8,8 @@ use super::refine::State;
 use super::Options;
 use crate::quant::{format, QuantType};
 
+/// What every row of a layer shares: the type, the metrics, the inputs,
+/// GPTQ's factor, the importance matrix and the options.
 pub(super) struct RowCtx<'a> {
     pub(super) ty: QuantType,
     pub(super) n: usize,
@@ -17,7 +19,9 @@ pub(super) struct RowCtx<'a> {
     pub(super) exact: Metric<'a>,
     /// ... or X (rows of samples, f64) when measuring on X is cheaper.
     pub(super) x: Option<&'a [f64]>,
+    /// GPTQ's factor ([`super::gptq::gptq_factor`]), when that candidate is built.
     pub(super) factor: Option<&'a [f64]>,
+    /// ggml's importance matrix for candidate 2 (and GPTQ's scales).
     pub(super) imatrix: &'a [f32],
     pub(super) opts: &'a Options,
     /// False when H is not finite: only ggml's candidates are used.
