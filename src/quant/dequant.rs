@@ -87,7 +87,7 @@ macro_rules! dequantize_row_with_avx2 {
             let blocks = $crate::quant::block::as_blocks::<$block>(src);
             assert_eq!(blocks.len() * $per_block, dst.len(), "row length");
             #[cfg(target_arch = "x86_64")]
-            if $crate::quant::kquants::has_avx2() {
+            if $crate::quant::cpu::avx2() {
                 #[target_feature(enable = "avx2")]
                 unsafe fn avx2(blocks: &[$block], dst: &mut [f32]) {
                     $body::<false>(blocks, dst)
@@ -102,7 +102,7 @@ macro_rules! dequantize_row_with_avx2 {
         /// With non-temporal stores (same values).
         pub fn $streaming(src: &[u8], dst: &mut [f32]) {
             #[cfg(target_arch = "x86_64")]
-            if $crate::quant::kquants::has_avx2() && dst.as_ptr().align_offset(16) == 0 {
+            if $crate::quant::cpu::avx2() && dst.as_ptr().align_offset(16) == 0 {
                 let blocks = $crate::quant::block::as_blocks::<$block>(src);
                 assert_eq!(blocks.len() * $per_block, dst.len(), "row length");
                 #[target_feature(enable = "avx2")]

@@ -190,7 +190,7 @@ impl TwoByte for Bf16Bits {
 fn quantize_row_2byte<T: TwoByte, const NT: bool>(src: &[f32], dst: &mut [u8]) {
     check_lengths(src.len(), dst.len(), 2);
     #[cfg(target_arch = "x86_64")]
-    if simd::has_f16c() {
+    if crate::quant::cpu::avx2_f16c() {
         if NT && dst.as_ptr().align_offset(16) == 0 {
             // SAFETY: AVX2 and F16C are available and dst is 16-byte aligned
             // (checked just above); the fence orders the streamed stores
@@ -218,7 +218,7 @@ fn fp32_to_fp16_row_scalar(src: &[f32], dst: &mut [u8]) {
 pub fn dequantize_row_f16(src: &[u8], dst: &mut [f32]) {
     check_lengths(dst.len(), src.len(), 2);
     #[cfg(target_arch = "x86_64")]
-    if simd::has_f16c() {
+    if crate::quant::cpu::avx2_f16c() {
         // SAFETY: the CPU supports AVX2 and F16C (checked just above).
         unsafe { simd::fp16_to_fp32_row(src, dst) };
         return;
@@ -253,7 +253,7 @@ fn fp32_to_bf16_row_scalar(src: &[f32], dst: &mut [u8]) {
 pub fn dequantize_row_bf16(src: &[u8], dst: &mut [f32]) {
     check_lengths(dst.len(), src.len(), 2);
     #[cfg(target_arch = "x86_64")]
-    if simd::has_f16c() {
+    if crate::quant::cpu::avx2_f16c() {
         // SAFETY: the CPU supports AVX2 (checked just above).
         unsafe { simd::bf16_to_fp32_row::<false>(src, dst) };
         return;
@@ -266,7 +266,7 @@ pub fn dequantize_row_bf16(src: &[u8], dst: &mut [f32]) {
 pub fn dequantize_row_bf16_streaming(src: &[u8], dst: &mut [f32]) {
     check_lengths(dst.len(), src.len(), 2);
     #[cfg(target_arch = "x86_64")]
-    if simd::has_f16c() && dst.as_ptr().align_offset(16) == 0 {
+    if crate::quant::cpu::avx2_f16c() && dst.as_ptr().align_offset(16) == 0 {
         // SAFETY: AVX2 is available and dst is 16-byte aligned (checked
         // just above); the fence orders the streamed stores before whatever
         // follows.
@@ -288,14 +288,6 @@ fn bf16_to_fp32_row_scalar(src: &[u8], dst: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use std::arch::x86_64::*;
-
-    /// AVX2 and F16C are both available.
-    #[inline]
-    pub fn has_f16c() -> bool {
-        crate::quant::simd_allowed()
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("f16c")
-    }
 
     /// Hardware F32 → F16 (round to nearest even) with NaNs replaced by
     /// ggml's `sign | 0x7E00`. With `NT`, non-temporal stores (`dst` must

@@ -283,7 +283,7 @@ fn pack_nibbles(l: &[u8], q4: &mut [u8]) {
 /// Grid indices of `x` at inverse scale `id` (ggml's final re-pick).
 fn pick_indices(x: &[f32], id: f32, l: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
-    if simd::available() {
+    if crate::quant::cpu::avx2() {
         // SAFETY: AVX2 is available (checked just above).
         unsafe { simd::pick_indices(x, id, l) };
         return;
@@ -295,13 +295,13 @@ fn pick_indices(x: &[f32], id: f32, l: &mut [u8]) {
 
 fn block_scale(xb: &[f32], weight: &[f32; QK4_NL]) -> f32 {
     #[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
-    if simd::has_avx512() {
+    if crate::quant::cpu::avx512() {
         // SAFETY: AVX2, AVX-512F and AVX-512VL are available (checked just
         // above).
         return unsafe { simd::block_scale_avx512(xb, weight) };
     }
     #[cfg(target_arch = "x86_64")]
-    if simd::available() {
+    if crate::quant::cpu::avx2() {
         // SAFETY: AVX2 is available (checked just above).
         return unsafe { simd::block_scale(xb, weight) };
     }
@@ -461,12 +461,6 @@ mod simd {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// Whether the AVX2 paths can run.
-    #[inline]
-    pub fn available() -> bool {
-        crate::quant::simd_allowed() && is_x86_feature_detected!("avx2")
-    }
-
     /// Grid index of each lane (as i32) and the lanes whose index is ≥ 8.
     #[inline]
     #[target_feature(enable = "avx2")]
@@ -562,12 +556,6 @@ mod simd {
     #[target_feature(enable = "avx2,avx512f,avx512vl")]
     pub unsafe fn block_scale_avx512(xb: &[f32], weight: &[f32; QK4_NL]) -> f32 {
         block_scale_body(xb, weight)
-    }
-
-    /// Whether the AVX-512VL copy may run.
-    #[cfg(ggml_qat_avx512)]
-    pub fn has_avx512() -> bool {
-        available() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl")
     }
 
     #[inline(always)]
@@ -669,7 +657,7 @@ mod tests {
     /// extreme scales.
     #[test]
     fn block_scale_simd_equals_scalar() {
-        if !simd::available() {
+        if !crate::quant::cpu::avx2() {
             return;
         }
         let mut r = crate::rng::TestRng(0x2545_F491_4F6C_DD1D);
@@ -694,7 +682,7 @@ mod tests {
                 let slow = block_scale_scalar(&x, &w);
                 assert_eq!(fast.to_bits(), slow.to_bits(), "block {b}: {x:?}");
                 #[cfg(ggml_qat_avx512)]
-                if simd::has_avx512() {
+                if crate::quant::cpu::avx512() {
                     let wide = unsafe { simd::block_scale_avx512(&x, &w) };
                     assert_eq!(wide.to_bits(), slow.to_bits(), "AVX-512, block {b}: {x:?}");
                 }

@@ -7,6 +7,7 @@
 //! apply a format to whole matrices, one row per task, in parallel.
 
 pub mod block;
+mod cpu;
 pub(crate) mod dequant;
 pub mod float;
 pub mod iq4;
@@ -241,15 +242,6 @@ pub fn dequantize_rows(
     // row dequantizer (and one store fence for the streaming one).
     parallel::for_each_item(pieces, |(s, d): (&[u8], &mut [f32])| dequantize_row(s, d));
     Ok(())
-}
-
-/// Whether the SIMD kernels may run: true unless the environment variable
-/// `GGML_QAT_FORCE_SCALAR` is set (read once). Each kernel also checks the
-/// CPU features it needs. A testing knob: the differential tests run under
-/// it check the portable scalar code against ggml on machines with AVX2.
-pub(crate) fn simd_allowed() -> bool {
-    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ALLOWED.get_or_init(|| std::env::var_os("GGML_QAT_FORCE_SCALAR").is_none())
 }
 
 /// Rows per piece of parallel work: enough (~64k elements) to amortize the

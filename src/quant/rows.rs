@@ -185,7 +185,7 @@ fn with_scratch<R, E>(len: usize, f: impl FnOnce(&mut Vec<f32>) -> R) -> Result<
 /// then looks inside the block that has one.
 pub fn first_non_finite(x: &[f32]) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
-    if super::simd_allowed() && std::arch::is_x86_feature_detected!("avx2") {
+    if super::cpu::avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above).
         return unsafe { first_non_finite_avx2(x) };
     }

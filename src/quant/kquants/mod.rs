@@ -77,7 +77,7 @@ pub(crate) fn requantize_sub_block<const SIMD: bool, const ADD_M: bool>(
     l: &mut [u8],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if SIMD && has_avx2() {
+    if SIMD && crate::quant::cpu::avx2() {
         // SAFETY: AVX2 is available.
         unsafe { simd::requantize::<ADD_M>(x, d, m, lo, hi, off, l) };
         return;
@@ -142,16 +142,6 @@ pub(crate) fn block_at(v: &[f32], i: usize) -> &[f32; QK_K] {
     v[QK_K * i..QK_K * (i + 1)].try_into().unwrap()
 }
 
-/// Whether the AVX-512 kernels may run: true unless the environment
-/// variable `GGML_QAT_NO_AVX512` is set (read once). A testing knob, like
-/// `GGML_QAT_FORCE_SCALAR`: the differential tests run under it check the
-/// AVX2 kernels against ggml on machines with AVX-512.
-#[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
-fn avx512_allowed() -> bool {
-    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ALLOWED.get_or_init(|| std::env::var_os("GGML_QAT_NO_AVX512").is_none())
-}
-
 /// The largest of `v` and 0, as C's `if (v[j] > max) max = v[j];` from 0
 /// (a NaN never wins).
 #[inline(always)]
@@ -163,46 +153,6 @@ pub(crate) fn largest<const N: usize>(v: &[f32; N]) -> f32 {
         }
     }
     max
-}
-
-/// Whether the AVX2 kernels may run on this machine (checked once).
-#[cfg(target_arch = "x86_64")]
-#[inline]
-pub(crate) fn has_avx2() -> bool {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    static STATE: AtomicU8 = AtomicU8::new(0);
-    match STATE.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
-        _ => {
-            let yes = crate::quant::simd_allowed() && is_x86_feature_detected!("avx2");
-            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
-            yes
-        }
-    }
-}
-
-/// Whether the AVX-512 kernels (F, BW, DQ, VL) may run on this machine
-/// (checked once).
-#[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
-#[inline]
-pub(crate) fn has_avx512() -> bool {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    static STATE: AtomicU8 = AtomicU8::new(0);
-    match STATE.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
-        _ => {
-            let yes = avx512_allowed()
-                && has_avx2()
-                && is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512dq")
-                && is_x86_feature_detected!("avx512vl");
-            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
-            yes
-        }
-    }
 }
 
 /// Formats registered by this module.

@@ -49,7 +49,7 @@ fn requantize_and_pack<const SIMD: bool>(
         super::requantize_sub_block::<SIMD, true>(&x[16 * j..16 * j + 16], d, m, 0, 3, 0, lj);
     }
     #[cfg(target_arch = "x86_64")]
-    if SIMD && super::has_avx2() {
+    if SIMD && crate::quant::cpu::avx2() {
         // SAFETY: AVX2 is available.
         unsafe { super::simd::pack_2bit(l, &mut y.qs) };
         return;
@@ -185,7 +185,7 @@ pub fn quantize_block_impl_scalar(x: &[f32; QK_K], qw: &[f32], y: &mut BlockQ2K)
 /// Quantize one row (ggml's `quantize_q2_K` on a single row).
 pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
+    if crate::quant::cpu::avx2() {
         let blocks = super::row_blocks::<BlockQ2K>(src, dst, imatrix);
         // SAFETY: AVX2 is available.
         return unsafe { avx2::quantize_blocks(src, blocks, imatrix) };

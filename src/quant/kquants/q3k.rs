@@ -67,7 +67,7 @@ pub(crate) fn finish<const SIMD: bool>(
         super::requantize_sub_block::<SIMD, false>(&x[16 * j..16 * j + 16], d, 0.0, -4, 3, 4, lj);
     }
     #[cfg(target_arch = "x86_64")]
-    if SIMD && super::has_avx2() {
+    if SIMD && crate::quant::cpu::avx2() {
         // SAFETY: AVX2 is available.
         unsafe {
             super::simd::split_hmask(l, &mut y.hmask);
@@ -181,7 +181,7 @@ pub(crate) fn finish_impl<const SIMD: bool>(
 /// Quantize one row (ggml's `quantize_q3_K` on a single row).
 pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     #[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
-    if imatrix.is_none() && super::has_avx512() {
+    if imatrix.is_none() && crate::quant::cpu::avx512() {
         let blocks = super::row_blocks::<BlockQ3K>(src, dst, imatrix);
         // SAFETY: AVX-512 F/BW/DQ/VL (and AVX2) are available.
         return unsafe { avx512::quantize_blocks_ref(src, blocks) };
@@ -193,7 +193,7 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
 /// else scalar (for tests).
 pub fn quantize_row_avx2(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
+    if crate::quant::cpu::avx2() {
         let blocks = super::row_blocks::<BlockQ3K>(src, dst, imatrix);
         // SAFETY: AVX2 is available.
         return unsafe { avx2::quantize_blocks(src, blocks, imatrix) };

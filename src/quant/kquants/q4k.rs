@@ -29,7 +29,7 @@ unsafe impl Block for BlockQ4K {}
 #[inline(always)]
 pub(crate) fn pack_q4<const SIMD: bool>(l: &[u8; QK_K], qs: &mut [u8; QK_K / 2]) {
     #[cfg(target_arch = "x86_64")]
-    if SIMD && super::has_avx2() {
+    if SIMD && crate::quant::cpu::avx2() {
         // SAFETY: AVX2 is available.
         unsafe { super::simd::pack_q4(l, qs) };
         return;

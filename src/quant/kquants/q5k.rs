@@ -36,7 +36,7 @@ pub(crate) fn pack_q5<const SIMD: bool>(
     qs: &mut [u8; QK_K / 2],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if SIMD && super::has_avx2() {
+    if SIMD && crate::quant::cpu::avx2() {
         // SAFETY: AVX2 is available.
         unsafe { super::simd::pack_q5(l, qh, qs) };
         return;

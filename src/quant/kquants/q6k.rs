@@ -78,11 +78,23 @@ pub(crate) fn finish<const SIMD: bool>(
             lj,
         );
     }
+    pack_q6::<SIMD>(l, &mut y.ql, &mut y.qh);
+}
+
+/// Packs 256 six-bit levels into `ql` (low 4 bits) and `qh` (high 2 bits)
+/// as `quantize_row_q6_K_ref` does; with `SIMD`, by the AVX2 packer when
+/// the CPU has it (the same bytes).
+#[inline(always)]
+pub(crate) fn pack_q6<const SIMD: bool>(
+    l: &[u8; QK_K],
+    ql: &mut [u8; QK_K / 2],
+    qh: &mut [u8; QK_K / 4],
+) {
     for (h, j) in (0..QK_K).step_by(128).enumerate() {
-        let ql = &mut y.ql[64 * h..64 * h + 64];
-        let qh = &mut y.qh[32 * h..32 * h + 32];
+        let ql = &mut ql[64 * h..64 * h + 64];
+        let qh = &mut qh[32 * h..32 * h + 32];
         #[cfg(target_arch = "x86_64")]
-        if SIMD && super::has_avx2() {
+        if SIMD && crate::quant::cpu::avx2() {
             // SAFETY: AVX2 is available.
             unsafe { super::simd::pack_q6_half(&l[j..j + 128], ql, qh) };
             continue;
@@ -121,7 +133,7 @@ pub fn quantize_block_scalar(x: &[f32; QK_K], qw: Option<&[f32]>, y: &mut BlockQ
 /// Quantize one row (ggml's `quantize_q6_K` on a single row).
 pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     #[cfg(all(target_arch = "x86_64", ggml_qat_avx512))]
-    if super::has_avx512() {
+    if crate::quant::cpu::avx512() {
         let blocks = super::row_blocks::<BlockQ6K>(src, dst, imatrix);
         // SAFETY: AVX-512 F/BW/DQ/VL (and AVX2) are available.
         return unsafe { avx512::quantize_blocks(src, blocks, imatrix) };
@@ -133,7 +145,7 @@ pub fn quantize_row(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
 /// else scalar (for tests).
 pub fn quantize_row_avx2(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
+    if crate::quant::cpu::avx2() {
         let blocks = super::row_blocks::<BlockQ6K>(src, dst, imatrix);
         // SAFETY: AVX2 is available.
         return unsafe { avx2::quantize_blocks(src, blocks, imatrix) };

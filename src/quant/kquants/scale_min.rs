@@ -315,7 +315,7 @@ pub(crate) fn quantize_row<B: ScaleMinBlock>(src: &[f32], dst: &mut [u8], imatri
     match imatrix {
         None => {
             #[cfg(target_arch = "x86_64")]
-            if super::has_avx2() {
+            if crate::quant::cpu::avx2() {
                 // SAFETY: AVX2 is available.
                 return unsafe { avx2::quantize_blocks_ref(src, blocks) };
             }
@@ -325,7 +325,7 @@ pub(crate) fn quantize_row<B: ScaleMinBlock>(src: &[f32], dst: &mut [u8], imatri
         }
         Some(qw) => {
             #[cfg(target_arch = "x86_64")]
-            if super::has_avx2() {
+            if crate::quant::cpu::avx2() {
                 // SAFETY: AVX2 is available.
                 return unsafe { avx2::quantize_blocks_impl(src, blocks, qw) };
             }

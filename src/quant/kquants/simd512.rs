@@ -687,7 +687,7 @@ mod tests {
     /// rounding boundary, and both formats' bounds.
     #[test]
     fn nint_clamp_5_is_exact() {
-        if !super::super::has_avx512() {
+        if !crate::quant::cpu::avx512() {
             return;
         }
         let mut r = crate::rng::TestRng(0x2545_F491_4F6C_DD1D);
@@ -722,7 +722,7 @@ mod tests {
     /// the whole range (in and out of the shortcut's), plus specials.
     #[test]
     fn requantize_q3_is_exact() {
-        if !super::super::has_avx512() {
+        if !crate::quant::cpu::avx512() {
             return;
         }
         let mut r = crate::rng::TestRng(0x2545_F491_4F6C_DD1D);
