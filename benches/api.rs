@@ -6,8 +6,8 @@
 //! call, as a caller has; ggml's side gets the same fresh context and runs
 //! `ggml_quantize_chunk` into a new tensor (for F16/BF16 sources, ggml's
 //! `to_float` into a new buffer first). The bare kernel (`quantize_rows` on
-//! the F32 values, no context, no checks) is a column, so the API's
-//! overhead is one too. "1t" is one thread (a context with
+//! the F32 values into a new tensor of a fresh context, as ggml's side: no
+//! checks, no conversion) is a column, so the API's overhead is one too. "1t" is one thread (a context with
 //! `ggml_qat_set_n_threads(ctx, 1)`, and ggml), "all" the global pool.
 //!
 //! Sections: `quantize_layer` per type from F32 (32 MiB, 2048 rows x 4096),
@@ -153,6 +153,27 @@ fn api_job(
     kept
 }
 
+/// The bare kernel on this thread, with what ggml's side does around its
+/// quantizer (a fresh context and a new tensor): the F32 values (already
+/// converted for F16/BF16 sources) quantized by `quantize_rows` into the new
+/// tensor's data. `out` receives a copy when it is not empty (outside the
+/// timed calls it is).
+fn kernel_job(ty: QuantType, f32_values: &[f32], out: &mut Vec<u8>) {
+    let rows = f32_values.len() / N_PER_ROW;
+    let bytes = format(ty).row_bytes(N_PER_ROW).unwrap() * rows;
+    let ctx = fresh_context(bytes);
+    let ne = [N_PER_ROW as i64, rows as i64];
+    let dst = unsafe { ffi::ggml_new_tensor(ctx, ty.ggml_id(), 2, ne.as_ptr()) };
+    let data = unsafe {
+        std::slice::from_raw_parts_mut(Tensor::from_raw(dst, "dst").unwrap().data_ptr(), bytes)
+    };
+    on_this_thread(|| quantize_rows(ty, f32_values, N_PER_ROW, data, None)).unwrap();
+    if !out.is_empty() {
+        out.copy_from_slice(data);
+    }
+    unsafe { ffi::ggml_free(ctx) };
+}
+
 struct Row {
     ggml: Duration,
     api1: Duration,
@@ -171,8 +192,9 @@ fn measure(ty: QuantType, src: &Tensor, f32_values: &[f32], tensor_fn: bool) -> 
     let want = ggml_job(ty, src, true).unwrap();
     let got1 = api_job(one, ty, src, tensor_fn, true).unwrap();
     let got_all = api_job(all, ty, src, tensor_fn, true).unwrap();
-    quantize_rows(ty, f32_values, N_PER_ROW, &mut kernel_out, None).unwrap();
+    kernel_job(ty, f32_values, &mut kernel_out);
     let same = want == got1 && want == got_all && want == kernel_out;
+    let mut kernel_out = Vec::new();
     let [ggml, api1, kernel1, api_all] = median_times(
         common::budget(),
         [
@@ -182,10 +204,7 @@ fn measure(ty: QuantType, src: &Tensor, f32_values: &[f32], tensor_fn: bool) -> 
             &mut || {
                 api_job(one, ty, src, tensor_fn, false);
             },
-            &mut || {
-                on_this_thread(|| quantize_rows(ty, f32_values, N_PER_ROW, &mut kernel_out, None))
-                    .unwrap()
-            },
+            &mut || kernel_job(ty, f32_values, &mut kernel_out),
             &mut || {
                 api_job(all, ty, src, tensor_fn, false);
             },

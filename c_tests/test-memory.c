@@ -132,6 +132,9 @@ static void test_views(void) {
     struct ggml_init_params p = { 64 << 20, NULL, false };
     struct ggml_context * g = ggml_init(p);
     ggml_qat_context_t * q = ggml_qat_init(NULL);
+    ggml_qat_config_t pc = ggml_qat_default_config();
+    pc.memory_reduction_target = 0.5f;
+    ggml_qat_context_t * q_plan = ggml_qat_init(&pc);
     struct ggml_tensor * vals = ggml_new_tensor_2d(g, GGML_TYPE_F32, VNE0, VNE1);
     uint64_t s = 3;
     for (int i = 0; i < VNE0 * VNE1; ++i) ((float *) vals->data)[i] = frand(&s);
@@ -147,6 +150,8 @@ static void test_views(void) {
         struct ggml_tensor * ref_o = ggml_qat_quantize_layer_optimized(q, g, ref_in, FFN, NULL);
         float ref_kl = ggml_qat_kl_divergence_loss(q, g, ref_in, ref_q, 1.0f);
         ggml_qat_stats_t ref_st = ggml_qat_validate_performance(q, g, ref_in, ref_q, x);
+        /* Sensitivity draws its inputs from the generator: same seed. */
+        ggml_qat_set_seed(q, 99);
         float ref_sens = ggml_qat_layer_sensitivity(q, ref_in, GGML_TYPE_Q4_K);
         CHECK(ref_q && ref_t && ref_o && isfinite(ref_kl) && ref_sens >= 0.0f, "reference: %s",
               ggml_qat_last_error());
@@ -165,12 +170,16 @@ static void test_views(void) {
                   "%s +%zu validate: %s", tn, off, ggml_qat_last_error());
             CHECK(ggml_qat_benchmark_inference_speed(q, NULL, v, x, 1) > 0.0f, "%s +%zu benchmark: %s", tn, off,
                   ggml_qat_last_error());
+            ggml_qat_set_seed(q, 99);
             CHECK(ggml_qat_layer_sensitivity(q, v, GGML_TYPE_Q4_K) == ref_sens, "%s +%zu sensitivity", tn, off);
             struct ggml_tensor * pair[2] = { v, ref_in };
             enum ggml_type plan_v[2], plan_ref[2];
             struct ggml_tensor * ref_pair[2] = { ref_in, ref_in };
-            bool a = ggml_qat_plan_mixed_precision(q, pair, 2, plan_v);
-            bool b = ggml_qat_plan_mixed_precision(q, ref_pair, 2, plan_ref);
+            /* A target the 98% gate allows on these small layers. */
+            ggml_qat_set_seed(q_plan, 99);
+            bool a = ggml_qat_plan_mixed_precision(q_plan, pair, 2, plan_v);
+            ggml_qat_set_seed(q_plan, 99);
+            bool b = ggml_qat_plan_mixed_precision(q_plan, ref_pair, 2, plan_ref);
             CHECK(a && b && plan_v[0] == plan_ref[0] && plan_v[1] == plan_ref[1], "%s +%zu plan: %s", tn, off,
                   ggml_qat_last_error());
             struct ggml_tensor * layers[1] = { v };
@@ -182,6 +191,7 @@ static void test_views(void) {
                   "%s +%zu progressive: %s", tn, off, ggml_qat_last_error());
         }
     }
+    ggml_qat_free(q_plan);
     ggml_qat_free(q);
     ggml_free(g);
 }

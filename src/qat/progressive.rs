@@ -32,7 +32,11 @@ impl Session {
         start: QuantType,
     ) -> Result<Gated> {
         // Inputs keyed by the row length: the same layer gets the same
-        // measurement (and gate decision) whatever was drawn before.
+        // measurement (and gate decision) whatever was drawn before. The
+        // generator still advances by one stream per gated layer, as it
+        // did when the gate drew from it, so the calls after this one
+        // draw what they drew before.
+        let _ = self.next_stream();
         let probe = self.probe(values, ne0, self.keyed_stream(ne0 as u64))?;
         let threshold = self.config().accuracy_threshold as f64;
         let mut ty = plan::type_for_row(start, ne0);
