@@ -15,7 +15,7 @@
 //! converter and patch NaNs, which the unit tests check over all 2^16 halves
 //! and a dense sweep of the 2^32 floats.
 
-use super::{Format, QuantType};
+use super::{CheckedQuantizeRowFn, Format, QuantType};
 
 /// Formats registered by this module.
 pub static FORMATS: &[Format] = &[
@@ -26,6 +26,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: 4,
         quantize_row: quantize_row_f32,
         quantize_row_streaming: None,
+        quantize_row_checked: None,
         dequantize_row: dequantize_row_f32,
         dequantize_row_streaming: None,
     },
@@ -36,6 +37,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: 2,
         quantize_row: quantize_row_f16,
         quantize_row_streaming: Some(quantize_row_f16_streaming),
+        quantize_row_checked: Some(quantize_row_f16_checked),
         dequantize_row: dequantize_row_f16,
         dequantize_row_streaming: None,
     },
@@ -46,6 +48,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: 2,
         quantize_row: quantize_row_bf16,
         quantize_row_streaming: Some(quantize_row_bf16_streaming),
+        quantize_row_checked: Some(quantize_row_bf16_checked),
         dequantize_row: dequantize_row_bf16,
         dequantize_row_streaming: Some(dequantize_row_bf16_streaming),
     },
@@ -152,42 +155,66 @@ pub fn quantize_row_f16_streaming(src: &[f32], dst: &mut [u8], _imatrix: Option<
     quantize_row_2byte::<F16Bits, true>(src, dst);
 }
 
+/// [`quantize_row_f16`] (streaming with `streaming`) that also tells
+/// whether every value was finite.
+pub fn quantize_row_f16_checked(src: &[f32], dst: &mut [u8], streaming: bool) -> bool {
+    if streaming {
+        quantize_row_2byte::<F16Bits, true>(src, dst)
+    } else {
+        quantize_row_2byte::<F16Bits, false>(src, dst)
+    }
+}
+
+/// [`quantize_row_bf16`] (streaming with `streaming`) that also tells
+/// whether every value was finite.
+pub fn quantize_row_bf16_checked(src: &[f32], dst: &mut [u8], streaming: bool) -> bool {
+    if streaming {
+        quantize_row_2byte::<Bf16Bits, true>(src, dst)
+    } else {
+        quantize_row_2byte::<Bf16Bits, false>(src, dst)
+    }
+}
+
 /// A 2-byte float format's row conversions from F32.
+/// Each returns whether every value of `src` was finite (checked on the
+/// values it loads anyway).
 trait TwoByte {
     /// The portable conversion.
-    fn scalar(src: &[f32], dst: &mut [u8]);
+    fn scalar(src: &[f32], dst: &mut [u8]) -> bool;
     /// The AVX2 (and F16C) conversion; with `NT`, non-temporal stores into
     /// a 16-byte-aligned `dst`.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn avx2<const NT: bool>(src: &[f32], dst: &mut [u8]);
+    unsafe fn avx2<const NT: bool>(src: &[f32], dst: &mut [u8]) -> bool;
 }
 
 struct F16Bits;
 impl TwoByte for F16Bits {
-    fn scalar(src: &[f32], dst: &mut [u8]) {
-        fp32_to_fp16_row_scalar(src, dst)
+    fn scalar(src: &[f32], dst: &mut [u8]) -> bool {
+        fp32_to_fp16_row_scalar(src, dst);
+        src.iter().all(|v| v.is_finite())
     }
     #[cfg(target_arch = "x86_64")]
-    unsafe fn avx2<const NT: bool>(src: &[f32], dst: &mut [u8]) {
+    unsafe fn avx2<const NT: bool>(src: &[f32], dst: &mut [u8]) -> bool {
         simd::fp32_to_fp16_row::<NT>(src, dst)
     }
 }
 
 struct Bf16Bits;
 impl TwoByte for Bf16Bits {
-    fn scalar(src: &[f32], dst: &mut [u8]) {
-        fp32_to_bf16_row_scalar(src, dst)
+    fn scalar(src: &[f32], dst: &mut [u8]) -> bool {
+        fp32_to_bf16_row_scalar(src, dst);
+        src.iter().all(|v| v.is_finite())
     }
     #[cfg(target_arch = "x86_64")]
-    unsafe fn avx2<const NT: bool>(src: &[f32], dst: &mut [u8]) {
+    unsafe fn avx2<const NT: bool>(src: &[f32], dst: &mut [u8]) -> bool {
         simd::fp32_to_bf16_row::<NT>(src, dst)
     }
 }
 
 /// A row of F32 into format `T`: the AVX2 conversion when the CPU has AVX2
 /// and F16C, streaming (`NT`) only into a 16-byte-aligned `dst`; else the
-/// portable one.
-fn quantize_row_2byte<T: TwoByte, const NT: bool>(src: &[f32], dst: &mut [u8]) {
+/// portable one. Returns whether every value was finite.
+fn quantize_row_2byte<T: TwoByte, const NT: bool>(src: &[f32], dst: &mut [u8]) -> bool {
     check_lengths(src.len(), dst.len(), 2);
     #[cfg(target_arch = "x86_64")]
     if crate::quant::cpu::avx2_f16c() {
@@ -196,16 +223,15 @@ fn quantize_row_2byte<T: TwoByte, const NT: bool>(src: &[f32], dst: &mut [u8]) {
             // (checked just above); the fence orders the streamed stores
             // before whatever follows.
             unsafe {
-                T::avx2::<true>(src, dst);
+                let finite = T::avx2::<true>(src, dst);
                 std::arch::x86_64::_mm_sfence();
+                return finite;
             }
-        } else {
-            // SAFETY: AVX2 and F16C are available (checked just above).
-            unsafe { T::avx2::<false>(src, dst) };
         }
-        return;
+        // SAFETY: AVX2 and F16C are available (checked just above).
+        return unsafe { T::avx2::<false>(src, dst) };
     }
-    T::scalar(src, dst);
+    T::scalar(src, dst)
 }
 
 fn fp32_to_fp16_row_scalar(src: &[f32], dst: &mut [u8]) {
@@ -292,19 +318,25 @@ mod simd {
     /// Hardware F32 → F16 (round to nearest even) with NaNs replaced by
     /// ggml's `sign | 0x7E00`. With `NT`, non-temporal stores (`dst` must
     /// then be 16-byte aligned).
+    /// Returns whether every value was finite.
     #[target_feature(enable = "avx2,f16c")]
-    pub unsafe fn fp32_to_fp16_row<const NT: bool>(src: &[f32], dst: &mut [u8]) {
+    pub unsafe fn fp32_to_fp16_row<const NT: bool>(src: &[f32], dst: &mut [u8]) -> bool {
         let n = src.len();
         let abs_mask = _mm256_set1_epi32(0x7FFF_FFFF);
         let inf = _mm256_set1_epi32(0x7F80_0000);
+        let below_inf = _mm256_set1_epi32(0x7F7F_FFFF);
         let qnan = _mm_set1_epi16(0x7E00);
+        let mut bad = _mm256_setzero_si256();
         let mut i = 0;
         while i + 8 <= n {
             let x = _mm256_loadu_ps(src.as_ptr().add(i));
             let bits = _mm256_castps_si256(x);
             let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x);
-            // NaN lanes: |bits| > 0x7F800000 (as signed ints, both positive).
-            let is_nan = _mm256_cmpgt_epi32(_mm256_and_si256(bits, abs_mask), inf);
+            // NaN lanes: |bits| > 0x7F800000 (as signed ints, both positive);
+            // non-finite lanes: |bits| >= 0x7F800000.
+            let abs = _mm256_and_si256(bits, abs_mask);
+            let is_nan = _mm256_cmpgt_epi32(abs, inf);
+            bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(abs, below_inf));
             // Narrow the 32-bit lane masks to 16 bits, keeping lane order.
             let nan16 = _mm_packs_epi32(
                 _mm256_castsi256_si128(is_nan),
@@ -326,16 +358,20 @@ mod simd {
             i += 8;
         }
         super::fp32_to_fp16_row_scalar(&src[i..], &mut dst[2 * i..]);
+        _mm256_testz_si256(bad, bad) != 0 && src[i..].iter().all(|v| v.is_finite())
     }
 
     /// F32 → BF16 as ggml rounds (nearest even on the top 16 bits; NaNs
     /// truncated and made quiet with `| 0x40`). With `NT`, non-temporal
     /// stores (`dst` must then be 16-byte aligned).
+    /// Returns whether every value was finite.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn fp32_to_bf16_row<const NT: bool>(src: &[f32], dst: &mut [u8]) {
+    pub unsafe fn fp32_to_bf16_row<const NT: bool>(src: &[f32], dst: &mut [u8]) -> bool {
         let n = src.len();
         let abs_mask = _mm256_set1_epi32(0x7FFF_FFFF);
         let inf = _mm256_set1_epi32(0x7F80_0000);
+        let below_inf = _mm256_set1_epi32(0x7F7F_FFFF);
+        let mut bad = _mm256_setzero_si256();
         let half = _mm256_set1_epi32(0x7FFF);
         let one = _mm256_set1_epi32(1);
         let quiet = _mm256_set1_epi32(64);
@@ -349,8 +385,16 @@ mod simd {
         };
         let mut i = 0;
         while i + 16 <= n {
-            let a = bf16(_mm256_loadu_ps(src.as_ptr().add(i)));
-            let b = bf16(_mm256_loadu_ps(src.as_ptr().add(i + 8)));
+            let (xa, xb) = (
+                _mm256_loadu_ps(src.as_ptr().add(i)),
+                _mm256_loadu_ps(src.as_ptr().add(i + 8)),
+            );
+            for x in [xa, xb] {
+                let abs = _mm256_and_si256(_mm256_castps_si256(x), abs_mask);
+                bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(abs, below_inf));
+            }
+            let a = bf16(xa);
+            let b = bf16(xb);
             // Values fit 16 bits: the unsigned pack is exact; it interleaves
             // the 128-bit halves, which the permutation puts back in order.
             let out = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(a, b));
@@ -364,6 +408,7 @@ mod simd {
             i += 16;
         }
         super::fp32_to_bf16_row_scalar(&src[i..], &mut dst[2 * i..]);
+        _mm256_testz_si256(bad, bad) != 0 && src[i..].iter().all(|v| v.is_finite())
     }
 
     /// Hardware F16 → F32: exact for numbers; NaNs keep their payload and
@@ -529,5 +574,53 @@ mod tests {
         assert_eq!(fp32_to_bf16(f32::from_bits(0xFF81_2345)), 0xFFC1);
         assert_eq!(fp32_to_bf16(f32::from_bits(0x7F7F_FFFF)), 0x7F80); // overflow to inf
         assert_eq!(bf16_to_fp32(0xC040).to_bits(), 0xC040_0000);
+    }
+
+    #[test]
+    fn checked_quantizers_tell_finiteness_and_write_the_plain_bytes() {
+        let mut r = crate::rng::TestRng(5);
+        for (checked, plain) in [
+            (
+                quantize_row_f16_checked as CheckedQuantizeRowFn,
+                quantize_row_f16 as super::super::QuantizeRowFn,
+            ),
+            (quantize_row_bf16_checked, quantize_row_bf16),
+        ] {
+            for n in [1usize, 7, 8, 15, 16, 100, 4096] {
+                for bad in [
+                    None,
+                    Some(f32::NAN),
+                    Some(f32::INFINITY),
+                    Some(f32::NEG_INFINITY),
+                ] {
+                    let mut src: Vec<f32> = (0..n)
+                        .map(|_| (r.next() >> 40) as f32 / 1e3 - 8e3)
+                        .collect();
+                    if let Some(b) = bad {
+                        let at = (r.next() as usize) % n;
+                        src[at] = b;
+                    }
+                    // The largest finite values are finite.
+                    src[0] = if bad.is_none() { f32::MAX } else { src[0] };
+                    let mut want = vec![0u8; 2 * n];
+                    plain(&src, &mut want, None);
+                    // An aligned buffer, so that streaming really streams.
+                    let mut buf = vec![0u128; n.div_ceil(8) + 1];
+                    let bytes: &mut [u8] =
+                        unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast(), 2 * n) };
+                    for streaming in [false, true] {
+                        assert_eq!(
+                            checked(&src, bytes, streaming),
+                            bad.is_none(),
+                            "n {n} {bad:?}"
+                        );
+                        assert!(
+                            bytes == want.as_slice(),
+                            "n {n} {bad:?} streaming {streaming}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -81,6 +81,11 @@ impl QuantType {
 /// non-negative importance weight per element of the row.
 pub type QuantizeRowFn = fn(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>);
 
+/// Quantize one row without imatrix, with non-temporal stores when the
+/// flag says so; false when some input value is NaN or infinite (the bytes
+/// are then written all the same).
+pub type CheckedQuantizeRowFn = fn(src: &[f32], dst: &mut [u8], streaming: bool) -> bool;
+
 /// Dequantize one row: the inverse shapes of [`QuantizeRowFn`].
 pub type DequantizeRowFn = fn(src: &[u8], dst: &mut [f32]);
 
@@ -99,6 +104,11 @@ pub struct Format {
     /// at least [`STREAM_MIN_BYTES`] (see `dequantize_row_streaming`);
     /// `None` where streaming does not pay.
     pub quantize_row_streaming: Option<QuantizeRowFn>,
+    /// The quantizer (plain, or streaming with `true`) that also tells
+    /// whether every input value was finite, checked in its own pass over
+    /// the data (no imatrix): used where a separate check would cost as
+    /// much as the conversion (F16, BF16). `None`: checked separately.
+    pub quantize_row_checked: Option<CheckedQuantizeRowFn>,
     pub dequantize_row: DequantizeRowFn,
     /// The same dequantizer writing with non-temporal stores, which skip
     /// reading the destination into the caches: used for outputs of at

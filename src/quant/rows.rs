@@ -284,9 +284,10 @@ pub fn quantize_from<S: RowSource>(
             .into());
         }
     }
+    let streaming = dst.len() >= STREAM_MIN_BYTES;
     let quantize_row = f
         .quantize_row_streaming
-        .filter(|_| dst.len() >= STREAM_MIN_BYTES)
+        .filter(|_| streaming)
         .unwrap_or(f.quantize_row);
     let pieces = pieces(nrows, row_len, f.block_size, imatrix.is_none());
     // Each piece's destination: its rows' bytes, or the segment's blocks.
@@ -336,6 +337,17 @@ pub fn quantize_from<S: RowSource>(
                 // would read them from memory once more. A bad part's bytes
                 // are garbage; the caller gets the error instead of the
                 // output. With an importance matrix the row stays whole.
+                if let (Some(checked), None) = (f.quantize_row_checked, w) {
+                    // The quantizer checks in its own pass over the row.
+                    if !checked(s, d, streaming) {
+                        let i = first_non_finite(s).unwrap_or(0);
+                        return Err(FromError::NonFinite {
+                            index: at + k * row_len + i,
+                            value: s[i],
+                        });
+                    }
+                    continue;
+                }
                 let part = if w.is_some() {
                     width
                 } else {
@@ -496,6 +508,36 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(quantize_from(QuantType::Q8_0, &src, &mut dst, None, Finite::Trust).is_ok());
+        // Formats whose quantizer checks in its own pass (F16, BF16), on
+        // both store paths (plain, and streaming for large outputs).
+        for ty in [QuantType::F16, QuantType::BF16] {
+            for rows in [64, 2100] {
+                let mut w = values(row_len * rows);
+                w[(rows - 3) * row_len + 4093] = f32::NEG_INFINITY;
+                w[(rows - 5) * row_len + 17] = f32::NAN;
+                let mut dst = vec![0u8; format(ty).row_bytes(row_len).unwrap() * rows];
+                let src = SliceRows {
+                    values: &w,
+                    row_len,
+                };
+                match quantize_from(ty, &src, &mut dst, None, Finite::Check) {
+                    Err(FromError::NonFinite { index, .. }) => {
+                        assert_eq!(index, (rows - 5) * row_len + 17, "{ty:?} {rows}")
+                    }
+                    other => panic!("{ty:?} {rows}: {other:?}"),
+                }
+                w[(rows - 5) * row_len + 17] = 1.0;
+                w[(rows - 3) * row_len + 4093] = 2.0;
+                let src = SliceRows {
+                    values: &w,
+                    row_len,
+                };
+                quantize_from(ty, &src, &mut dst, None, Finite::Check).unwrap();
+                let mut want = vec![0u8; dst.len()];
+                quantize_rows(ty, &w, row_len, &mut want, None).unwrap();
+                assert!(want == dst, "{ty:?} {rows}");
+            }
+        }
         let failing = Converted {
             values: &v,
             row_len,
