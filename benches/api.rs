@@ -158,7 +158,7 @@ fn api_job(
 /// converted for F16/BF16 sources) quantized by `quantize_rows` into the new
 /// tensor's data. `out` receives a copy when it is not empty (outside the
 /// timed calls it is).
-fn kernel_job(ty: QuantType, f32_values: &[f32], out: &mut Vec<u8>) {
+fn kernel_job(ty: QuantType, f32_values: &[f32], out: &mut [u8]) {
     let rows = f32_values.len() / N_PER_ROW;
     let bytes = format(ty).row_bytes(N_PER_ROW).unwrap() * rows;
     let ctx = fresh_context(bytes);

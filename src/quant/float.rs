@@ -15,7 +15,7 @@
 //! converter and patch NaNs, which the unit tests check over all 2^16 halves
 //! and a dense sweep of the 2^32 floats.
 
-use super::{CheckedQuantizeRowFn, Format, QuantType};
+use super::{Format, QuantType};
 
 /// Formats registered by this module.
 pub static FORMATS: &[Format] = &[
