@@ -581,7 +581,7 @@ mod tests {
         let mut r = crate::rng::TestRng(5);
         for (checked, plain) in [
             (
-                quantize_row_f16_checked as CheckedQuantizeRowFn,
+                quantize_row_f16_checked as super::super::CheckedQuantizeRowFn,
                 quantize_row_f16 as super::super::QuantizeRowFn,
             ),
             (quantize_row_bf16_checked, quantize_row_bf16),
