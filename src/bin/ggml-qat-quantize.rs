@@ -19,8 +19,8 @@ use ggml_qat::quant::QuantType;
     about = "Quantize a GGUF model (llama-quantize's presets and options, ggml-qat's kernels)",
     after_help = "TYPE: a llama-quantize preset (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K_S Q3_K_M Q3_K_L \
 Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K IQ4_NL IQ4_XS F16 BF16 F32, or its number), or `classes`: \
-ggml-qat's four layer classes (embedding Q8_0, attention Q4_K, ffn Q4_K, layernorm F32 by default; \
-change them with --class-types)."
+ggml-qat's four layer classes (the types of ggml_qat_default_config(); change them with \
+--class-types)."
 )]
 struct Args {
     /// Input model (GGUF; a shard NAME-0000i-of-0000N.gguf is quantized on its own).
@@ -206,6 +206,11 @@ fn print_report(r: &Report, table: bool) {
 }
 
 fn main() -> ExitCode {
+    // A file-size limit (RLIMIT_FSIZE) then gives a write error, reported
+    // and cleaned up, instead of killing the process mid-write.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let args = Args::parse();
     let p = match params(&args) {
         Ok(p) => p,

@@ -404,7 +404,7 @@ pub fn read_header(path: &Path) -> Result<Header, ModelError> {
         let end = data_offset
             .checked_add(t.offset)
             .and_then(|o| o.checked_add(t.nbytes));
-        if end.is_none_or(|e| e > len) {
+        if end.map_or(true, |e| e > len) {
             return Err(ModelError::Format(format!(
                 "{}: the data of tensor '{}' ({} bytes at offset {}) lies past the end of the file ({len} bytes): truncated or corrupt",
                 path.display(),

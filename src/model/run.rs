@@ -472,7 +472,7 @@ fn plan(
     let n_head_kv = meta.arch_u64("attention.head_count_kv").unwrap_or(n_head);
     let facts = ModelFacts {
         n_layer: meta.arch_u64("block_count").unwrap_or(0),
-        n_gqa: if n_head_kv > 0 { n_head / n_head_kv } else { 0 },
+        n_gqa: n_head.checked_div(n_head_kv).unwrap_or(0),
         n_expert: meta.arch_u64("expert_count").unwrap_or(0),
         has_output: all.iter().any(|(_, t)| t.name == "output.weight"),
         n_attention_wv: all
@@ -681,11 +681,7 @@ fn convert_tensor(
             pool.install(|| quant::dequantize_rows(from, s, row_len, x))?;
         }
         let imrow = im.map(|v| {
-            let e = if rows_per_expert > 0 {
-                r / rows_per_expert
-            } else {
-                0
-            };
+            let e = r.checked_div(rows_per_expert).unwrap_or(0);
             let s = e * row_len;
             if v.len() >= s + row_len {
                 &v[s..s + row_len]

@@ -347,6 +347,7 @@ pub fn layer_of(name: &str) -> i64 {
 }
 
 /// `llama_tensor_get_type_impl` for the presets of [`Preset`].
+#[allow(clippy::too_many_arguments)]
 pub fn preset_type(
     facts: &ModelFacts,
     c: &mut Counters,
