@@ -85,6 +85,9 @@ fn synth_model(path: &Path) {
         Kv::u32("llama.feed_forward_length", ff as u32),
         Kv::u32("llama.attention.head_count", 32),
         Kv::u32("llama.attention.head_count_kv", 8),
+        Kv::f32("llama.attention.layer_norm_rms_epsilon", 1e-5),
+        Kv::u32("llama.rope.dimension_count", 128),
+        Kv::u32("llama.vocab_size", vocab as u32),
         Kv::u32("general.file_type", 1),
     ];
     let out: Vec<OutTensor> = t
@@ -193,6 +196,26 @@ struct Row {
     size: u64,
 }
 
+fn print_row(r: &Row) {
+    println!(
+        "{:<44} {:<26} {:>9.2} {:>11.1} {:>14}",
+        r.what,
+        r.tool,
+        r.secs,
+        r.rss as f64 / 1048576.0,
+        if r.size > 0 {
+            r.size.to_string()
+        } else {
+            "-".into()
+        }
+    );
+}
+
+fn push(rows: &mut Vec<Row>, r: Row) {
+    print_row(&r);
+    rows.push(r);
+}
+
 fn compare(
     input: &Path,
     preset: &str,
@@ -219,26 +242,32 @@ fn compare(
     ]));
     let size = std::fs::metadata(&out).unwrap().len();
     std::fs::remove_file(&out).unwrap();
-    rows.push(Row {
-        what: what.clone(),
-        tool: "ggml-qat-quantize",
-        secs,
-        rss,
-        size,
-    });
+    push(
+        rows,
+        Row {
+            what: what.clone(),
+            tool: "ggml-qat-quantize",
+            secs,
+            rss,
+            size,
+        },
+    );
     let exe = std::env::current_exe().unwrap();
     let (secs, rss) = run(Command::new(exe)
         .env("GGML_QAT_BENCH_CHILD", "chunkloop")
         .env("GGML_QAT_BENCH_IN", input)
         .env("GGML_QAT_BENCH_REPORT", &report)
         .env("GGML_QAT_BENCH_THREADS", &t));
-    rows.push(Row {
-        what: what.clone(),
-        tool: "ggml_quantize_chunk loop",
-        secs,
-        rss,
-        size: 0,
-    });
+    push(
+        rows,
+        Row {
+            what: what.clone(),
+            tool: "ggml_quantize_chunk loop",
+            secs,
+            rss,
+            size: 0,
+        },
+    );
     if let Some(lq) = llama {
         let (secs, rss) = run(Command::new(lq).args([
             input.to_str().unwrap(),
@@ -248,13 +277,16 @@ fn compare(
         ]));
         let size = std::fs::metadata(&out).unwrap().len();
         std::fs::remove_file(&out).unwrap();
-        rows.push(Row {
-            what,
-            tool: "llama-quantize",
-            secs,
-            rss,
-            size,
-        });
+        push(
+            rows,
+            Row {
+                what,
+                tool: "llama-quantize",
+                secs,
+                rss,
+                size,
+            },
+        );
     }
 }
 
@@ -274,6 +306,10 @@ fn main() {
     let llama = root().join(".deps/llama.cpp-build/bin/llama-quantize");
     let llama = llama.exists().then_some(llama);
     let mut rows = Vec::new();
+    println!(
+        "{:<44} {:<26} {:>9} {:>11} {:>14}",
+        "conversion", "tool", "time s", "peak MiB", "file bytes"
+    );
     if std::env::var_os("GGML_QAT_BENCH_SKIP_GEMMA").is_none() {
         let q4 = root().join(".deps/models/gemma-3-270m-q4_k_m.gguf");
         if q4.exists() {

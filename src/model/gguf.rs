@@ -70,6 +70,13 @@ impl Kv {
             raw: v.to_le_bytes().to_vec(),
         }
     }
+    pub fn f32(key: &str, v: f32) -> Kv {
+        Kv {
+            key: key.into(),
+            ty: vt::F32,
+            raw: v.to_le_bytes().to_vec(),
+        }
+    }
     pub fn i32(key: &str, v: i32) -> Kv {
         Kv {
             key: key.into(),
