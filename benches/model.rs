@@ -43,26 +43,26 @@ fn run(cmd: &mut Command) -> (f64, u64) {
     (best, rss)
 }
 
-/// Runs `cmd` once: (seconds, peak RSS in bytes).
+/// Runs `cmd` once: (seconds, peak RSS in bytes). Its stderr goes to a
+/// file (a pipe left unread could fill and stall a chatty child).
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, for ru_maxrss
 fn run_once(cmd: &mut Command) -> (f64, u64) {
+    let log = std::env::temp_dir().join(format!("ggml-qat-bench-{}.stderr", std::process::id()));
     let t = Instant::now();
     let child = cmd
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("stderr log"))
         .spawn()
         .expect("spawn");
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // Reap with wait4 for the child's own ru_maxrss; stderr is read after.
+    // Reaped with wait4 for the child's own ru_maxrss.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(r, pid);
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "{cmd:?} failed:\n{err}"
