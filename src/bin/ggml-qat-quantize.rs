@@ -71,7 +71,7 @@ struct Args {
     /// Skip the per-tensor error measurement (a little faster).
     #[arg(long = "no-error")]
     no_error: bool,
-    /// Do not print the per-tensor table.
+    /// Print neither the per-tensor table nor (off a terminal) the per-tensor progress lines.
     #[arg(long, short)]
     quiet: bool,
 }
@@ -232,6 +232,7 @@ fn main() -> ExitCode {
         b
     });
     let mut last = 0usize;
+    let quiet = args.quiet;
     let mut cb = |pr: &Progress| -> bool {
         match &bar {
             Some(b) => {
@@ -242,7 +243,7 @@ fn main() -> ExitCode {
                 }
             }
             None => {
-                if pr.index != last && !pr.name.is_empty() {
+                if !quiet && pr.index != last && !pr.name.is_empty() {
                     eprintln!("[{:4}/{:4}] {}", pr.index, pr.count, pr.name);
                 }
             }
