@@ -4,7 +4,8 @@
 # Q8_0 and Q4_0 with ggml-qat-quantize and with llama.cpp's llama-quantize
 # (built once into .deps/ by build-llama-tools.sh): file sizes side by side,
 # every tensor compared with the gguf Python package (compare-gguf.py), and
-# each of our outputs run in llama-perplexity to the end.
+# the whole files compared byte for byte (llama-quantize's header comes from
+# ggml's gguf code), and each of our outputs run in llama-perplexity to the end.
 # Usage: scripts/real-model.sh [THREADS]
 set -eu
 . "$(dirname "$0")/env.sh"
@@ -27,6 +28,9 @@ for t in Q4_K_M Q8_0 Q4_0; do
     a=$(stat -c %s "$ours"); b=$(stat -c %s "$theirs")
     echo "$t: ggml-qat-quantize $a bytes, llama-quantize $b bytes"
     python3 scripts/compare-gguf.py "$ours" "$theirs" --ignore-kv || status=1
+    # llama-quantize writes its header with ggml's gguf code; where its tensor
+    # order (layer, then name) is the input's, the whole files are equal.
+    if cmp -s "$ours" "$theirs"; then echo "$t: whole files byte-identical"; else echo "$t: files differ (tensor order?)"; fi
     scripts/perplexity.sh "$ours" || status=1
     rm -f "$theirs"
 done
