@@ -80,6 +80,85 @@ typedef struct {
   float inference_speedup;
 } ggml_qat_stats_t;
 
+// One per-tensor override: tensors whose name matches `pattern` (a regular
+// expression searched in the name, as llama-quantize's --tensor-type) get
+// `type`. The first matching override wins.
+typedef struct {
+  const char *pattern;
+  enum ggml_type type;
+} ggml_qat_tensor_override_t;
+
+// Progress of ggml_qat_quantize_model: called before each tensor and after
+// each chunk of rows with the tensor's 1-based index, the tensor count, its
+// name, and the input bytes done so far out of the total. Return false to
+// cancel (the call then fails and no output file remains).
+typedef bool (*ggml_qat_progress_callback)(int tensor_index,
+                                           int n_tensors,
+                                           const char *name,
+                                           uint64_t bytes_done,
+                                           uint64_t bytes_total,
+                                           void *user_data);
+
+// Totals of a model quantization (per-tensor details: report_json_path).
+typedef struct {
+  int n_tensors;
+  // Tensors whose type fell back (row length not a multiple of the block).
+  int n_fallback;
+  // Tensor data bytes before and after.
+  uint64_t bytes_in;
+  uint64_t bytes_out;
+  // Whole file sizes before and after (headers and padding included).
+  uint64_t file_bytes_in;
+  uint64_t file_bytes_out;
+  double bits_per_weight_in;
+  double bits_per_weight_out;
+  double seconds;
+  // Peak resident memory of the process at the end (bytes).
+  uint64_t peak_rss_bytes;
+} ggml_qat_model_report_t;
+
+// Parameters of ggml_qat_quantize_model; start from
+// ggml_qat_model_default_params().
+typedef struct {
+  // A llama-quantize preset ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
+  // "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S",
+  // "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS", "F16", "BF16", "F32"; the same
+  // per-tensor types as llama-quantize), or "classes": the context's four
+  // class types (config embedding/attention/ffn/layernorm_qtype; other
+  // 2-D weights take the ffn type; needs ctx). NULL: "Q4_K_M".
+  const char *target;
+  // Per-tensor overrides, in order (may be NULL when n_overrides is 0).
+  const ggml_qat_tensor_override_t *overrides;
+  int n_overrides;
+  // Type of output.weight, or -1 (default) for the preset's choice.
+  int output_tensor_type;
+  // Type of token_embd.weight, or -1 (default) for the preset's choice.
+  int token_embedding_type;
+  // Importance matrix (llama-imatrix GGUF or legacy .dat), or NULL.
+  const char *imatrix_path;
+  // Allow converting tensors that are already block-quantized.
+  bool allow_requantize;
+  // The preset's default type for every tensor (no mixture).
+  bool pure;
+  // Keep output.weight as it is.
+  bool leave_output_tensor;
+  // Types and sizes only (report filled), nothing written.
+  bool dry_run;
+  // Quantize every shard of a split input, each to OUT-0000i-of-0000N.gguf.
+  bool keep_split;
+  // Threads; 0 (default): all cores.
+  int n_threads;
+  // Bound on the working buffers in bytes; 0 (default): 32 MiB.
+  size_t max_buffer_bytes;
+  // Progress callback, or NULL.
+  ggml_qat_progress_callback progress;
+  void *progress_user_data;
+  // When not NULL, the per-tensor report is written there as JSON.
+  const char *report_json_path;
+  // When not NULL, receives the totals.
+  ggml_qat_model_report_t *report;
+} ggml_qat_model_params_t;
+
 // An AtomSpace: truth values on the 8-bit grid k/255, atom types, and
 // hypergraph connections. Free with ggml_qat_free_atomspace().
 typedef struct {
@@ -218,6 +297,21 @@ float ggml_qat_benchmark_inference_speed(ggml_qat_context_t *ctx,
 bool ggml_qat_get_benchmark_times(const ggml_qat_context_t *ctx,
                                   double *f32_seconds,
                                   double *model_seconds);
+
+// The default model parameters: Q4_K_M, no overrides, all cores, 32 MiB
+// buffers, nothing else.
+ggml_qat_model_params_t ggml_qat_model_default_params(void);
+
+// Quantizes the GGUF model at `in_path` into `out_path` (see
+// ggml_qat_model_params_t; `params` NULL: the defaults). The output is
+// written to a temporary file beside it and renamed at the end: on failure
+// or cancel no output remains, and the input is never modified. `ctx` is
+// needed only for the "classes" target (may be NULL otherwise). False on
+// failure, with ggml_qat_last_error() saying why.
+bool ggml_qat_quantize_model(ggml_qat_context_t *ctx,
+                             const char *in_path,
+                             const char *out_path,
+                             const ggml_qat_model_params_t *params);
 
 // A new AtomSpace of `n_atoms` atoms and `n_connections` connections (each
 // at least 1), synthetic data from the context's generator: truth values on the

@@ -6,6 +6,7 @@
 //! - [`qat`]: calibration, metrics, planning, statistics, sessions.
 //! - [`opencog`]: AtomSpace, MOSES tree and ECAN structures.
 //! - [`ggml`]: the only code that touches libggml.
+//! - [`model`]: whole GGUF model files: read, type choice, streaming quantization, write.
 //! - [`capi`]: the `ggml_qat_*` C ABI declared in `include/ggml-qat.h`.
 
 pub mod capi;
@@ -13,6 +14,8 @@ pub mod capi;
 pub mod error;
 /// cbindgen:ignore
 pub mod ggml;
+/// cbindgen:ignore
+pub mod model;
 /// cbindgen:ignore
 pub mod opencog;
 /// cbindgen:ignore

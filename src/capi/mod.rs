@@ -9,6 +9,7 @@
 pub mod context;
 pub mod error;
 pub mod metrics;
+pub mod model;
 pub mod opencog;
 pub mod plan;
 pub mod quantize;
@@ -122,6 +123,7 @@ mod tests {
             include_str!("context.rs"),
             include_str!("error.rs"),
             include_str!("metrics.rs"),
+            include_str!("model.rs"),
             include_str!("opencog.rs"),
             include_str!("plan.rs"),
             include_str!("quantize.rs"),
@@ -151,6 +153,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(n, 28, "exported functions found");
+        assert_eq!(n, 30, "exported functions found");
     }
 }

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod compute;
 pub mod context;
 pub mod ffi;
+pub mod gguf;
 pub mod reference;
 pub mod tensor;
 pub mod tensor_rows;

@@ -1,0 +1,278 @@
+//! ggml-qat-quantize: a GGUF model in, a quantized GGUF model out, in
+//! llama-quantize's shape: `ggml-qat-quantize [options] in.gguf out.gguf TYPE [nthreads]`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ggml_qat::model::select::{self, Preset, Target};
+use ggml_qat::model::{quantize_model, Params, Progress, Report};
+use ggml_qat::qat::config::Config;
+use ggml_qat::qat::layer::LayerClass;
+use ggml_qat::quant::QuantType;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ggml-qat-quantize",
+    version,
+    about = "Quantize a GGUF model (llama-quantize's presets and options, ggml-qat's kernels)",
+    after_help = "TYPE: a llama-quantize preset (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K_S Q3_K_M Q3_K_L \
+Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K IQ4_NL IQ4_XS F16 BF16 F32, or its number), or `classes`: \
+ggml-qat's four layer classes (the types of ggml_qat_default_config(); change them with \
+--class-types)."
+)]
+struct Args {
+    /// Input model (GGUF; a shard NAME-0000i-of-0000N.gguf is quantized on its own).
+    input: PathBuf,
+    /// Output model (written to a temporary file beside it, renamed at the end).
+    output: PathBuf,
+    /// Preset, or `classes`.
+    #[arg(value_name = "TYPE")]
+    ty: String,
+    /// Threads (default: all cores).
+    nthreads: Option<usize>,
+    /// Importance matrix (llama-imatrix's GGUF or legacy .dat).
+    #[arg(long, value_name = "FILE")]
+    imatrix: Option<PathBuf>,
+    /// Per-tensor type: NAME=TYPE, NAME a regular expression searched in the tensor name; first match wins. Repeatable.
+    #[arg(long = "tensor-type", value_name = "NAME=TYPE")]
+    tensor_type: Vec<String>,
+    /// Type of output.weight.
+    #[arg(long = "output-tensor-type", value_name = "TYPE")]
+    output_tensor_type: Option<String>,
+    /// Type of token_embd.weight.
+    #[arg(long = "token-embedding-type", value_name = "TYPE")]
+    token_embedding_type: Option<String>,
+    /// Allow requantizing tensors that are already quantized.
+    #[arg(long = "allow-requantize")]
+    allow_requantize: bool,
+    /// The preset's default type for every tensor (no mixture).
+    #[arg(long)]
+    pure: bool,
+    /// Keep output.weight as it is.
+    #[arg(long = "leave-output-tensor")]
+    leave_output_tensor: bool,
+    /// Print the types and sizes; write nothing.
+    #[arg(long = "dry-run")]
+    dry_run: bool,
+    /// Quantize every shard of a split model, each to OUT-0000i-of-0000N.gguf.
+    #[arg(long = "keep-split")]
+    keep_split: bool,
+    /// Write the report (per tensor and totals) as JSON.
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+    /// Bound on the working buffers, in MiB.
+    #[arg(long = "max-buffer-size", value_name = "MiB", default_value_t = 32)]
+    max_buffer_size: usize,
+    /// For `classes`: EMB,ATTN,FFN,NORM types (e.g. q8_0,q4_K,q4_K,f32).
+    #[arg(long = "class-types", value_name = "E,A,F,N")]
+    class_types: Option<String>,
+    /// Skip the per-tensor error measurement (a little faster).
+    #[arg(long = "no-error")]
+    no_error: bool,
+    /// Print neither the per-tensor table nor (off a terminal) the per-tensor progress lines.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn parse_type(what: &str, s: &str) -> Result<QuantType, String> {
+    select::parse_type(s).ok_or_else(|| format!("{what}: unknown type '{s}'"))
+}
+
+fn params(a: &Args) -> Result<Params, String> {
+    let target = if a.ty.eq_ignore_ascii_case("classes") {
+        let c = match &a.class_types {
+            Some(s) => {
+                let v = s
+                    .split(',')
+                    .map(|t| parse_type("--class-types", t.trim()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                <[QuantType; 4]>::try_from(v)
+                    .map_err(|_| "--class-types needs four types".to_string())?
+            }
+            None => {
+                let c = Config::default();
+                [
+                    c.qtype_for(LayerClass::Embedding),
+                    c.qtype_for(LayerClass::Attention),
+                    c.qtype_for(LayerClass::Ffn),
+                    c.qtype_for(LayerClass::LayerNorm),
+                ]
+            }
+        };
+        Target::Classes(c)
+    } else {
+        Target::Preset(
+            Preset::parse(&a.ty)
+                .ok_or_else(|| format!("unknown TYPE '{}' (see --help for the presets)", a.ty))?,
+        )
+    };
+    let overrides = a
+        .tensor_type
+        .iter()
+        .map(|s| {
+            let (n, t) = s
+                .rsplit_once('=')
+                .ok_or_else(|| format!("--tensor-type {s}: NAME=TYPE expected"))?;
+            Ok((n.to_string(), parse_type("--tensor-type", t)?))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Params {
+        target,
+        pure: a.pure,
+        overrides,
+        output_type: a
+            .output_tensor_type
+            .as_deref()
+            .map(|t| parse_type("--output-tensor-type", t))
+            .transpose()?,
+        token_embd_type: a
+            .token_embedding_type
+            .as_deref()
+            .map(|t| parse_type("--token-embedding-type", t))
+            .transpose()?,
+        leave_output: a.leave_output_tensor,
+        imatrix: a.imatrix.clone(),
+        allow_requantize: a.allow_requantize,
+        dry_run: a.dry_run,
+        threads: a.nthreads.unwrap_or(0),
+        max_buffer: a.max_buffer_size.max(1) << 20,
+        keep_split: a.keep_split,
+        measure_error: !a.no_error && !a.dry_run,
+    })
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+fn print_report(r: &Report, table: bool) {
+    if table {
+        println!(
+            "{:>5}  {:<40} {:<10} {:<22} {:>7} {:>7} {:>10} {:>10} {:>9}",
+            "#", "tensor", "class", "shape", "from", "to", "MiB in", "MiB out", "rel.err"
+        );
+        for (i, t) in r.tensors.iter().enumerate() {
+            let shape = t
+                .shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("x");
+            println!(
+                "{:>5}  {:<40} {:<10} {:<22} {:>7} {:>7} {:>10.3} {:>10.3} {:>9}{}",
+                i + 1,
+                t.name,
+                t.class,
+                shape,
+                t.source_type,
+                t.chosen_type,
+                mib(t.bytes_in),
+                mib(t.bytes_out),
+                t.rel_rmse.map_or("-".into(), |e| format!("{e:.5}")),
+                t.fallback
+                    .as_ref()
+                    .map_or(String::new(), |f| format!("  fallback: {f}"))
+            );
+        }
+    }
+    println!(
+        "target {}{}: {} tensors, {} fell back",
+        r.target,
+        if r.dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        },
+        r.tensors.len(),
+        r.n_fallback
+    );
+    println!(
+        "model size: {:.2} MiB ({:.2} bpw) -> {:.2} MiB ({:.2} bpw); files {} -> {} bytes",
+        mib(r.bytes_in),
+        r.bits_per_weight_in,
+        mib(r.bytes_out),
+        r.bits_per_weight_out,
+        r.file_bytes_in,
+        r.file_bytes_out
+    );
+    println!(
+        "time {:.3} s on {} threads, peak memory {:.1} MiB",
+        r.seconds,
+        r.threads,
+        mib(r.peak_rss_bytes)
+    );
+}
+
+fn main() -> ExitCode {
+    // A file-size limit (RLIMIT_FSIZE) then gives a write error, reported
+    // and cleaned up, instead of killing the process mid-write.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+    let args = Args::parse();
+    let p = match params(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ggml-qat-quantize: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let tty = std::io::stderr().is_terminal();
+    let bar = tty.then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        b
+    });
+    let mut last = 0usize;
+    let quiet = args.quiet;
+    let mut cb = |pr: &Progress| -> bool {
+        match &bar {
+            Some(b) => {
+                b.set_length(pr.bytes_total);
+                b.set_position(pr.bytes_done);
+                if pr.index != last {
+                    b.set_message(format!("[{}/{}] {}", pr.index, pr.count, pr.name));
+                }
+            }
+            None => {
+                if !quiet && pr.index != last && !pr.name.is_empty() {
+                    eprintln!("[{:4}/{:4}] {}", pr.index, pr.count, pr.name);
+                }
+            }
+        }
+        last = pr.index;
+        true
+    };
+    let result = quantize_model(&args.input, &args.output, &p, &mut cb);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    match result {
+        Ok(r) => {
+            print_report(&r, !args.quiet);
+            if let Some(path) = &args.report {
+                let json = serde_json::to_string_pretty(&r).unwrap_or_default();
+                if let Err(e) = std::fs::write(path, json) {
+                    eprintln!(
+                        "ggml-qat-quantize: cannot write the report {}: {e}",
+                        path.display()
+                    );
+                    return ExitCode::from(1);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ggml-qat-quantize: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

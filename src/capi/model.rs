@@ -1,0 +1,275 @@
+//! Whole-model quantization (extension): a GGUF file in, a GGUF file out.
+#![allow(non_camel_case_types)]
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::path::PathBuf;
+
+use super::context::QatContext;
+use super::guard;
+use super::types::{CBool, GgmlType};
+use crate::error::{Error, Result};
+use crate::model::select::{Preset, Target};
+use crate::model::{self, Params, Progress};
+use crate::qat::LayerClass;
+use crate::quant::QuantType;
+
+/// One per-tensor override: tensors whose name matches `pattern` (a regular
+/// expression searched in the name, as llama-quantize's --tensor-type) get
+/// `type`. The first matching override wins.
+/// cbindgen:field-names=[pattern, type]
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct ggml_qat_tensor_override_t {
+    pub pattern: *const c_char,
+    pub type_: GgmlType,
+}
+
+/// Progress of ggml_qat_quantize_model: called before each tensor and after
+/// each chunk of rows with the tensor's 1-based index, the tensor count, its
+/// name, and the input bytes done so far out of the total. Return false to
+/// cancel (the call then fails and no output file remains).
+pub type ggml_qat_progress_callback = Option<
+    unsafe extern "C" fn(
+        tensor_index: c_int,
+        n_tensors: c_int,
+        name: *const c_char,
+        bytes_done: u64,
+        bytes_total: u64,
+        user_data: *mut c_void,
+    ) -> bool,
+>;
+
+/// Totals of a model quantization (per-tensor details: report_json_path).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default)]
+pub struct ggml_qat_model_report_t {
+    pub n_tensors: c_int,
+    /// Tensors whose type fell back (row length not a multiple of the block).
+    pub n_fallback: c_int,
+    /// Tensor data bytes before and after.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Whole file sizes before and after (headers and padding included).
+    pub file_bytes_in: u64,
+    pub file_bytes_out: u64,
+    pub bits_per_weight_in: f64,
+    pub bits_per_weight_out: f64,
+    pub seconds: f64,
+    /// Peak resident memory of the process at the end (bytes).
+    pub peak_rss_bytes: u64,
+}
+
+/// Parameters of ggml_qat_quantize_model; start from
+/// ggml_qat_model_default_params().
+/// cbindgen:field-names=[target, overrides, n_overrides, output_tensor_type, token_embedding_type, imatrix_path, allow_requantize, pure, leave_output_tensor, dry_run, keep_split, n_threads, max_buffer_bytes, progress, progress_user_data, report_json_path, report]
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct ggml_qat_model_params_t {
+    /// A llama-quantize preset ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
+    /// "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S",
+    /// "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS", "F16", "BF16", "F32"; the same
+    /// per-tensor types as llama-quantize), or "classes": the context's four
+    /// class types (config embedding/attention/ffn/layernorm_qtype; other
+    /// 2-D weights take the ffn type; needs ctx). NULL: "Q4_K_M".
+    pub target: *const c_char,
+    /// Per-tensor overrides, in order (may be NULL when n_overrides is 0).
+    pub overrides: *const ggml_qat_tensor_override_t,
+    pub n_overrides: c_int,
+    /// Type of output.weight, or -1 (default) for the preset's choice.
+    pub output_tensor_type: c_int,
+    /// Type of token_embd.weight, or -1 (default) for the preset's choice.
+    pub token_embedding_type: c_int,
+    /// Importance matrix (llama-imatrix GGUF or legacy .dat), or NULL.
+    pub imatrix_path: *const c_char,
+    /// Allow converting tensors that are already block-quantized.
+    pub allow_requantize: CBool,
+    /// The preset's default type for every tensor (no mixture).
+    pub pure_: CBool,
+    /// Keep output.weight as it is.
+    pub leave_output_tensor: CBool,
+    /// Types and sizes only (report filled), nothing written.
+    pub dry_run: CBool,
+    /// Quantize every shard of a split input, each to OUT-0000i-of-0000N.gguf.
+    pub keep_split: CBool,
+    /// Threads; 0 (default): all cores.
+    pub n_threads: c_int,
+    /// Bound on the working buffers in bytes; 0 (default): 32 MiB.
+    pub max_buffer_bytes: usize,
+    /// Progress callback, or NULL.
+    pub progress: ggml_qat_progress_callback,
+    pub progress_user_data: *mut c_void,
+    /// When not NULL, the per-tensor report is written there as JSON.
+    pub report_json_path: *const c_char,
+    /// When not NULL, receives the totals.
+    pub report: *mut ggml_qat_model_report_t,
+}
+
+/// The default model parameters: Q4_K_M, no overrides, all cores, 32 MiB
+/// buffers, nothing else.
+// Not wrapped in `guard`: it only builds a struct of constants and cannot panic.
+#[no_mangle]
+pub extern "C" fn ggml_qat_model_default_params() -> ggml_qat_model_params_t {
+    ggml_qat_model_params_t {
+        target: std::ptr::null(),
+        overrides: std::ptr::null(),
+        n_overrides: 0,
+        output_tensor_type: -1,
+        token_embedding_type: -1,
+        imatrix_path: std::ptr::null(),
+        allow_requantize: CBool(0),
+        pure_: CBool(0),
+        leave_output_tensor: CBool(0),
+        dry_run: CBool(0),
+        keep_split: CBool(0),
+        n_threads: 0,
+        max_buffer_bytes: 0,
+        progress: None,
+        progress_user_data: std::ptr::null_mut(),
+        report_json_path: std::ptr::null(),
+        report: std::ptr::null_mut(),
+    }
+}
+
+unsafe fn c_str<'a>(p: *const c_char, name: &'static str) -> Result<&'a str> {
+    if p.is_null() {
+        return Err(Error::Null(name));
+    }
+    CStr::from_ptr(p)
+        .to_str()
+        .map_err(|_| Error::invalid(name, "not UTF-8"))
+}
+
+fn opt_type(v: c_int, name: &'static str) -> Result<Option<QuantType>> {
+    if v < 0 {
+        return Ok(None);
+    }
+    QuantType::from_ggml(v)
+        .map(Some)
+        .ok_or_else(|| Error::invalid(name, format!("type {v} is not one this library produces")))
+}
+
+/// Quantizes the GGUF model at `in_path` into `out_path` (see
+/// ggml_qat_model_params_t; `params` NULL: the defaults). The output is
+/// written to a temporary file beside it and renamed at the end: on failure
+/// or cancel no output remains, and the input is never modified. `ctx` is
+/// needed only for the "classes" target (may be NULL otherwise). False on
+/// failure, with ggml_qat_last_error() saying why.
+#[no_mangle]
+pub unsafe extern "C" fn ggml_qat_quantize_model(
+    ctx: *mut QatContext,
+    in_path: *const c_char,
+    out_path: *const c_char,
+    params: *const ggml_qat_model_params_t,
+) -> bool {
+    guard("ggml_qat_quantize_model", false, || {
+        let input = PathBuf::from(c_str(in_path, "in_path")?);
+        let output = PathBuf::from(c_str(out_path, "out_path")?);
+        let cp = params
+            .as_ref()
+            .copied()
+            .unwrap_or_else(|| ggml_qat_model_default_params());
+        let target_name = if cp.target.is_null() {
+            "Q4_K_M"
+        } else {
+            c_str(cp.target, "params->target")?
+        };
+        let target = if target_name.eq_ignore_ascii_case("classes") {
+            let s = ctx
+                .as_ref()
+                .map(|c| &c.session)
+                .ok_or(Error::Null("ctx (needed by the \"classes\" target)"))?;
+            let c = s.config();
+            Target::Classes([
+                c.qtype_for(LayerClass::Embedding),
+                c.qtype_for(LayerClass::Attention),
+                c.qtype_for(LayerClass::Ffn),
+                c.qtype_for(LayerClass::LayerNorm),
+            ])
+        } else {
+            Target::Preset(Preset::parse(target_name).ok_or_else(|| {
+                Error::invalid("params->target", format!("unknown preset '{target_name}'"))
+            })?)
+        };
+        let n_over = usize::try_from(cp.n_overrides)
+            .map_err(|_| Error::invalid("params->n_overrides", "negative"))?;
+        if n_over > 0 && cp.overrides.is_null() {
+            return Err(Error::Null("params->overrides"));
+        }
+        let mut overrides = Vec::with_capacity(n_over);
+        for i in 0..n_over {
+            let o = *cp.overrides.add(i);
+            let pat = c_str(o.pattern, "params->overrides[i].pattern")?;
+            let ty = opt_type(o.type_.0, "params->overrides[i].type")?
+                .ok_or_else(|| Error::invalid("params->overrides[i].type", "negative"))?;
+            overrides.push((pat.to_string(), ty));
+        }
+        let threads = usize::try_from(cp.n_threads)
+            .map_err(|_| Error::invalid("params->n_threads", "negative"))?;
+        let p = Params {
+            target,
+            pure: cp.pure_.get(),
+            overrides,
+            output_type: opt_type(cp.output_tensor_type, "params->output_tensor_type")?,
+            token_embd_type: opt_type(cp.token_embedding_type, "params->token_embedding_type")?,
+            leave_output: cp.leave_output_tensor.get(),
+            imatrix: if cp.imatrix_path.is_null() {
+                None
+            } else {
+                Some(PathBuf::from(c_str(
+                    cp.imatrix_path,
+                    "params->imatrix_path",
+                )?))
+            },
+            allow_requantize: cp.allow_requantize.get(),
+            dry_run: cp.dry_run.get(),
+            threads,
+            max_buffer: if cp.max_buffer_bytes == 0 {
+                32 << 20
+            } else {
+                cp.max_buffer_bytes
+            },
+            keep_split: cp.keep_split.get(),
+            measure_error: !cp.dry_run.get(),
+        };
+        let mut cb = |pr: &Progress| -> bool {
+            match cp.progress {
+                None => true,
+                Some(f) => {
+                    let name = CString::new(pr.name.replace('\0', " ")).unwrap_or_default();
+                    f(
+                        pr.index as c_int,
+                        pr.count as c_int,
+                        name.as_ptr(),
+                        pr.bytes_done,
+                        pr.bytes_total,
+                        cp.progress_user_data,
+                    )
+                }
+            }
+        };
+        let r = model::quantize_model(&input, &output, &p, &mut cb)
+            .map_err(|e| Error::Unsupported(e.to_string()))?;
+        if !cp.report_json_path.is_null() {
+            let path = c_str(cp.report_json_path, "params->report_json_path")?;
+            let json = serde_json::to_string_pretty(&r)
+                .map_err(|e| Error::Unsupported(format!("report: {e}")))?;
+            std::fs::write(path, json)
+                .map_err(|e| Error::Unsupported(format!("cannot write the report {path}: {e}")))?;
+        }
+        if let Some(out) = cp.report.as_mut() {
+            *out = ggml_qat_model_report_t {
+                n_tensors: r.tensors.len() as c_int,
+                n_fallback: r.n_fallback as c_int,
+                bytes_in: r.bytes_in,
+                bytes_out: r.bytes_out,
+                file_bytes_in: r.file_bytes_in,
+                file_bytes_out: r.file_bytes_out,
+                bits_per_weight_in: r.bits_per_weight_in,
+                bits_per_weight_out: r.bits_per_weight_out,
+                seconds: r.seconds,
+                peak_rss_bytes: r.peak_rss_bytes,
+            };
+        }
+        Ok(true)
+    })
+}

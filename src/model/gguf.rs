@@ -1,0 +1,515 @@
+//! GGUF files: a validating reader of the header (key/values and tensor
+//! infos) and a writer that lays a file out byte for byte as ggml's
+//! `gguf_write_to_file` does.
+//!
+//! Why not ggml's `gguf_init_from_file` for reading: the model path must
+//! never abort or allocate without bound on a hostile or truncated file, and
+//! tensor data is streamed piecewise (never loaded whole); here every count
+//! and length is checked against the bytes actually present before anything
+//! is allocated. Key/values are kept as their raw encoded bytes, so copying
+//! them to the output is exact whatever their type. The outputs are read back
+//! by ggml's own `gguf_init_from_file` in the tests (`crate::ggml::gguf`).
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::Path;
+
+use super::ModelError;
+
+pub const GGUF_MAGIC: &[u8; 4] = b"GGUF";
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+pub const KEY_ALIGNMENT: &str = "general.alignment";
+
+/// GGUF value types (`enum gguf_type`).
+pub mod vt {
+    pub const U8: u32 = 0;
+    pub const I8: u32 = 1;
+    pub const U16: u32 = 2;
+    pub const I16: u32 = 3;
+    pub const U32: u32 = 4;
+    pub const I32: u32 = 5;
+    pub const F32: u32 = 6;
+    pub const BOOL: u32 = 7;
+    pub const STRING: u32 = 8;
+    pub const ARRAY: u32 = 9;
+    pub const U64: u32 = 10;
+    pub const I64: u32 = 11;
+    pub const F64: u32 = 12;
+}
+
+fn scalar_size(ty: u32) -> Option<u64> {
+    Some(match ty {
+        vt::U8 | vt::I8 | vt::BOOL => 1,
+        vt::U16 | vt::I16 => 2,
+        vt::U32 | vt::I32 | vt::F32 => 4,
+        vt::U64 | vt::I64 | vt::F64 => 8,
+        _ => return None,
+    })
+}
+
+/// One key/value: the type and the value's encoded bytes (as in the file).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kv {
+    pub key: String,
+    pub ty: u32,
+    pub raw: Vec<u8>,
+}
+
+impl Kv {
+    pub fn u32(key: &str, v: u32) -> Kv {
+        Kv {
+            key: key.into(),
+            ty: vt::U32,
+            raw: v.to_le_bytes().to_vec(),
+        }
+    }
+    pub fn u16(key: &str, v: u16) -> Kv {
+        Kv {
+            key: key.into(),
+            ty: vt::U16,
+            raw: v.to_le_bytes().to_vec(),
+        }
+    }
+    pub fn f32(key: &str, v: f32) -> Kv {
+        Kv {
+            key: key.into(),
+            ty: vt::F32,
+            raw: v.to_le_bytes().to_vec(),
+        }
+    }
+    pub fn i32(key: &str, v: i32) -> Kv {
+        Kv {
+            key: key.into(),
+            ty: vt::I32,
+            raw: v.to_le_bytes().to_vec(),
+        }
+    }
+    pub fn string(key: &str, v: &str) -> Kv {
+        let mut raw = (v.len() as u64).to_le_bytes().to_vec();
+        raw.extend_from_slice(v.as_bytes());
+        Kv {
+            key: key.into(),
+            ty: vt::STRING,
+            raw,
+        }
+    }
+    /// The value as an unsigned integer (any integer type).
+    pub fn as_u64(&self) -> Option<u64> {
+        let r = &self.raw;
+        Some(match self.ty {
+            vt::U8 => r[0] as u64,
+            vt::U16 => u16::from_le_bytes(r[..2].try_into().ok()?) as u64,
+            vt::U32 => u32::from_le_bytes(r[..4].try_into().ok()?) as u64,
+            vt::U64 => u64::from_le_bytes(r[..8].try_into().ok()?),
+            vt::I8 => u64::try_from(r[0] as i8).ok()?,
+            vt::I16 => u64::try_from(i16::from_le_bytes(r[..2].try_into().ok()?)).ok()?,
+            vt::I32 => u64::try_from(i32::from_le_bytes(r[..4].try_into().ok()?)).ok()?,
+            vt::I64 => u64::try_from(i64::from_le_bytes(r[..8].try_into().ok()?)).ok()?,
+            // Per-layer arrays (head counts): the first element, as llama.cpp's n_gqa() uses layer 0.
+            vt::ARRAY => {
+                let et = u32::from_le_bytes(r[..4].try_into().ok()?);
+                let n = u64::from_le_bytes(r[4..12].try_into().ok()?);
+                if n == 0 {
+                    return None;
+                }
+                return Kv {
+                    key: String::new(),
+                    ty: et,
+                    raw: r[12..].to_vec(),
+                }
+                .as_u64();
+            }
+            _ => return None,
+        })
+    }
+    pub fn as_str(&self) -> Option<&str> {
+        (self.ty == vt::STRING)
+            .then(|| std::str::from_utf8(&self.raw[8..]).ok())
+            .flatten()
+    }
+}
+
+/// One tensor info of a GGUF header.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// Dimensions, unused ones 1 (as ggml's `ne`).
+    pub ne: [u64; 4],
+    /// `n_dims` as stored in the file.
+    pub n_dims: u32,
+    pub ty: i32,
+    /// Offset of the data from the start of the data section.
+    pub offset: u64,
+    /// Bytes of the data (ggml_nbytes).
+    pub nbytes: u64,
+}
+
+impl TensorInfo {
+    pub fn nelements(&self) -> u64 {
+        self.ne.iter().product()
+    }
+    pub fn row_len(&self) -> u64 {
+        self.ne[0]
+    }
+    pub fn nrows(&self) -> u64 {
+        self.ne[1] * self.ne[2] * self.ne[3]
+    }
+    /// ggml_n_dims: the number of dimensions up to the last one above 1 (at least 1).
+    pub fn ggml_n_dims(&self) -> u32 {
+        (1..4)
+            .rev()
+            .find(|&i| self.ne[i] > 1)
+            .map_or(1, |i| i as u32 + 1)
+    }
+}
+
+/// A parsed GGUF header.
+#[derive(Clone, Debug)]
+pub struct Header {
+    pub version: u32,
+    pub kvs: Vec<Kv>,
+    pub tensors: Vec<TensorInfo>,
+    pub alignment: u64,
+    /// Offset of the data section in the file.
+    pub data_offset: u64,
+    pub file_len: u64,
+}
+
+impl Header {
+    pub fn kv(&self, key: &str) -> Option<&Kv> {
+        self.kvs.iter().find(|k| k.key == key)
+    }
+    pub fn arch(&self) -> String {
+        self.kv("general.architecture")
+            .and_then(|k| k.as_str())
+            .unwrap_or("")
+            .to_string()
+    }
+    /// `{arch}.{suffix}` as an integer.
+    pub fn arch_u64(&self, suffix: &str) -> Option<u64> {
+        self.kv(&format!("{}.{suffix}", self.arch()))
+            .and_then(|k| k.as_u64())
+    }
+}
+
+/// `(block size, bytes per block)` of a ggml type id, from ggml itself.
+pub fn type_geometry(ty: i32) -> Option<(u64, u64)> {
+    crate::ggml::reference::type_geometry(ty).map(|(b, s)| (b as u64, s as u64))
+}
+
+/// Bytes of `nrows` rows of `row_len` elements of type `ty`.
+pub fn type_nbytes(ty: i32, row_len: u64, nrows: u64) -> Option<u64> {
+    let (blck, size) = type_geometry(ty)?;
+    if blck == 0 || row_len % blck != 0 {
+        return None;
+    }
+    (row_len / blck).checked_mul(size)?.checked_mul(nrows)
+}
+
+struct Reader<'a> {
+    f: std::io::BufReader<&'a File>,
+    pos: u64,
+    len: u64,
+    path: &'a Path,
+}
+
+impl Reader<'_> {
+    fn err(&self, what: impl std::fmt::Display) -> ModelError {
+        ModelError::Format(format!(
+            "{}: {what} (at byte {})",
+            self.path.display(),
+            self.pos
+        ))
+    }
+    fn bytes(&mut self, n: u64) -> Result<Vec<u8>, ModelError> {
+        if n > self.len.saturating_sub(self.pos) {
+            return Err(self.err(format!(
+                "truncated file: {n} bytes needed, {} left",
+                self.len.saturating_sub(self.pos)
+            )));
+        }
+        let mut v = vec![0u8; n as usize];
+        self.f
+            .read_exact(&mut v)
+            .map_err(|e| self.err(format!("read error: {e}")))?;
+        self.pos += n;
+        Ok(v)
+    }
+    fn u32(&mut self) -> Result<u32, ModelError> {
+        Ok(u32::from_le_bytes(self.bytes(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64, ModelError> {
+        Ok(u64::from_le_bytes(self.bytes(8)?.try_into().unwrap()))
+    }
+    fn string(&mut self) -> Result<String, ModelError> {
+        let n = self.u64()?;
+        let b = self.bytes(n)?;
+        String::from_utf8(b).map_err(|_| self.err("string is not UTF-8"))
+    }
+    /// The encoded bytes of one value of type `ty`, appended to `out`.
+    fn value(&mut self, ty: u32, out: &mut Vec<u8>, depth: u32) -> Result<(), ModelError> {
+        if let Some(n) = scalar_size(ty) {
+            out.extend(self.bytes(n)?);
+            return Ok(());
+        }
+        match ty {
+            vt::STRING => {
+                let n = self.u64()?;
+                out.extend(n.to_le_bytes());
+                out.extend(self.bytes(n)?);
+            }
+            vt::ARRAY if depth == 0 => {
+                let et = self.u32()?;
+                let n = self.u64()?;
+                out.extend(et.to_le_bytes());
+                out.extend(n.to_le_bytes());
+                if let Some(s) = scalar_size(et) {
+                    let total = n
+                        .checked_mul(s)
+                        .ok_or_else(|| self.err("array size overflows"))?;
+                    out.extend(self.bytes(total)?);
+                } else if et == vt::STRING {
+                    // each string takes at least 8 bytes: bound n before looping
+                    if n > self.len.saturating_sub(self.pos) / 8 {
+                        return Err(
+                            self.err(format!("array of {n} strings past the end of the file"))
+                        );
+                    }
+                    for _ in 0..n {
+                        self.value(vt::STRING, out, depth + 1)?;
+                    }
+                } else {
+                    return Err(self.err(format!("array of unsupported element type {et}")));
+                }
+            }
+            _ => return Err(self.err(format!("unknown key/value type {ty}"))),
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates the header of the GGUF file `path`.
+pub fn read_header(path: &Path) -> Result<Header, ModelError> {
+    let file = File::open(path).map_err(|e| ModelError::io(path, "cannot open", e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| ModelError::io(path, "cannot stat", e))?
+        .len();
+    let mut r = Reader {
+        f: std::io::BufReader::with_capacity(1 << 16, &file),
+        pos: 0,
+        len,
+        path,
+    };
+    let magic = r.bytes(4).map_err(|_| {
+        ModelError::Format(format!(
+            "{}: not a GGUF file (shorter than its magic)",
+            path.display()
+        ))
+    })?;
+    if magic != GGUF_MAGIC {
+        return Err(ModelError::Format(format!(
+            "{}: not a GGUF file (magic {:02x?}, expected \"GGUF\")",
+            path.display(),
+            magic
+        )));
+    }
+    let version = r.u32()?;
+    if !(2..=3).contains(&version) {
+        return Err(r.err(format!("unsupported GGUF version {version}")));
+    }
+    let n_tensors = r.u64()?;
+    let n_kv = r.u64()?;
+    // every key/value takes at least 8+0+4+1 bytes, every tensor info 8+4+8+4+8
+    if n_kv > len / 13 || n_tensors > len / 32 {
+        return Err(r.err(format!(
+            "{n_kv} key/values and {n_tensors} tensors cannot fit in a file of {len} bytes (truncated or corrupt)"
+        )));
+    }
+    let mut kvs = Vec::with_capacity(n_kv as usize);
+    for _ in 0..n_kv {
+        let key = r.string()?;
+        let ty = r.u32()?;
+        let mut raw = Vec::new();
+        r.value(ty, &mut raw, 0)?;
+        if kvs.iter().any(|k: &Kv| k.key == key) {
+            return Err(r.err(format!("duplicate key '{key}'")));
+        }
+        kvs.push(Kv { key, ty, raw });
+    }
+    let alignment = match kvs.iter().find(|k| k.key == KEY_ALIGNMENT) {
+        None => DEFAULT_ALIGNMENT,
+        Some(k) if k.ty == vt::U32 => k.as_u64().unwrap_or(0),
+        Some(_) => return Err(r.err("general.alignment is not a u32")),
+    };
+    if alignment == 0 || !alignment.is_power_of_two() {
+        return Err(r.err(format!("alignment {alignment} is not a power of 2")));
+    }
+    let mut tensors: Vec<TensorInfo> = Vec::with_capacity(n_tensors as usize);
+    let mut names = std::collections::HashSet::new();
+    for _ in 0..n_tensors {
+        let name = r.string()?;
+        if name.len() >= 64 {
+            return Err(r.err(format!(
+                "tensor name '{name}' is longer than ggml's 63 bytes"
+            )));
+        }
+        let n_dims = r.u32()?;
+        if !(1..=4).contains(&n_dims) {
+            return Err(r.err(format!(
+                "tensor '{name}' has {n_dims} dimensions (1..4 allowed)"
+            )));
+        }
+        let mut ne = [1u64; 4];
+        for d in ne.iter_mut().take(n_dims as usize) {
+            let v = r.u64()?;
+            if v > i64::MAX as u64 {
+                return Err(r.err(format!("tensor '{name}' has a negative dimension")));
+            }
+            *d = v;
+        }
+        let ty = r.u32()? as i32;
+        let offset = r.u64()?;
+        let (blck, _) = type_geometry(ty)
+            .ok_or_else(|| r.err(format!("tensor '{name}' has unknown type id {ty}")))?;
+        if ne[0] % blck != 0 {
+            return Err(r.err(format!(
+                "tensor '{name}': row length {} is not a multiple of its type's block size {blck}",
+                ne[0]
+            )));
+        }
+        let nel = ne
+            .iter()
+            .try_fold(1u64, |a, &b| a.checked_mul(b))
+            .filter(|&n| n <= i64::MAX as u64)
+            .ok_or_else(|| r.err(format!("tensor '{name}': element count overflows")))?;
+        let nbytes = if nel == 0 {
+            0
+        } else {
+            type_nbytes(ty, ne[0], ne[1] * ne[2] * ne[3])
+                .ok_or_else(|| r.err(format!("tensor '{name}': size overflows")))?
+        };
+        if offset % alignment != 0 {
+            return Err(r.err(format!(
+                "tensor '{name}': data offset {offset} is not a multiple of the alignment {alignment}"
+            )));
+        }
+        if !names.insert(name.clone()) {
+            return Err(r.err(format!("duplicate tensor name '{name}'")));
+        }
+        tensors.push(TensorInfo {
+            name,
+            ne,
+            n_dims,
+            ty,
+            offset,
+            nbytes,
+        });
+    }
+    let data_offset = r.pos.div_ceil(alignment) * alignment;
+    for t in &tensors {
+        let end = data_offset
+            .checked_add(t.offset)
+            .and_then(|o| o.checked_add(t.nbytes));
+        if end.map_or(true, |e| e > len) {
+            return Err(ModelError::Format(format!(
+                "{}: the data of tensor '{}' ({} bytes at offset {}) lies past the end of the file ({len} bytes): truncated or corrupt",
+                path.display(),
+                t.name,
+                t.nbytes,
+                data_offset + t.offset
+            )));
+        }
+    }
+    Ok(Header {
+        version,
+        kvs,
+        tensors,
+        alignment,
+        data_offset,
+        file_len: len,
+    })
+}
+
+/// A tensor of the output: name, shape, type; its offset is computed.
+#[derive(Clone, Debug)]
+pub struct OutTensor {
+    pub name: String,
+    pub ne: [u64; 4],
+    pub ty: i32,
+    pub nbytes: u64,
+}
+
+/// The header bytes and tensor offsets of an output file, laid out as
+/// ggml's gguf writer does (version 3, `ggml_n_dims` dimensions, tensor
+/// data padded to the alignment, the data section aligned).
+pub fn encode_header(kvs: &[Kv], tensors: &[OutTensor], alignment: u64) -> (Vec<u8>, Vec<u64>) {
+    let mut b = Vec::new();
+    b.extend_from_slice(GGUF_MAGIC);
+    b.extend(3u32.to_le_bytes());
+    b.extend((tensors.len() as u64).to_le_bytes());
+    b.extend((kvs.len() as u64).to_le_bytes());
+    for kv in kvs {
+        b.extend((kv.key.len() as u64).to_le_bytes());
+        b.extend(kv.key.as_bytes());
+        b.extend(kv.ty.to_le_bytes());
+        b.extend(&kv.raw);
+    }
+    let mut offsets = Vec::with_capacity(tensors.len());
+    let mut off = 0u64;
+    for t in tensors {
+        b.extend((t.name.len() as u64).to_le_bytes());
+        b.extend(t.name.as_bytes());
+        let n_dims = (1..4).rev().find(|&i| t.ne[i] > 1).map_or(1, |i| i + 1);
+        b.extend((n_dims as u32).to_le_bytes());
+        for d in &t.ne[..n_dims] {
+            b.extend(d.to_le_bytes());
+        }
+        b.extend(t.ty.to_le_bytes());
+        b.extend(off.to_le_bytes());
+        offsets.push(off);
+        off += t.nbytes.div_ceil(alignment) * alignment;
+    }
+    let padded = (b.len() as u64).div_ceil(alignment) * alignment;
+    b.resize(padded as usize, 0);
+    (b, offsets)
+}
+
+/// Writes tensor data after an encoded header, padding each tensor.
+pub struct DataWriter {
+    pub w: BufWriter<File>,
+    pub written: u64,
+    alignment: u64,
+}
+
+impl DataWriter {
+    pub fn new(file: File, header: &[u8], alignment: u64) -> std::io::Result<DataWriter> {
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        w.write_all(header)?;
+        Ok(DataWriter {
+            w,
+            written: header.len() as u64,
+            alignment,
+        })
+    }
+    pub fn write(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.w.write_all(b)?;
+        self.written += b.len() as u64;
+        Ok(())
+    }
+    pub fn pad(&mut self) -> std::io::Result<()> {
+        let n = self.written.div_ceil(self.alignment) * self.alignment - self.written;
+        self.write(&vec![0u8; n as usize])
+    }
+    pub fn finish(self) -> std::io::Result<File> {
+        let f = self.w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        Ok(f)
+    }
+}
+
+/// Reads `buf.len()` bytes at `offset` of `file`.
+pub fn read_at(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(buf, offset)
+}

@@ -1,0 +1,724 @@
+//! Whole-model quantization on small synthesized GGUF files: the outputs
+//! read back by ggml's own gguf reader, their tensors equal to
+//! ggml_quantize_chunk's bytes, llama-quantize's per-tensor types, and every
+//! bad input handled (clear error, no partial output, input untouched).
+
+use std::path::{Path, PathBuf};
+
+use ggml_qat::ggml::reference;
+use ggml_qat::model::gguf::{self, Kv, OutTensor};
+use ggml_qat::model::select::{Preset, Target};
+use ggml_qat::model::{quantize_model, ModelError, Params, Progress};
+use ggml_qat::quant::QuantType;
+
+struct Tmp(PathBuf);
+impl Tmp {
+    fn new(tag: &str) -> Tmp {
+        let d = std::env::temp_dir().join(format!("ggml-qat-model-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Tmp(d)
+    }
+    fn p(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+    fn files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Deterministic values with a few outliers.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|i| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let u = (s >> 11) as f32 / (1u64 << 53) as f32 - 0.5;
+            if i % 97 == 0 {
+                u * 8.0
+            } else {
+                u
+            }
+        })
+        .collect()
+}
+
+/// A source tensor: name, ne, type, its F32 values (what the tool should see).
+struct Src {
+    name: String,
+    ne: [u64; 4],
+    ty: QuantType,
+    f32: Vec<f32>,
+    bytes: Vec<u8>,
+}
+
+fn src(name: &str, ne: &[u64], ty: QuantType, seed: u64) -> Src {
+    let mut full = [1u64; 4];
+    full[..ne.len()].copy_from_slice(ne);
+    let n: u64 = full.iter().product();
+    let v = values(n as usize, seed);
+    let row = full[0] as usize;
+    let bytes = if ty == QuantType::F32 {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    } else {
+        reference::quantize_chunk(ty, &v, v.len() / row, row, None)
+    };
+    // What the file holds, as F32 (ggml's own conversion).
+    let f32 = if ty == QuantType::F32 {
+        v
+    } else {
+        reference::to_float(ty, &bytes, n as usize)
+    };
+    Src {
+        name: name.into(),
+        ne: full,
+        ty,
+        f32,
+        bytes,
+    }
+}
+
+fn write_gguf(path: &Path, kvs: &[Kv], tensors: &[Src], alignment: u64) {
+    let out: Vec<OutTensor> = tensors
+        .iter()
+        .map(|t| OutTensor {
+            name: t.name.clone(),
+            ne: t.ne,
+            ty: t.ty.ggml_id(),
+            nbytes: t.bytes.len() as u64,
+        })
+        .collect();
+    let (mut b, offsets) = gguf::encode_header(kvs, &out, alignment);
+    let base = b.len() as u64;
+    for (t, off) in tensors.iter().zip(offsets) {
+        assert_eq!(base + off, b.len() as u64);
+        b.extend(&t.bytes);
+        b.resize(
+            (b.len() as u64).div_ceil(alignment) as usize * alignment as usize,
+            0,
+        );
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+fn llama_kvs(arch: &str, n_layer: u32) -> Vec<Kv> {
+    vec![
+        Kv::string("general.architecture", arch),
+        Kv::string("general.name", "synthetic"),
+        Kv::u32(&format!("{arch}.block_count"), n_layer),
+        Kv::u32(&format!("{arch}.attention.head_count"), 8),
+        Kv::u32(&format!("{arch}.attention.head_count_kv"), 2),
+        Kv::u32("general.file_type", 1),
+    ]
+}
+
+/// A small llama-style model: F16 and BF16 weights, F32 norms, an odd row
+/// length, a Q8_0 tensor, output and token embeddings.
+fn llama_model(n_layer: u32) -> Vec<Src> {
+    use QuantType::*;
+    let mut t = vec![
+        src("token_embd.weight", &[256, 64], F16, 1),
+        src("output_norm.weight", &[256], F32, 2),
+        src("output.weight", &[256, 64], BF16, 3),
+    ];
+    for l in 0..n_layer as u64 {
+        let s = 100 * (l + 1);
+        t.push(src(&format!("blk.{l}.attn_norm.weight"), &[256], F32, s));
+        t.push(src(
+            &format!("blk.{l}.attn_q.weight"),
+            &[256, 32],
+            F16,
+            s + 1,
+        ));
+        t.push(src(
+            &format!("blk.{l}.attn_k.weight"),
+            &[256, 8],
+            F32,
+            s + 2,
+        ));
+        t.push(src(
+            &format!("blk.{l}.attn_v.weight"),
+            &[256, 8],
+            BF16,
+            s + 3,
+        ));
+        t.push(src(
+            &format!("blk.{l}.attn_output.weight"),
+            &[256, 16],
+            F16,
+            s + 4,
+        ));
+        t.push(src(&format!("blk.{l}.ffn_norm.weight"), &[256], F32, s + 5));
+        t.push(src(
+            &format!("blk.{l}.ffn_gate.weight"),
+            &[256, 24],
+            F16,
+            s + 6,
+        ));
+        t.push(src(
+            &format!("blk.{l}.ffn_up.weight"),
+            &[256, 24],
+            Q8_0,
+            s + 7,
+        ));
+        // ne[0] = 96: not a multiple of 256 (Q4_K/Q6_K fall back)
+        t.push(src(
+            &format!("blk.{l}.ffn_down.weight"),
+            &[96, 40],
+            F16,
+            s + 8,
+        ));
+    }
+    t
+}
+
+fn params(p: Preset) -> Params {
+    Params {
+        target: Target::Preset(p),
+        threads: 2,
+        allow_requantize: true,
+        max_buffer: 4096, // many chunks per tensor
+        ..Params::default()
+    }
+}
+
+fn no_progress() -> impl FnMut(&Progress) -> bool {
+    |_: &Progress| true
+}
+
+/// Every output tensor equals ggml_quantize_chunk of the source's values (or
+/// the source bytes when kept), ggml's gguf reader agrees on the layout.
+fn check_output(out: &Path, tensors: &[Src], want_types: &[(String, i32)]) {
+    let h = gguf::read_header(out).unwrap();
+    let g = ggml_qat::ggml::gguf::read(out).expect("ggml's gguf reader refuses our output");
+    assert_eq!(g.version, 3);
+    assert_eq!(g.data_offset, h.data_offset);
+    assert_eq!(g.alignment, h.alignment);
+    assert_eq!(
+        g.keys,
+        h.kvs.iter().map(|k| k.key.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(g.tensors.len(), tensors.len());
+    let data = std::fs::read(out).unwrap();
+    for ((t, gt), (ht, (wn, wty))) in tensors
+        .iter()
+        .zip(&g.tensors)
+        .zip(h.tensors.iter().zip(want_types))
+    {
+        assert_eq!(&gt.name, &t.name, "tensor order kept");
+        assert_eq!(wn, &t.name);
+        assert_eq!(gt.ty, *wty, "{}", t.name);
+        assert_eq!(gt.offset, ht.offset);
+        assert_eq!(gt.size, ht.nbytes);
+        assert_eq!(ht.ne, t.ne);
+        let got = &data[(h.data_offset + gt.offset) as usize..][..gt.size as usize];
+        let want = if *wty == t.ty.ggml_id() {
+            t.bytes.clone()
+        } else {
+            let ty = QuantType::from_ggml(*wty).unwrap();
+            let row = t.ne[0] as usize;
+            reference::quantize_chunk(ty, &t.f32, t.f32.len() / row, row, None)
+        };
+        assert!(
+            got == &want[..],
+            "{}: bytes differ from ggml_quantize_chunk",
+            t.name
+        );
+    }
+    assert_eq!(data.len() as u64 % h.alignment, 0);
+}
+
+fn kv_u32(h: &gguf::Header, key: &str) -> Option<u64> {
+    h.kv(key).and_then(|k| k.as_u64())
+}
+
+#[test]
+fn llama_q4_k_m_matches_ggml_and_llama_quantize_types() {
+    use QuantType::*;
+    let d = Tmp::new("llama");
+    let (inp, out) = (d.p("in.gguf"), d.p("out.gguf"));
+    let tensors = llama_model(8);
+    let kvs = llama_kvs("llama", 8);
+    write_gguf(&inp, &kvs, &tensors, 32);
+    let before = std::fs::read(&inp).unwrap();
+    let r = quantize_model(&inp, &out, &params(Preset::Q4_K_M), &mut no_progress()).unwrap();
+    assert_eq!(std::fs::read(&inp).unwrap(), before, "input untouched");
+    // llama-quantize's Q4_K_M choices for this model (use_more_bits over 8
+    // layers: 0, 2 (n/8 + 1 + ...), 5, 7 and the first/last eighth).
+    let more = |l: i64| !(1..7).contains(&l) || (l - 1) % 3 == 2;
+    let mut want = Vec::new();
+    for t in &tensors {
+        let n = &t.name;
+        let l = ggml_qat::model::select::layer_of(n);
+        let ty = if n.ends_with("norm.weight") {
+            t.ty
+        } else if n == "token_embd.weight" {
+            Q4_K
+        } else if n == "output.weight" {
+            Q6_K
+        } else if n.contains("attn_v") {
+            if more(l) {
+                Q6_K
+            } else {
+                Q4_K
+            }
+        } else if n.contains("ffn_down") {
+            // Q6_K or Q4_K asked, ne[0] = 96: Q8_0 / Q5_0 fallbacks
+            if more(l) {
+                Q8_0
+            } else {
+                Q5_0
+            }
+        } else {
+            Q4_K
+        };
+        want.push((n.clone(), ty.ggml_id()));
+    }
+    check_output(&out, &tensors, &want);
+    let h = gguf::read_header(&out).unwrap();
+    assert_eq!(kv_u32(&h, "general.file_type"), Some(15));
+    assert_eq!(kv_u32(&h, "general.quantization_version"), Some(2));
+    for k in &kvs {
+        if k.key != "general.file_type" {
+            assert_eq!(h.kv(&k.key), Some(k), "key/value copied");
+        }
+    }
+    assert_eq!(r.file_bytes_out, std::fs::metadata(&out).unwrap().len());
+    assert_eq!(r.n_fallback, 8);
+    assert!(r
+        .tensors
+        .iter()
+        .filter(|t| t.chosen_type_id != t.source_type_id)
+        .all(|t| t.rel_rmse.is_some_and(|e| e > 0.0 && e < 0.2)));
+    // The dry run reports the same sizes and types, and writes nothing.
+    let mut p = params(Preset::Q4_K_M);
+    p.dry_run = true;
+    let dry = quantize_model(&inp, &d.p("dry.gguf"), &p, &mut no_progress()).unwrap();
+    assert_eq!(dry.file_bytes_out, r.file_bytes_out);
+    assert_eq!(dry.bytes_out, r.bytes_out);
+    assert!(!d.p("dry.gguf").exists());
+    assert_eq!(d.files(), ["in.gguf", "out.gguf"]);
+}
+
+#[test]
+fn presets_overrides_pure_and_classes() {
+    use QuantType::*;
+    let d = Tmp::new("presets");
+    let inp = d.p("in.gguf");
+    let tensors = llama_model(4);
+    let mut kvs = llama_kvs("llama", 4);
+    kvs.push(Kv::u32("general.alignment", 64));
+    write_gguf(&inp, &kvs, &tensors, 64);
+    for p in Preset::ALL {
+        let out = d.p("o.gguf");
+        let r = quantize_model(&inp, &out, &params(p), &mut no_progress()).unwrap();
+        let h = gguf::read_header(&out).unwrap();
+        assert_eq!(h.alignment, 64, "alignment kept");
+        assert_eq!(kv_u32(&h, "general.file_type"), Some(p as u64));
+        let want: Vec<(String, i32)> = r
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.chosen_type_id))
+            .collect();
+        check_output(&out, &tensors, &want);
+    }
+    // --pure, overrides (first match wins), output and token types
+    let mut p = params(Preset::Q4_K_M);
+    p.pure = true;
+    p.overrides = vec![("attn_q".into(), Q8_0), ("attn_.*".into(), Q5_1)];
+    p.output_type = Some(F16);
+    p.token_embd_type = Some(Q4_0);
+    let out = d.p("o.gguf");
+    let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+    let ty = |n: &str| {
+        r.tensors
+            .iter()
+            .find(|t| t.name == n)
+            .unwrap()
+            .chosen_type
+            .clone()
+    };
+    assert_eq!(ty("blk.0.attn_q.weight"), "q8_0");
+    assert_eq!(ty("blk.0.attn_v.weight"), "q5_1");
+    assert_eq!(ty("blk.0.ffn_gate.weight"), "q4_K");
+    assert_eq!(ty("blk.0.ffn_down.weight"), "q5_0");
+    assert_eq!(ty("output.weight"), "f16");
+    assert_eq!(ty("token_embd.weight"), "q4_0");
+    assert_eq!(ty("blk.0.attn_norm.weight"), "f32");
+    // --leave-output-tensor
+    let mut p = params(Preset::Q4_0);
+    p.leave_output = true;
+    let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+    assert_eq!(r.tensors[2].chosen_type, "bf16");
+    // classes: embedding / attention / ffn / layernorm types
+    let mut p = params(Preset::Q4_0);
+    p.target = Target::Classes([Q8_0, Q4_K, Q6_K, F32]);
+    let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+    let want: Vec<(String, i32)> = r
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.chosen_type_id))
+        .collect();
+    check_output(&out, &tensors, &want);
+    assert_eq!(ty_of(&r, "token_embd.weight"), "q8_0");
+    assert_eq!(ty_of(&r, "blk.1.attn_k.weight"), "q4_K");
+    assert_eq!(ty_of(&r, "blk.1.ffn_gate.weight"), "q6_K");
+    assert_eq!(ty_of(&r, "blk.1.ffn_down.weight"), "q8_0"); // Q6_K fallback
+    assert_eq!(ty_of(&r, "blk.1.ffn_norm.weight"), "f32");
+    assert_eq!(
+        r.tensors
+            .iter()
+            .find(|t| t.name == "blk.1.ffn_down.weight")
+            .unwrap()
+            .class,
+        "ffn"
+    );
+}
+
+fn ty_of(r: &ggml_qat::model::Report, n: &str) -> String {
+    r.tensors
+        .iter()
+        .find(|t| t.name == n)
+        .unwrap()
+        .chosen_type
+        .clone()
+}
+
+#[test]
+fn other_architectures_moe_3d_tied_embeddings_and_1d() {
+    use QuantType::*;
+    let d = Tmp::new("arch");
+    // gemma-style (tied embeddings: token_embd takes output's Q6_K / Q8_0),
+    // qwen2moe-style 3-D experts, phi3-style fused qkv, a 1-D bias, ne0 = 48.
+    let tensors = vec![
+        src("token_embd.weight", &[256, 32], F16, 1),
+        src("blk.0.attn_qkv.weight", &[256, 48], F16, 2),
+        src("blk.0.attn_qkv.bias", &[48], F32, 3),
+        src("blk.0.ffn_gate_inp.weight", &[256, 4], F32, 4),
+        src("blk.0.ffn_up_exps.weight", &[256, 16, 4], BF16, 5),
+        src("blk.0.ffn_down_exps.weight", &[64, 16, 4], F16, 6),
+        src("blk.0.ffn_gate_exps.weight", &[48, 16, 4], F32, 7),
+        src("blk.0.post_attention_norm.weight", &[256], F32, 8),
+    ];
+    let inp = d.p("in.gguf");
+    let mut kvs = llama_kvs("qwen2moe", 1);
+    kvs.push(Kv::u32("qwen2moe.expert_count", 4));
+    write_gguf(&inp, &kvs, &tensors, 32);
+    let out = d.p("out.gguf");
+    let r = quantize_model(&inp, &out, &params(Preset::Q4_K_M), &mut no_progress()).unwrap();
+    let want: Vec<(String, i32)> = r
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.chosen_type_id))
+        .collect();
+    check_output(&out, &tensors, &want);
+    assert_eq!(ty_of(&r, "token_embd.weight"), "q6_K"); // tied: output's rule
+    assert_eq!(ty_of(&r, "blk.0.attn_qkv.weight"), "q6_K"); // attn_v-like, use_more_bits(0, 1)
+    assert_eq!(ty_of(&r, "blk.0.attn_qkv.bias"), "f32");
+    assert_eq!(ty_of(&r, "blk.0.ffn_gate_inp.weight"), "f32");
+    assert_eq!(ty_of(&r, "blk.0.ffn_up_exps.weight"), "q4_K");
+    assert_eq!(ty_of(&r, "blk.0.ffn_down_exps.weight"), "q8_0"); // Q6_K, ne0 64
+    assert_eq!(ty_of(&r, "blk.0.ffn_gate_exps.weight"), "f16"); // ne0 48: no 32-block fits
+    assert_eq!(r.tensors[4].shape, vec![256, 16, 4]);
+    assert_eq!(r.tensors[4].class, "ffn");
+    assert_eq!(r.tensors[7].class, "layernorm");
+}
+
+#[test]
+fn imatrix_legacy_and_gguf_are_used_and_checked() {
+    use QuantType::*;
+    let d = Tmp::new("imatrix");
+    let tensors = vec![
+        src("blk.0.attn_q.weight", &[256, 8], F32, 1),
+        src("blk.0.ffn_up_exps.weight", &[256, 4, 2], F32, 2),
+    ];
+    let inp = d.p("in.gguf");
+    write_gguf(&inp, &llama_kvs("llama", 1), &tensors, 32);
+    let w0: Vec<f32> = (0..256).map(|i| 1.0 + (i % 7) as f32).collect();
+    let w1: Vec<f32> = (0..512).map(|i| 0.5 + (i % 5) as f32).collect();
+    let dat = d.p("im.dat");
+    ggml_qat::model::imatrix::write_legacy(
+        &dat,
+        &[
+            ("blk.0.attn_q.weight", 2, &w0),
+            ("blk.0.ffn_up_exps.weight", 1, &w1),
+        ],
+    )
+    .unwrap();
+    // the same matrix in the GGUF imatrix format (sums and counts)
+    let gim = d.p("im.gguf");
+    let mk = |name: &str, v: Vec<f32>, ne: &[u64]| {
+        let mut s = src(name, ne, F32, 0);
+        s.bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        s
+    };
+    write_gguf(
+        &gim,
+        &[Kv::string("general.type", "imatrix")],
+        &[
+            mk("blk.0.attn_q.weight.in_sum2", w0.clone(), &[256, 1]),
+            mk("blk.0.attn_q.weight.counts", vec![2.0], &[1, 1]),
+            mk("blk.0.ffn_up_exps.weight.in_sum2", w1.clone(), &[256, 2]),
+            mk("blk.0.ffn_up_exps.weight.counts", vec![1.0, 1.0], &[1, 2]),
+        ],
+        32,
+    );
+    for im in [&dat, &gim] {
+        let mut p = params(Preset::Q4_K_M);
+        p.imatrix = Some(im.to_path_buf());
+        let out = d.p("out.gguf");
+        quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+        let h = gguf::read_header(&out).unwrap();
+        let data = std::fs::read(&out).unwrap();
+        let q = &h.tensors[0];
+        let w0n: Vec<f32> = w0.iter().map(|x| x / 2.0).collect();
+        let want = reference::quantize_chunk(Q4_K, &tensors[0].f32, 8, 256, Some(&w0n));
+        assert_eq!(q.ty, Q4_K.ggml_id());
+        let got = &data[(h.data_offset + q.offset) as usize..][..q.nbytes as usize];
+        assert_eq!(got, &want[..]);
+        let e = &h.tensors[1];
+        let mut want = Vec::new();
+        for x in 0..2 {
+            want.extend(reference::quantize_chunk(
+                Q4_K,
+                &tensors[1].f32[x * 1024..(x + 1) * 1024],
+                4,
+                256,
+                Some(&w1[x * 256..(x + 1) * 256]),
+            ));
+        }
+        let got = &data[(h.data_offset + e.offset) as usize..][..e.nbytes as usize];
+        assert_eq!(got, &want[..], "per-expert imatrix slices");
+    }
+    // an imatrix of another model
+    let other = d.p("other.dat");
+    ggml_qat::model::imatrix::write_legacy(&other, &[("blk.0.attn_q.weight", 1, &w0[..128])])
+        .unwrap();
+    let mut p = params(Preset::Q4_K_M);
+    p.imatrix = Some(other.clone());
+    let e = quantize_model(&inp, &d.p("x.gguf"), &p, &mut no_progress()).unwrap_err();
+    assert!(e.to_string().contains("another model"), "{e}");
+    ggml_qat::model::imatrix::write_legacy(&other, &[("blk.7.foo.weight", 1, &w0)]).unwrap();
+    let e = quantize_model(&inp, &d.p("x.gguf"), &p, &mut no_progress()).unwrap_err();
+    assert!(e.to_string().contains("another model"), "{e}");
+    assert!(!d.p("x.gguf").exists());
+}
+
+/// A valid small model to corrupt.
+fn small(d: &Tmp) -> (PathBuf, Vec<u8>) {
+    let inp = d.p("in.gguf");
+    write_gguf(&inp, &llama_kvs("llama", 1), &llama_model(1), 32);
+    let b = std::fs::read(&inp).unwrap();
+    (inp, b)
+}
+
+fn fails(d: &Tmp, inp: &Path, out: &Path, p: &Params, what: &str) {
+    let before = std::fs::read(inp).ok();
+    let files = d.files();
+    let e = quantize_model(inp, out, p, &mut no_progress()).unwrap_err();
+    assert!(e.to_string().contains(what), "'{e}' does not say '{what}'");
+    assert_eq!(std::fs::read(inp).ok(), before, "input untouched");
+    assert_eq!(d.files(), files, "no partial output");
+}
+
+#[test]
+fn bad_inputs_give_clear_errors_and_no_output() {
+    let d = Tmp::new("bad");
+    let (inp, good) = small(&d);
+    let out = d.p("out.gguf");
+    let p = params(Preset::Q4_K_M);
+    let bad = d.p("bad.gguf");
+    let h = gguf::read_header(&inp).unwrap();
+    // truncated, at many lengths (header and data)
+    for cut in [0, 3, 7, 20, 100, h.data_offset as usize - 5, good.len() - 1] {
+        std::fs::write(&bad, &good[..cut]).unwrap();
+        let e = quantize_model(&bad, &out, &p, &mut no_progress()).unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("truncated") || s.contains("not a GGUF") || s.contains("past the end"),
+            "{cut}: {s}"
+        );
+        assert!(!out.exists());
+    }
+    // wrong magic
+    let mut b = good.clone();
+    b[..4].copy_from_slice(b"GGML");
+    std::fs::write(&bad, &b).unwrap();
+    fails(&d, &bad, &out, &p, "not a GGUF file");
+    // unknown type id / data past the end: patch the first tensor info
+    let name = h.tensors[0].name.as_bytes();
+    let at = good.windows(name.len()).position(|w| w == name).unwrap() + name.len();
+    let n_dims = u32::from_le_bytes(good[at..at + 4].try_into().unwrap()) as usize;
+    let ty_at = at + 4 + 8 * n_dims;
+    let mut b = good.clone();
+    b[ty_at..ty_at + 4].copy_from_slice(&77u32.to_le_bytes());
+    std::fs::write(&bad, &b).unwrap();
+    fails(&d, &bad, &out, &p, "unknown type id 77");
+    let mut b = good.clone();
+    b[ty_at + 4..ty_at + 12].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    std::fs::write(&bad, &b).unwrap();
+    fails(&d, &bad, &out, &p, "past the end of the file");
+    // a huge key/value count
+    let mut b = good.clone();
+    b[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&bad, &b).unwrap();
+    fails(&d, &bad, &out, &p, "cannot fit");
+    // random corruption never panics
+    for i in 0..200usize {
+        let mut b = good.clone();
+        let pos = (i * 7919) % (h.data_offset as usize);
+        b[pos] ^= 0x5a ^ (i as u8);
+        std::fs::write(&bad, &b).unwrap();
+        let _ = quantize_model(&bad, &out, &p, &mut no_progress());
+        let _ = std::fs::remove_file(&out);
+    }
+    std::fs::remove_file(&bad).unwrap();
+    // output folder missing; output == input (also through another path)
+    fails(&d, &inp, &d.p("no/such/dir/out.gguf"), &p, "does not exist");
+    fails(&d, &inp, &inp, &p, "is the input file");
+    let link = d.p("link.gguf");
+    std::os::unix::fs::symlink(&inp, &link).unwrap();
+    fails(&d, &inp, &link, &p, "is the input file");
+    std::fs::remove_file(&link).unwrap();
+    // requantizing without permission
+    let mut p2 = p.clone();
+    p2.allow_requantize = false;
+    fails(
+        &d,
+        &inp,
+        &out,
+        &p2,
+        "requantizing from type q8_0 is disabled",
+    );
+    // cancel from the callback, at the start and in the middle
+    for stop in [1usize, 9] {
+        let mut calls = 0;
+        let before = d.files();
+        let e = quantize_model(&inp, &out, &p, &mut |_: &Progress| {
+            calls += 1;
+            calls < stop
+        })
+        .unwrap_err();
+        assert!(matches!(e, ModelError::Cancelled), "{e}");
+        assert_eq!(d.files(), before);
+    }
+    // NaN in the weights
+    let mut t = llama_model(1);
+    t[4].bytes = t[4]
+        .bytes
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| if i < 2 { 0xff } else { b })
+        .collect();
+    write_gguf(&bad, &llama_kvs("llama", 1), &t, 32);
+    fails(&d, &bad, &out, &p, "non-finite");
+}
+
+#[test]
+fn full_disk_leaves_no_output() {
+    // RLIMIT_FSIZE in a child process running the command-line tool.
+    use std::os::unix::process::CommandExt;
+    let d = Tmp::new("fsize");
+    let inp = d.p("in.gguf");
+    write_gguf(&inp, &llama_kvs("llama", 2), &llama_model(2), 32);
+    let before = std::fs::read(&inp).unwrap();
+    let out = d.p("out.gguf");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ggml-qat-quantize"));
+    cmd.args([
+        inp.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "Q8_0",
+        "1",
+        "--allow-requantize",
+    ]);
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 20_000,
+                rlim_max: 20_000,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot write") && err.contains("File too large"),
+        "{err}"
+    );
+    assert_eq!(d.files(), ["in.gguf"]);
+    assert_eq!(std::fs::read(&inp).unwrap(), before);
+}
+
+#[test]
+fn split_shards_quantize_alone_or_together() {
+    let d = Tmp::new("split");
+    let t = llama_model(2);
+    let (a, b) = t.split_at(6);
+    let mut k1 = llama_kvs("llama", 2);
+    let split = |no: u16| {
+        vec![
+            Kv::u16("split.no", no),
+            Kv::u16("split.count", 2),
+            Kv::i32("split.tensors.count", t.len() as i32),
+        ]
+    };
+    k1.extend(split(0));
+    write_gguf(&d.p("m-00001-of-00002.gguf"), &k1, a, 32);
+    write_gguf(&d.p("m-00002-of-00002.gguf"), &split(1), b, 32);
+    // one shard alone: split metadata kept
+    let r = quantize_model(
+        &d.p("m-00002-of-00002.gguf"),
+        &d.p("q2.gguf"),
+        &params(Preset::Q4_K_M),
+        &mut no_progress(),
+    )
+    .unwrap();
+    assert_eq!(r.tensors.len(), b.len());
+    let h = gguf::read_header(&d.p("q2.gguf")).unwrap();
+    assert_eq!(kv_u32(&h, "split.no"), Some(1));
+    assert_eq!(kv_u32(&h, "split.count"), Some(2));
+    // the whole set with keep_split: the same types as the unsplit model
+    let mut p = params(Preset::Q4_K_M);
+    p.keep_split = true;
+    let r = quantize_model(
+        &d.p("m-00001-of-00002.gguf"),
+        &d.p("q.gguf"),
+        &p,
+        &mut no_progress(),
+    )
+    .unwrap();
+    assert!(d.p("q-00001-of-00002.gguf").exists() && d.p("q-00002-of-00002.gguf").exists());
+    write_gguf(&d.p("whole.gguf"), &llama_kvs("llama", 2), &t, 32);
+    let w = quantize_model(
+        &d.p("whole.gguf"),
+        &d.p("qw.gguf"),
+        &params(Preset::Q4_K_M),
+        &mut no_progress(),
+    )
+    .unwrap();
+    let types = |r: &ggml_qat::model::Report| {
+        r.tensors
+            .iter()
+            .map(|t| t.chosen_type.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(types(&r), types(&w));
+    assert_eq!(r.bytes_out, w.bytes_out);
+}
