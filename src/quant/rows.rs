@@ -245,12 +245,21 @@ fn first_non_finite_portable(x: &[f32]) -> Option<usize> {
     None
 }
 
-/// Values quantized and then checked at a time: whole blocks of about
-/// 2 KiB of F32, which stay in the L1 cache between the two (measured on
-/// Q8_0, 32 MiB: checking whole rows of 4096 values afterwards cost 40%,
-/// parts of 1024 values 9%, of 256 values 6%).
-fn check_part(block: usize) -> usize {
-    (512 / block).max(1) * block
+/// Values quantized and then checked at a time (for formats whose
+/// quantizer does not check itself): whole blocks of about 2 KiB of F32,
+/// which stay in the L1 cache between the two, for the fast 32-value block
+/// formats (measured on Q8_0, 32 MiB, before it checked itself: checking
+/// whole rows of 4096 values afterwards cost 40%, parts of 1024 values 9%,
+/// of 256 values 6%); whole rows for the 256-value block formats, whose
+/// quantizers are slow enough that a check from L2 is lost in their time
+/// while each extra call costs them (Q3_K: +28% in parts of 512), and with
+/// an importance matrix (statistics of the whole row).
+fn check_part(block: usize, imatrix: bool) -> usize {
+    if imatrix || block >= 256 {
+        usize::MAX
+    } else {
+        (512 / block).max(1) * block
+    }
 }
 
 /// Quantize the matrix of `src` into `dst` as `ty`, pieces in parallel on
@@ -348,11 +357,7 @@ pub fn quantize_from<S: RowSource>(
                     }
                     continue;
                 }
-                let part = if w.is_some() {
-                    width
-                } else {
-                    check_part(f.block_size).min(width)
-                };
+                let part = check_part(f.block_size, w.is_some()).min(width);
                 let part_bytes = part / f.block_size * f.block_bytes;
                 for (j, (s, d)) in s.chunks(part).zip(d.chunks_mut(part_bytes)).enumerate() {
                     quantize_row(s, d, w);
@@ -508,9 +513,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(quantize_from(QuantType::Q8_0, &src, &mut dst, None, Finite::Trust).is_ok());
-        // Formats whose quantizer checks in its own pass (F16, BF16), on
-        // both store paths (plain, and streaming for large outputs).
-        for ty in [QuantType::F16, QuantType::BF16] {
+        // Formats whose quantizer checks in its own pass (F16, BF16, the
+        // legacy formats), on both store paths (plain, and streaming for
+        // large outputs), and one that is checked after quantizing.
+        let checked_types = QuantType::ALL
+            .into_iter()
+            .filter(|&t| format(t).quantize_row_checked.is_some());
+        assert_eq!(checked_types.clone().count(), 7);
+        for ty in checked_types.chain([QuantType::IQ4_NL, QuantType::Q4_K]) {
             for rows in [64, 2100] {
                 let mut w = values(row_len * rows);
                 w[(rows - 3) * row_len + 4093] = f32::NEG_INFINITY;

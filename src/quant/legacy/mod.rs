@@ -35,7 +35,9 @@ pub use dequantize::{
     dequantize_row_q8_0_streaming,
 };
 pub use quantize::{
-    quantize_row_q4_0, quantize_row_q4_1, quantize_row_q5_0, quantize_row_q5_1, quantize_row_q8_0,
+    quantize_row_q4_0, quantize_row_q4_0_checked, quantize_row_q4_1, quantize_row_q4_1_checked,
+    quantize_row_q5_0, quantize_row_q5_0_checked, quantize_row_q5_1, quantize_row_q5_1_checked,
+    quantize_row_q8_0, quantize_row_q8_0_checked,
 };
 
 use super::block::Block;
@@ -127,7 +129,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: std::mem::size_of::<BlockQ4_0>(),
         quantize_row: quantize_row_q4_0,
         quantize_row_streaming: None,
-        quantize_row_checked: None,
+        quantize_row_checked: Some(quantize_row_q4_0_checked),
         dequantize_row: dequantize_row_q4_0,
         dequantize_row_streaming: Some(dequantize_row_q4_0_streaming),
     },
@@ -138,7 +140,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: std::mem::size_of::<BlockQ4_1>(),
         quantize_row: quantize_row_q4_1,
         quantize_row_streaming: None,
-        quantize_row_checked: None,
+        quantize_row_checked: Some(quantize_row_q4_1_checked),
         dequantize_row: dequantize_row_q4_1,
         dequantize_row_streaming: Some(dequantize_row_q4_1_streaming),
     },
@@ -149,7 +151,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: std::mem::size_of::<BlockQ5_0>(),
         quantize_row: quantize_row_q5_0,
         quantize_row_streaming: None,
-        quantize_row_checked: None,
+        quantize_row_checked: Some(quantize_row_q5_0_checked),
         dequantize_row: dequantize_row_q5_0,
         dequantize_row_streaming: Some(dequantize_row_q5_0_streaming),
     },
@@ -160,7 +162,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: std::mem::size_of::<BlockQ5_1>(),
         quantize_row: quantize_row_q5_1,
         quantize_row_streaming: None,
-        quantize_row_checked: None,
+        quantize_row_checked: Some(quantize_row_q5_1_checked),
         dequantize_row: dequantize_row_q5_1,
         dequantize_row_streaming: Some(dequantize_row_q5_1_streaming),
     },
@@ -171,7 +173,7 @@ pub static FORMATS: &[Format] = &[
         block_bytes: std::mem::size_of::<BlockQ8_0>(),
         quantize_row: quantize_row_q8_0,
         quantize_row_streaming: None,
-        quantize_row_checked: None,
+        quantize_row_checked: Some(quantize_row_q8_0_checked),
         dequantize_row: dequantize_row_q8_0,
         dequantize_row_streaming: Some(dequantize_row_q8_0_streaming),
     },

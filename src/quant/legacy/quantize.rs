@@ -172,9 +172,9 @@ fn block_weights(x: &[f32; QK], qw: &[f32], sigma2: f32) -> [f32; QK] {
     w
 }
 
-/// An AVX2 row kernel (`simd::quantize_row_*`), as the skeleton below takes
-/// it: `None` off x86-64.
-type FastRow<B> = Option<unsafe fn(&[f32], &mut [B])>;
+/// An AVX2 row kernel (`simd::quantize_row_*`, telling whether every value
+/// was finite), as the skeleton below takes it: `None` off x86-64.
+type FastRow<B> = Option<unsafe fn(&[f32], &mut [B]) -> bool>;
 
 /// The [`FastRow`] of `simd::$kernel` (`None` off x86-64).
 macro_rules! fast_row {
@@ -190,7 +190,9 @@ macro_rules! fast_row {
 /// The row quantizer of a 32-element format with importance weights
 /// (ggml's `quantize_qX_Y` on one row): without an imatrix, the AVX2 row
 /// kernel `fast` when the CPU has it, else `reference` block by block; with
-/// one, `weighted` on each block and ggml's weights of that block.
+/// one, `weighted` on each block and ggml's weights of that block. Returns
+/// whether every value was finite (the AVX2 kernel knows it from its own
+/// loads; the other paths check afterwards).
 fn quantize_row_blocks<B: Block>(
     src: &[f32],
     dst: &mut [u8],
@@ -198,21 +200,20 @@ fn quantize_row_blocks<B: Block>(
     fast: FastRow<B>,
     reference: fn(&[f32; QK], &mut B),
     weighted: fn(&[f32; QK], &[f32; QK], &mut B),
-) {
+) -> bool {
     let ys = as_blocks_mut::<B>(dst);
     assert_eq!(src.len(), ys.len() * QK);
     let Some(qw) = imatrix else {
         #[cfg(target_arch = "x86_64")]
         if let Some(fast) = fast.filter(|_| crate::quant::cpu::avx2_f16c()) {
             // SAFETY: AVX2 and F16C are available (checked just above).
-            unsafe { fast(src, ys) };
-            return;
+            return unsafe { fast(src, ys) };
         }
         let _ = fast;
         for (x, y) in src.chunks_exact(QK).zip(ys) {
             reference(block_slice(x), y);
         }
-        return;
+        return src.iter().all(|v| v.is_finite());
     };
     assert_eq!(qw.len(), src.len());
     let sigma2 = row_sigma2(src);
@@ -220,10 +221,21 @@ fn quantize_row_blocks<B: Block>(
         let x = block_slice(x);
         weighted(x, &block_weights(x, qw, sigma2), y);
     }
+    src.iter().all(|v| v.is_finite())
 }
 
 /// Quantize a row to Q4_0 (`quantize_q4_0` on one row).
 pub fn quantize_row_q4_0(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    row_q4_0(src, dst, imatrix);
+}
+
+/// [`quantize_row_q4_0`] without imatrix, telling whether every value was
+/// finite (the streaming flag is unused: no streaming variant).
+pub fn quantize_row_q4_0_checked(src: &[f32], dst: &mut [u8], _streaming: bool) -> bool {
+    row_q4_0(src, dst, None)
+}
+
+fn row_q4_0(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) -> bool {
     quantize_row_blocks::<BlockQ4_0>(
         src,
         dst,
@@ -237,11 +249,21 @@ pub fn quantize_row_q4_0(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
                 y.qs[j] = (l[j] as u8) | ((l[j + QK / 2] as u8) << 4);
             }
         },
-    );
+    )
 }
 
 /// Quantize a row to Q4_1 (`quantize_q4_1` on one row).
 pub fn quantize_row_q4_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    row_q4_1(src, dst, imatrix);
+}
+
+/// [`quantize_row_q4_1`] without imatrix, telling whether every value was
+/// finite (the streaming flag is unused: no streaming variant).
+pub fn quantize_row_q4_1_checked(src: &[f32], dst: &mut [u8], _streaming: bool) -> bool {
+    row_q4_1(src, dst, None)
+}
+
+fn row_q4_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) -> bool {
     quantize_row_blocks::<BlockQ4_1>(
         src,
         dst,
@@ -258,11 +280,21 @@ pub fn quantize_row_q4_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
                 y.qs[j] = l[j] | (l[j + QK / 2] << 4);
             }
         },
-    );
+    )
 }
 
 /// Quantize a row to Q5_0 (`quantize_q5_0` on one row).
 pub fn quantize_row_q5_0(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    row_q5_0(src, dst, imatrix);
+}
+
+/// [`quantize_row_q5_0`] without imatrix, telling whether every value was
+/// finite (the streaming flag is unused: no streaming variant).
+pub fn quantize_row_q5_0_checked(src: &[f32], dst: &mut [u8], _streaming: bool) -> bool {
+    row_q5_0(src, dst, None)
+}
+
+fn row_q5_0(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) -> bool {
     quantize_row_blocks::<BlockQ5_0>(
         src,
         dst,
@@ -274,11 +306,21 @@ pub fn quantize_row_q5_0(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
             y.d = f16_bytes(make_qx_quants(16, x, &mut l, 1, Some(w)));
             y.qh = pack_q5(&l.map(|v| v as u8), &mut y.qs);
         },
-    );
+    )
 }
 
 /// Quantize a row to Q5_1 (`quantize_q5_1` on one row).
 pub fn quantize_row_q5_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    row_q5_1(src, dst, imatrix);
+}
+
+/// [`quantize_row_q5_1`] without imatrix, telling whether every value was
+/// finite (the streaming flag is unused: no streaming variant).
+pub fn quantize_row_q5_1_checked(src: &[f32], dst: &mut [u8], _streaming: bool) -> bool {
+    row_q5_1(src, dst, None)
+}
+
+fn row_q5_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) -> bool {
     quantize_row_blocks::<BlockQ5_1>(
         src,
         dst,
@@ -293,22 +335,28 @@ pub fn quantize_row_q5_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
             y.m = f16_bytes(-min);
             y.qh = pack_q5(&l, &mut y.qs);
         },
-    );
+    )
 }
 
 /// Quantize a row to Q8_0 (`quantize_q8_0`: the importance matrix is unused).
 pub fn quantize_row_q8_0(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
+    quantize_row_q8_0_checked(src, dst, false);
+}
+
+/// [`quantize_row_q8_0`], telling whether every value was finite (the
+/// streaming flag is unused: no streaming variant).
+pub fn quantize_row_q8_0_checked(src: &[f32], dst: &mut [u8], _streaming: bool) -> bool {
     let ys = as_blocks_mut::<BlockQ8_0>(dst);
     assert_eq!(src.len(), ys.len() * QK);
     #[cfg(target_arch = "x86_64")]
     if crate::quant::cpu::avx2_f16c() {
         // SAFETY: AVX2 and F16C are available (checked just above).
-        unsafe { simd::quantize_row_q8_0(src, ys) };
-        return;
+        return unsafe { simd::quantize_row_q8_0(src, ys) };
     }
     for (x, y) in src.chunks_exact(QK).zip(ys) {
         quantize_block_q8_0_ref(block_slice(x), y);
     }
+    src.iter().all(|v| v.is_finite())
 }
 
 #[cfg(test)]

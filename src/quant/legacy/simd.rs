@@ -198,11 +198,13 @@ unsafe fn min_epi32(q: [__m256i; 4], hi: i32) -> [__m256i; 4] {
 }
 
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn quantize_row_q4_0(src: &[f32], ys: &mut [BlockQ4_0]) {
+pub unsafe fn quantize_row_q4_0(src: &[f32], ys: &mut [BlockQ4_0]) -> bool {
+    let mut finite = true;
     for (x, y) in src.chunks_exact(QK).zip(ys) {
         let v = load(x);
         let a = v.map(|t| abs(t));
         if !all_finite(&a) {
+            finite = false;
             quantize_block_q4_0_ref(block_slice(x), y);
             continue;
         }
@@ -213,13 +215,16 @@ pub unsafe fn quantize_row_q4_0(src: &[f32], ys: &mut [BlockQ4_0]) {
         let q = min_epi32(scale_round(&v, None, id, 8.5), 15);
         pack_nibbles(&q, &mut y.qs);
     }
+    finite
 }
 
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn quantize_row_q4_1(src: &[f32], ys: &mut [BlockQ4_1]) {
+pub unsafe fn quantize_row_q4_1(src: &[f32], ys: &mut [BlockQ4_1]) -> bool {
+    let mut finite = true;
     for (x, y) in src.chunks_exact(QK).zip(ys) {
         let v = load(x);
         if !all_finite(&v.map(|t| abs(t))) {
+            finite = false;
             quantize_block_q4_1_ref(block_slice(x), y);
             continue;
         }
@@ -231,14 +236,17 @@ pub unsafe fn quantize_row_q4_1(src: &[f32], ys: &mut [BlockQ4_1]) {
         let q = min_epi32(scale_round(&v, Some(min), id, 0.5), 15);
         pack_nibbles(&q, &mut y.qs);
     }
+    finite
 }
 
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn quantize_row_q5_0(src: &[f32], ys: &mut [BlockQ5_0]) {
+pub unsafe fn quantize_row_q5_0(src: &[f32], ys: &mut [BlockQ5_0]) -> bool {
+    let mut finite = true;
     for (x, y) in src.chunks_exact(QK).zip(ys) {
         let v = load(x);
         let a = v.map(|t| abs(t));
         if !all_finite(&a) {
+            finite = false;
             quantize_block_q5_0_ref(block_slice(x), y);
             continue;
         }
@@ -249,13 +257,16 @@ pub unsafe fn quantize_row_q5_0(src: &[f32], ys: &mut [BlockQ5_0]) {
         let q = min_epi32(scale_round(&v, None, id, 16.5), 31);
         y.qh = pack_q5_v(&q, &mut y.qs);
     }
+    finite
 }
 
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn quantize_row_q5_1(src: &[f32], ys: &mut [BlockQ5_1]) {
+pub unsafe fn quantize_row_q5_1(src: &[f32], ys: &mut [BlockQ5_1]) -> bool {
+    let mut finite = true;
     for (x, y) in src.chunks_exact(QK).zip(ys) {
         let v = load(x);
         if !all_finite(&v.map(|t| abs(t))) {
+            finite = false;
             quantize_block_q5_1_ref(block_slice(x), y);
             continue;
         }
@@ -267,6 +278,7 @@ pub unsafe fn quantize_row_q5_1(src: &[f32], ys: &mut [BlockQ5_1]) {
         let q = scale_round(&v, Some(min), id, 0.5);
         y.qh = pack_q5_v(&q, &mut y.qs);
     }
+    finite
 }
 
 /// C's `roundf` (half away from zero) on a vector, exactly: truncate,
@@ -282,11 +294,13 @@ unsafe fn round_half_away(x: __m256) -> __m256 {
 }
 
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn quantize_row_q8_0(src: &[f32], ys: &mut [BlockQ8_0]) {
+pub unsafe fn quantize_row_q8_0(src: &[f32], ys: &mut [BlockQ8_0]) -> bool {
+    let mut finite = true;
     for (x, y) in src.chunks_exact(QK).zip(ys) {
         let v = load(x);
         let a = v.map(|t| abs(t));
         if !all_finite(&a) {
+            finite = false;
             quantize_block_q8_0_ref(block_slice(x), y);
             continue;
         }
@@ -312,6 +326,7 @@ pub unsafe fn quantize_row_q8_0(src: &[f32], ys: &mut [BlockQ8_0]) {
         let out = _mm256_permutevar8x32_epi32(c8, order);
         _mm256_storeu_si256(y.qs.as_mut_ptr() as *mut __m256i, out);
     }
+    finite
 }
 
 // -- dequantization ------------------------------------------------------
