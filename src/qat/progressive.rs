@@ -116,8 +116,9 @@ impl Session {
         }
         let mut out = Vec::with_capacity(done.len());
         for (i, src, wanted, gated) in done {
-            let dst = self.new_like(gctx, &src, gated.weights.ty)?;
-            unsafe { dst.bytes_mut()? }.copy_from_slice(&gated.weights.bytes);
+            let mut dst = self.new_like(gctx, &src, gated.weights.ty)?;
+            dst.bytes_mut()?.copy_from_slice(&gated.weights.bytes);
+            let dst = dst.finish();
             out.push((i, src, wanted, gated, dst));
         }
         let count = out.len();

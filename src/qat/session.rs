@@ -11,7 +11,7 @@ use super::measure::BenchmarkTimes;
 use super::metrics;
 use super::plan;
 use crate::error::{Error, Result};
-use crate::ggml::{Context, Tensor};
+use crate::ggml::{Context, NewTensor, Tensor};
 use crate::quant::rows::{Finite, FromError};
 use crate::quant::{self, QuantType};
 use crate::rng::{SeedSequence, Stream};
@@ -230,14 +230,11 @@ impl Session {
                 format!("mean {mean} and std {std} give values beyond the F32 range"),
             ));
         }
-        let t = gctx.new_tensor(QuantType::F32.ggml_id(), shape)?;
+        let mut t = gctx.new_tensor(QuantType::F32.ggml_id(), shape)?;
         let stream = self.next_stream();
-        let bytes = unsafe { t.bytes_mut()? };
-        let out = unsafe {
-            std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut f32, t.nelements())
-        };
+        let out = t.f32_mut()?;
         self.run_pieces(|| fill_normal(out, &stream, mean, std));
-        Ok(t)
+        Ok(t.finish())
     }
 
     /// The type a tensor of `class` with rows of `row_len` gets.
@@ -274,8 +271,8 @@ impl Session {
     }
 
     /// A new tensor of `gctx` of type `ty` with the shape and name of `src`.
-    pub fn new_like(&self, gctx: &Context, src: &Tensor, ty: QuantType) -> Result<Tensor> {
-        let dst = gctx.new_tensor(ty.ggml_id(), &src.ne()[..src.n_dims()])?;
+    pub fn new_like(&self, gctx: &Context, src: &Tensor, ty: QuantType) -> Result<NewTensor> {
+        let mut dst = gctx.new_tensor(ty.ggml_id(), &src.ne()[..src.n_dims()])?;
         dst.set_name(&src.name());
         Ok(dst)
     }
@@ -333,8 +330,8 @@ impl Session {
         let rows = src.rows()?;
         let row_len = src.row_len();
         let ty = plan::type_for_row(wanted, row_len);
-        let dst = self.new_like(gctx, src, ty)?;
-        let out = unsafe { dst.bytes_mut()? };
+        let mut dst = self.new_like(gctx, src, ty)?;
+        let out = dst.bytes_mut()?;
         self.run_pieces(|| quant::rows::quantize_from(ty, &rows, out, None, Finite::Check))
             .map_err(|e| match e {
                 FromError::Quant(e) => Error::Quant(e),
@@ -345,6 +342,7 @@ impl Session {
                     value,
                 },
             })?;
+        let dst = dst.finish();
         let why = (ty != wanted).then(|| plan::fallback_reason(wanted, row_len));
         self.record_quantized(src, &dst, wanted, why);
         Ok(dst)
@@ -378,8 +376,9 @@ impl Session {
                 x.as_ref().map_or(0, |(_, n)| *n),
             )
         })?;
-        let dst = self.new_like(gctx, src, ty)?;
-        unsafe { dst.bytes_mut()? }.copy_from_slice(&bytes);
+        let mut dst = self.new_like(gctx, src, ty)?;
+        dst.bytes_mut()?.copy_from_slice(&bytes);
+        let dst = dst.finish();
         let why = (ty != wanted).then(|| plan::fallback_reason(wanted, row_len));
         self.record_quantized(src, &dst, wanted, why);
         Ok(dst)
