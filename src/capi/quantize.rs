@@ -3,7 +3,7 @@
 use std::ffi::c_int;
 
 use super::context::{session, QatContext};
-use super::guard;
+use super::ffi_boundary;
 use super::types::{GgmlBackendT, GgmlContext, GgmlTensor, GgmlType, LayerTypeArg};
 use crate::error::{Error, Result};
 use crate::ggml::compute::Backend;
@@ -38,10 +38,7 @@ pub unsafe extern "C" fn ggml_qat_generate_calibration_data(
     mean: f32,
     std: f32,
 ) -> *mut GgmlTensor {
-    guard(
-        "ggml_qat_generate_calibration_data",
-        std::ptr::null_mut(),
-        || {
+    ffi_boundary!(std::ptr::null_mut(), {
             let s = session(ctx)?;
             let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
             if !(1..=4).contains(&n_dims) {
@@ -75,7 +72,7 @@ pub unsafe extern "C" fn ggml_qat_quantize_layer(
     src: *mut GgmlTensor,
     layer_type: LayerTypeArg,
 ) -> *mut GgmlTensor {
-    guard("ggml_qat_quantize_layer", std::ptr::null_mut(), || {
+    ffi_boundary!(std::ptr::null_mut(), {
         let s = session(ctx)?;
         let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
         let src = Tensor::from_raw(src, "src")?;
@@ -100,10 +97,7 @@ pub unsafe extern "C" fn ggml_qat_quantize_layer_optimized(
     layer_type: LayerTypeArg,
     calibration: *mut GgmlTensor,
 ) -> *mut GgmlTensor {
-    guard(
-        "ggml_qat_quantize_layer_optimized",
-        std::ptr::null_mut(),
-        || {
+    ffi_boundary!(std::ptr::null_mut(), {
             let s = session(ctx)?;
             let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
             let src = Tensor::from_raw(src, "src")?;
@@ -125,7 +119,7 @@ pub unsafe extern "C" fn ggml_qat_quantize_tensor(
     src: *mut GgmlTensor,
     qtype: GgmlType,
 ) -> *mut GgmlTensor {
-    guard("ggml_qat_quantize_tensor", std::ptr::null_mut(), || {
+    ffi_boundary!(std::ptr::null_mut(), {
         let s = session(ctx)?;
         let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
         let src = Tensor::from_raw(src, "src")?;
@@ -145,7 +139,7 @@ pub unsafe extern "C" fn ggml_qat_estimate_memory_usage(
     layer_types: *mut LayerTypeArg,
     n_tensors: c_int,
 ) -> usize {
-    guard("ggml_qat_estimate_memory_usage", 0, || {
+    ffi_boundary!(0, {
         let s = session(ctx)?;
         let n = usize::try_from(n_tensors)
             .map_err(|_| Error::invalid("n_tensors", format!("{n_tensors} is negative")))?;
@@ -176,7 +170,7 @@ pub unsafe extern "C" fn ggml_qat_get_optimal_qtype(
     layer_type: LayerTypeArg,
     backend: GgmlBackendT,
 ) -> GgmlType {
-    guard("ggml_qat_get_optimal_qtype", GgmlType(0), || {
+    ffi_boundary!(GgmlType(0), {
         let class = layer_type.class("layer_type")?;
         let ty = if backend.is_null() {
             crate::qat::Config::default().qtype_for(class)
@@ -214,7 +208,7 @@ pub unsafe extern "C" fn ggml_qat_progressive_quantize(
     n_layers: c_int,
     current_layer: c_int,
 ) -> bool {
-    guard("ggml_qat_progressive_quantize", false, || {
+    ffi_boundary!(false, {
         let s = session(ctx)?;
         let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
         let n = usize::try_from(n_layers)
