@@ -147,7 +147,7 @@ impl Tensor {
                 || unsafe { ffi::ggml_backend_buffer_is_host(self.info.buffer.cast()) })
     }
 
-    pub(crate) fn check_host_data(&self) -> Result<()> {
+    fn check_host_data(&self) -> Result<()> {
         if self.info.data.is_null() {
             return Err(Error::Tensor(format!(
                 "tensor '{}' has no data (allocated in a no_alloc context?)",
@@ -189,7 +189,37 @@ impl Tensor {
     /// data is in host memory, that the type is implemented, and that each
     /// row's blocks are stored together (any strides for F32, F16, BF16).
     pub fn rows(&self) -> Result<TensorRows<'_>> {
-        TensorRows::new(self)
+        self.check_host_data()?;
+        let ty = self.quant_type()?;
+        let f = ty.format();
+        let n = self.row_len();
+        if f.row_bytes(n).is_none() {
+            return Err(Error::Tensor(format!(
+                "tensor '{}': row of {n} is not a multiple of the {} block size {}",
+                self.name(),
+                f.name,
+                f.block_size
+            )));
+        }
+        if self.info.nb[0] as usize != f.block_bytes && f.block_size != 1 {
+            return Err(Error::Tensor(format!(
+                "tensor '{}' is a view whose {} blocks are not stored together",
+                self.name(),
+                f.name
+            )));
+        }
+        // SAFETY: host data (checked) of an implemented type laid out by
+        // ggml's ne and nb, each row's blocks together (checked); the
+        // caller does not write a source tensor during a call.
+        Ok(unsafe {
+            TensorRows::from_parts(
+                self.data_ptr(),
+                ty,
+                self.info.ne,
+                self.info.nb,
+                self.is_contiguous(),
+            )
+        })
     }
 
     /// The logical values as F32, row after row, dequantizing when needed,
