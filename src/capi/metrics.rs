@@ -101,7 +101,7 @@ pub unsafe extern "C" fn ggml_qat_benchmark_inference_speed(
             .ok_or_else(|| {
                 Error::invalid("n_iterations", format!("{n_iterations} (must be > 0)"))
             })?;
-        let backend = Backend::from_raw_or_cpu(backend, s.run(rayon::current_num_threads))?;
+        let backend = Backend::from_raw_or_cpu(backend, s.threads().count())?;
         Ok(s.benchmark(&backend, &m, &x, n)? as f32)
     })
 }
