@@ -310,9 +310,7 @@ fn scan(src: &str) -> FileInfo {
                 depth -= 1;
                 i += 1;
             }
-            Tok::Ident(k)
-                if k == "macro_rules" && t.get(i + 1) == Some(&Tok::Punct('!')) =>
-            {
+            Tok::Ident(k) if k == "macro_rules" && t.get(i + 1) == Some(&Tok::Punct('!')) => {
                 // A macro's paths are its callers' (`$crate::…` expands
                 // where it is used); the call itself names the macro's
                 // module.

@@ -64,13 +64,12 @@ pub unsafe extern "C" fn ggml_qat_validate_performance(
 ) -> ggml_qat_stats_t {
     let _ = ggml_ctx;
     ffi_boundary!(ggml_qat_stats_t::default(), {
-            let s = session(ctx)?;
-            let a = Tensor::from_raw(original_model, "original_model")?;
-            let b = Tensor::from_raw(quantized_model, "quantized_model")?;
-            let x = Tensor::from_raw_opt(test_data, "test_data")?;
-            Ok(s.validate(&a, &b, x.as_ref())?.into())
-        },
-    )
+        let s = session(ctx)?;
+        let a = Tensor::from_raw(original_model, "original_model")?;
+        let b = Tensor::from_raw(quantized_model, "quantized_model")?;
+        let x = Tensor::from_raw_opt(test_data, "test_data")?;
+        Ok(s.validate(&a, &b, x.as_ref())?.into())
+    },)
 }
 
 /// Runs Y = ggml_mul_mat(model, test_input) on `backend` (NULL: the CPU

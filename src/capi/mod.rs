@@ -192,10 +192,13 @@ mod tests {
         unsafe {
             assert!(!context::ggml_qat_set_seed(null(), 1));
             assert_eq!(last_error(), "ggml_qat_set_seed: ctx is NULL");
-            let t = quantize::ggml_qat_quantize_layer(null(), null(), null(), types::LayerTypeArg(0));
+            let t =
+                quantize::ggml_qat_quantize_layer(null(), null(), null(), types::LayerTypeArg(0));
             assert!(t.is_null());
             assert_eq!(last_error(), "ggml_qat_quantize_layer: ctx is NULL");
-            assert!(metrics::ggml_qat_kl_divergence_loss(null(), null(), null(), null(), 1.0).is_nan());
+            assert!(
+                metrics::ggml_qat_kl_divergence_loss(null(), null(), null(), null(), 1.0).is_nan()
+            );
             assert_eq!(last_error(), "ggml_qat_kl_divergence_loss: ctx is NULL");
             assert!(plan::ggml_qat_layer_sensitivity(null(), null(), types::GgmlType(8)).is_nan());
             assert_eq!(last_error(), "ggml_qat_layer_sensitivity: ctx is NULL");

@@ -39,18 +39,17 @@ pub unsafe extern "C" fn ggml_qat_generate_calibration_data(
     std: f32,
 ) -> *mut GgmlTensor {
     ffi_boundary!(std::ptr::null_mut(), {
-            let s = session(ctx)?;
-            let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
-            if !(1..=4).contains(&n_dims) {
-                return Err(Error::invalid(
-                    "n_dims",
-                    format!("{n_dims} (must be 1 to 4)"),
-                ));
-            }
-            let shape = c_slice(shape, n_dims as usize, "shape")?;
-            Ok(s.calibration_data(&gctx, shape, mean, std)?.as_ptr())
-        },
-    )
+        let s = session(ctx)?;
+        let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
+        if !(1..=4).contains(&n_dims) {
+            return Err(Error::invalid(
+                "n_dims",
+                format!("{n_dims} (must be 1 to 4)"),
+            ));
+        }
+        let shape = c_slice(shape, n_dims as usize, "shape")?;
+        Ok(s.calibration_data(&gctx, shape, mean, std)?.as_ptr())
+    },)
 }
 
 /// A new tensor in `ggml_ctx`, same shape and name as `src`, holding `src`
@@ -98,15 +97,14 @@ pub unsafe extern "C" fn ggml_qat_quantize_layer_optimized(
     calibration: *mut GgmlTensor,
 ) -> *mut GgmlTensor {
     ffi_boundary!(std::ptr::null_mut(), {
-            let s = session(ctx)?;
-            let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
-            let src = Tensor::from_raw(src, "src")?;
-            let class = layer_type.class("layer_type")?;
-            let x = Tensor::from_raw_opt(calibration, "calibration")?;
-            Ok(s.quantize_optimized(&gctx, &src, class, x.as_ref())?
-                .as_ptr())
-        },
-    )
+        let s = session(ctx)?;
+        let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
+        let src = Tensor::from_raw(src, "src")?;
+        let class = layer_type.class("layer_type")?;
+        let x = Tensor::from_raw_opt(calibration, "calibration")?;
+        Ok(s.quantize_optimized(&gctx, &src, class, x.as_ref())?
+            .as_ptr())
+    },)
 }
 
 /// Like ggml_qat_quantize_layer() with an explicit type instead of a layer

@@ -203,8 +203,14 @@ impl Session {
         test_data: Option<&Tensor>,
     ) -> Result<Stats> {
         let next = || self.next_stream();
-        let stats =
-            measure::validate(&self.config, &self.threads(), original, quantized, test_data, next)?;
+        let stats = measure::validate(
+            &self.config,
+            &self.threads(),
+            original,
+            quantized,
+            test_data,
+            next,
+        )?;
         self.record_measurement(stats);
         Ok(stats)
     }

@@ -133,7 +133,12 @@ mod tests {
         assert_eq!(t.stats(), Stats::default());
         t.measured.accuracy_retention = 0.5;
         t.add(&q("a", 4 << 20, 1 << 20, None));
-        t.add(&q("", 4 << 20, 2 << 20, Some("ne[0] = 96 is not a multiple of 256")));
+        t.add(&q(
+            "",
+            4 << 20,
+            2 << 20,
+            Some("ne[0] = 96 is not a multiple of 256"),
+        ));
         let s = t.stats();
         assert_eq!(s.original_size_mb, 8.0);
         assert_eq!(s.quantized_size_mb, 3.0);

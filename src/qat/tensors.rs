@@ -117,9 +117,7 @@ pub fn quantize_optimized(
     let values = checked_values(src)?;
     let row_len = src.row_len();
     let ty = plan::type_for_row(wanted, row_len);
-    let x = calibration
-        .map(|x| given_inputs(row_len, x))
-        .transpose()?;
+    let x = calibration.map(|x| given_inputs(row_len, x)).transpose()?;
     let bytes = threads.run(|| {
         quantize_output_aware(
             ty,
@@ -176,7 +174,11 @@ pub fn kl_divergence(
 
 /// Exact bytes the tensors take once quantized with `config` (fallback
 /// included); block-quantized tensors count as they are.
-pub fn estimate_memory(config: &Config, tensors: &[Tensor], classes: &[LayerClass]) -> Result<usize> {
+pub fn estimate_memory(
+    config: &Config,
+    tensors: &[Tensor],
+    classes: &[LayerClass],
+) -> Result<usize> {
     let mut total = 0usize;
     for (t, &class) in tensors.iter().zip(classes) {
         let bytes = match t.quant_type()? {
