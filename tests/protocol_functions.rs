@@ -29,8 +29,10 @@ fn f32_tensor(ctx: &Context, v: &[f32], ne0: usize) -> Tensor {
 }
 
 fn config(edit: impl FnOnce(&mut Config)) -> Config {
-    let mut c = Config::default();
-    c.calibration_samples = 32;
+    let mut c = Config {
+        calibration_samples: 32,
+        ..Config::default()
+    };
     edit(&mut c);
     c
 }
