@@ -69,7 +69,7 @@ pub unsafe extern "C" fn ggml_qat_validate_performance(
         let b = Tensor::from_raw(quantized_model, "quantized_model")?;
         let x = Tensor::from_raw_opt(test_data, "test_data")?;
         Ok(s.validate(&a, &b, x.as_ref())?.into())
-    },)
+    })
 }
 
 /// Runs Y = ggml_mul_mat(model, test_input) on `backend` (NULL: the CPU

@@ -49,7 +49,7 @@ pub unsafe extern "C" fn ggml_qat_generate_calibration_data(
         }
         let shape = c_slice(shape, n_dims as usize, "shape")?;
         Ok(s.calibration_data(&gctx, shape, mean, std)?.as_ptr())
-    },)
+    })
 }
 
 /// A new tensor in `ggml_ctx`, same shape and name as `src`, holding `src`
@@ -104,7 +104,7 @@ pub unsafe extern "C" fn ggml_qat_quantize_layer_optimized(
         let x = Tensor::from_raw_opt(calibration, "calibration")?;
         Ok(s.quantize_optimized(&gctx, &src, class, x.as_ref())?
             .as_ptr())
-    },)
+    })
 }
 
 /// Like ggml_qat_quantize_layer() with an explicit type instead of a layer
