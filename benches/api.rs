@@ -70,12 +70,12 @@ fn fresh_context(bytes: usize) -> *mut GgmlContext {
 /// A tensor of `ty` holding `values` (rows of [`N_PER_ROW`]) in `ctx`.
 fn source(ctx: &Context, ty: QuantType, values: &[f32]) -> Tensor {
     let rows = (values.len() / N_PER_ROW) as i64;
-    let t = ctx
+    let mut t = ctx
         .new_tensor(ty.ggml_id(), &[N_PER_ROW as i64, rows])
         .expect("source tensor");
-    let bytes = unsafe { t.bytes_mut() }.expect("source bytes");
+    let bytes = t.bytes_mut().expect("source bytes");
     quantize_rows(ty, values, N_PER_ROW, bytes, None).expect("source data");
-    t
+    t.finish()
 }
 
 /// ggml's way: a fresh context, a new tensor, `to_float` when the source is

@@ -81,16 +81,17 @@ fn main() {
         for class in classes {
             let sctx = Context::new_owned(Context::tensor_cost(input_bytes), false)
                 .expect("input context");
-            let src = sctx
+            let mut src = sctx
                 .new_tensor(src_ty.ggml_id(), &[cols, src_rows])
                 .expect("input tensor");
             src.set_name("blk.0.weight");
-            let bytes = unsafe { src.bytes_mut() }.expect("input bytes");
+            let bytes = src.bytes_mut().expect("input bytes");
             let tile_bytes = tile.len() * src_ty.format().block_bytes;
             for chunk in bytes.chunks_mut(tile_bytes) {
                 let n = chunk.len() / src_ty.format().block_bytes;
                 quantize_rows(src_ty, &tile[..n], cols as usize, chunk, None).expect("fill");
             }
+            let src = src.finish();
             let out_bytes = session.estimate_memory(&[src], &[class]).expect("estimate");
             let gctx =
                 Context::new_owned(Context::tensor_cost(out_bytes), false).expect("output context");

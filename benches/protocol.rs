@@ -40,19 +40,19 @@ fn normal(n: usize, std: f32, seed: u64) -> Vec<f32> {
 }
 
 fn f32_tensor(ctx: &Context, values: &[f32], ne0: usize) -> Tensor {
-    let t = ctx
+    let mut t = ctx
         .new_tensor(
             QuantType::F32.ggml_id(),
             &[ne0 as i64, (values.len() / ne0) as i64],
         )
         .unwrap();
-    unsafe { t.bytes_mut().unwrap() }.copy_from_slice(
+    t.bytes_mut().unwrap().copy_from_slice(
         &values
             .iter()
             .flat_map(|v| v.to_ne_bytes())
             .collect::<Vec<_>>(),
     );
-    t
+    t.finish()
 }
 
 /// Median speedup of `ty` over F32 for `W (ne0 × ne1) · X (ne0 × samples)`.

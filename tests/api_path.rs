@@ -85,10 +85,10 @@ fn values() -> Vec<f32> {
 fn tensor(ctx: &Context, ty: QuantType, values: &[f32], offset: usize) -> Tensor {
     let row_bytes = format(ty).row_bytes(ROW).unwrap();
     // One spare row gives room for the offset.
-    let base = ctx
+    let mut base = ctx
         .new_tensor(ty.ggml_id(), &[ROW as i64, ROWS as i64 + 1])
         .unwrap();
-    let raw = unsafe { base.bytes_mut() }.unwrap();
+    let raw = base.bytes_mut().unwrap();
     quantize_rows(
         ty,
         values,
@@ -102,7 +102,7 @@ fn tensor(ctx: &Context, ty: QuantType, values: &[f32], offset: usize) -> Tensor
     let view = unsafe {
         ggml_qat::ggml::ffi::ggml_view_2d(
             ctx.as_ptr(),
-            base.as_ptr(),
+            base.finish().as_ptr(),
             ROW as i64,
             ROWS as i64,
             row_bytes,

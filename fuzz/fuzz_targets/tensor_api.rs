@@ -136,10 +136,8 @@ fn make_tensor(r: &mut Reader, ctx: &Context, session: &Session) -> Option<Tenso
             .calibration_data(ctx, &ne, (fill as f32 - 128.0) / 8.0, (fill % 7) as f32)
             .ok()?
     } else {
-        ctx.new_tensor(ty, &ne).ok()?
-    };
-    if fill % 5 != 4 {
-        let bytes = unsafe { t.bytes_mut() }.ok()?;
+        let mut t = ctx.new_tensor(ty, &ne).ok()?;
+        let bytes = t.bytes_mut().ok()?;
         let len = (r.u8() as usize) * 4 + 4;
         let chunk: Vec<u8> = (0..len).map(|_| r.u8()).collect();
         if ty == QuantType::F32.ggml_id() && fill % 5 != 0 {
@@ -161,7 +159,8 @@ fn make_tensor(r: &mut Reader, ctx: &Context, session: &Session) -> Option<Tenso
                 *d = *s;
             }
         }
-    }
+        t.finish()
+    };
     // Sometimes a view of it: transposed, permuted, some rows, every other row.
     let raw = t.as_ptr();
     let ne = t.ne();

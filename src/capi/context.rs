@@ -2,7 +2,7 @@
 
 use std::ffi::{c_char, c_int};
 
-use super::guard;
+use super::ffi_boundary;
 use super::types::{ggml_qat_config_t, ggml_qat_stats_t, CBool, GgmlType};
 use crate::error::{Error, Result};
 use crate::qat::config::RawConfig;
@@ -22,7 +22,7 @@ pub(crate) unsafe fn session<'a>(ctx: *const QatContext) -> Result<&'a Session> 
 /// norms Q8_0, kl_divergence_weight 0.5, temperature 3, progressive_layers 0
 /// (all), calibration_samples 128, memory_reduction_target 0.75,
 /// accuracy_threshold 0.98, OpenCog structures enabled.
-// Not wrapped in `guard`: it cannot panic (constants and field copies only).
+// Not wrapped in `ffi_boundary!`: it cannot panic (constants and field copies only).
 #[no_mangle]
 pub extern "C" fn ggml_qat_default_config() -> ggml_qat_config_t {
     let d = Config::default();
@@ -49,7 +49,7 @@ pub extern "C" fn ggml_qat_default_config() -> ggml_qat_config_t {
 /// ggml_qat_last_error(). Free with ggml_qat_free().
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_init(config: *const ggml_qat_config_t) -> *mut QatContext {
-    guard("ggml_qat_init", std::ptr::null_mut(), || {
+    ffi_boundary!(std::ptr::null_mut(), {
         let config = match config.as_ref() {
             None => Config::default(),
             Some(c) => RawConfig {
@@ -83,7 +83,7 @@ pub unsafe extern "C" fn ggml_qat_init(config: *const ggml_qat_config_t) -> *mut
 /// contexts and stay valid.
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_free(ctx: *mut QatContext) {
-    guard("ggml_qat_free", (), || {
+    ffi_boundary!((), {
         if !ctx.is_null() {
             drop(Box::from_raw(ctx));
         }
@@ -95,7 +95,7 @@ pub unsafe extern "C" fn ggml_qat_free(ctx: *mut QatContext) {
 /// from 12345). The same seed and the same calls give the same data.
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_set_seed(ctx: *mut QatContext, seed: u64) -> bool {
-    guard("ggml_qat_set_seed", false, || {
+    ffi_boundary!(false, {
         session(ctx)?.set_seed(seed);
         Ok(true)
     })
@@ -106,7 +106,7 @@ pub unsafe extern "C" fn ggml_qat_set_seed(ctx: *mut QatContext, seed: u64) -> b
 /// or more than 1024.
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_set_n_threads(ctx: *mut QatContext, n_threads: c_int) -> bool {
-    guard("ggml_qat_set_n_threads", false, || {
+    ffi_boundary!(false, {
         let s = session(ctx)?;
         let n = usize::try_from(n_threads)
             .map_err(|_| Error::invalid("n_threads", format!("{n_threads} is negative")))?;
@@ -121,7 +121,7 @@ pub unsafe extern "C" fn ggml_qat_set_n_threads(ctx: *mut QatContext, n_threads:
 /// for a NULL context.
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_get_stats(ctx: *const QatContext) -> ggml_qat_stats_t {
-    guard("ggml_qat_get_stats", ggml_qat_stats_t::default(), || {
+    ffi_boundary!(ggml_qat_stats_t::default(), {
         Ok(session(ctx)?.stats().into())
     })
 }
@@ -136,7 +136,7 @@ pub unsafe extern "C" fn ggml_qat_get_fallbacks(
     buf: *mut c_char,
     buf_size: usize,
 ) -> usize {
-    guard("ggml_qat_get_fallbacks", 0, || {
+    ffi_boundary!(0, {
         let text: String = session(ctx)?
             .fallbacks()
             .iter()
@@ -155,7 +155,7 @@ pub unsafe extern "C" fn ggml_qat_get_fallbacks(
 }
 
 /// The library version, "MAJOR.MINOR.PATCH".
-// Not wrapped in `guard`: it cannot panic (a static string).
+// Not wrapped in `ffi_boundary!`: it cannot panic (a static string).
 #[no_mangle]
 pub extern "C" fn ggml_qat_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()

@@ -18,7 +18,7 @@ pub(crate) fn set_last_error(msg: String) {
 /// The message of the last failed ggml_qat_* call on this thread ("" when no
 /// call has failed). Never NULL; valid until the next failing call on this
 /// thread. A successful call does not clear it.
-// Not wrapped in `guard` (which records into the same thread-local): it
+// Not wrapped in `ffi_boundary!` (which records into the same thread-local): it
 // cannot panic. `try_with` covers a call during thread exit, after the
 // thread-local was destroyed (then ""); the RefCell is only borrowed
 // mutably inside set_last_error, never across a call out.

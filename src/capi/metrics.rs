@@ -2,7 +2,7 @@
 
 use super::context::{session, QatContext};
 use super::error::set_last_error;
-use super::guard;
+use super::ffi_boundary;
 use super::types::{ggml_qat_stats_t, GgmlBackendT, GgmlContext, GgmlTensor};
 use crate::error::Error;
 use crate::ggml::compute::Backend;
@@ -23,7 +23,7 @@ pub unsafe extern "C" fn ggml_qat_kl_divergence_loss(
     temperature: f32,
 ) -> f32 {
     let _ = ggml_ctx;
-    guard("ggml_qat_kl_divergence_loss", f32::NAN, || {
+    ffi_boundary!(f32::NAN, |name| {
         let s = session(ctx)?;
         let p = Tensor::from_raw(original, "original")?;
         let q = Tensor::from_raw(quantized, "quantized")?;
@@ -35,7 +35,7 @@ pub unsafe extern "C" fn ggml_qat_kl_divergence_loss(
         }
         if p.ne() != q.ne() {
             set_last_error(format!(
-                "ggml_qat_kl_divergence_loss: shapes differ: original {:?}, quantized {:?}",
+                "{name}: shapes differ: original {:?}, quantized {:?}",
                 p.ne(),
                 q.ne()
             ));
@@ -63,17 +63,13 @@ pub unsafe extern "C" fn ggml_qat_validate_performance(
     test_data: *mut GgmlTensor,
 ) -> ggml_qat_stats_t {
     let _ = ggml_ctx;
-    guard(
-        "ggml_qat_validate_performance",
-        ggml_qat_stats_t::default(),
-        || {
-            let s = session(ctx)?;
-            let a = Tensor::from_raw(original_model, "original_model")?;
-            let b = Tensor::from_raw(quantized_model, "quantized_model")?;
-            let x = Tensor::from_raw_opt(test_data, "test_data")?;
-            Ok(s.validate(&a, &b, x.as_ref())?.into())
-        },
-    )
+    ffi_boundary!(ggml_qat_stats_t::default(), {
+        let s = session(ctx)?;
+        let a = Tensor::from_raw(original_model, "original_model")?;
+        let b = Tensor::from_raw(quantized_model, "quantized_model")?;
+        let x = Tensor::from_raw_opt(test_data, "test_data")?;
+        Ok(s.validate(&a, &b, x.as_ref())?.into())
+    })
 }
 
 /// Runs Y = ggml_mul_mat(model, test_input) on `backend` (NULL: the CPU
@@ -94,7 +90,7 @@ pub unsafe extern "C" fn ggml_qat_benchmark_inference_speed(
     test_input: *mut GgmlTensor,
     n_iterations: c_int,
 ) -> f32 {
-    guard("ggml_qat_benchmark_inference_speed", 0.0, || {
+    ffi_boundary!(0.0, {
         let s = session(ctx)?;
         let m = Tensor::from_raw(model, "model")?;
         let x = Tensor::from_raw(test_input, "test_input")?;
@@ -104,7 +100,7 @@ pub unsafe extern "C" fn ggml_qat_benchmark_inference_speed(
             .ok_or_else(|| {
                 Error::invalid("n_iterations", format!("{n_iterations} (must be > 0)"))
             })?;
-        let backend = Backend::from_raw_or_cpu(backend, s.run(rayon::current_num_threads))?;
+        let backend = Backend::from_raw_or_cpu(backend, s.threads().count())?;
         Ok(s.benchmark(&backend, &m, &x, n)? as f32)
     })
 }
@@ -119,7 +115,7 @@ pub unsafe extern "C" fn ggml_qat_get_benchmark_times(
     f32_seconds: *mut f64,
     model_seconds: *mut f64,
 ) -> bool {
-    guard("ggml_qat_get_benchmark_times", false, || {
+    ffi_boundary!(false, {
         let t = session(ctx)?.benchmark_times();
         if t.iterations == 0 {
             return Err(Error::invalid(

@@ -2,8 +2,11 @@
 //!
 //! Every exported function is thin: it checks and converts its arguments,
 //! calls safe Rust, and turns an error or a panic into the function's failure
-//! value plus a message for `ggml_qat_last_error()` ([`guard`]). Pointers a C
-//! caller passes must be NULL or valid for what the header says.
+//! value plus a message for `ggml_qat_last_error()`. Its body runs inside
+//! [`ffi_boundary!`], which names the function in that message without the
+//! name being written twice (the few functions that cannot fail say why
+//! in a comment instead). Pointers a C caller passes must be NULL or valid
+//! for what the header says.
 #![allow(clippy::missing_safety_doc)]
 
 pub mod context;
@@ -18,6 +21,49 @@ pub mod types;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::error::Result;
+
+/// The body of an exported function, inside the panic boundary: as
+/// rustls-ffi's `ffi_panic_boundary!`, it is used *in* the function (so
+/// cbindgen, which expands no macro, still reads the signature and its doc
+/// comment), and it learns the function's name from the function itself.
+///
+/// ```ignore
+/// #[no_mangle]
+/// pub unsafe extern "C" fn ggml_qat_x(ctx: *mut QatContext) -> f32 {
+///     ffi_boundary!(f32::NAN, {
+///         let s = session(ctx)?;
+///         Ok(s.something()?)
+///     })
+/// }
+/// ```
+///
+/// Use it directly in the function's body (in a closure it would name
+/// the closure). The block returns `Result<T>`: its value on success; on an error or a
+/// panic, the failure value (the first argument), with "ggml_qat_x: what
+/// went wrong" recorded for `ggml_qat_last_error()`. With `|name| { … }`
+/// the block also gets the name (for a message that goes with a success
+/// value).
+macro_rules! ffi_boundary {
+    ($fail:expr, |$name:ident| $body:block $(,)?) => {{
+        // An item of the enclosing function: its type name is that
+        // function's path followed by `::here`.
+        fn here() {}
+        let $name = $crate::capi::function_name(::std::any::type_name_of_val(&here));
+        $crate::capi::guard($name, $fail, || $body)
+    }};
+    ($fail:expr, $body:block $(,)?) => {
+        $crate::capi::ffi_boundary!($fail, |_name| $body)
+    };
+}
+pub(crate) use ffi_boundary;
+
+/// The function name in the type name of an item declared in it
+/// (`ggml_qat::capi::quantize::ggml_qat_quantize_layer::here` →
+/// `ggml_qat_quantize_layer`); a plain name is returned as it is.
+pub(crate) fn function_name(type_name: &'static str) -> &'static str {
+    let path = type_name.strip_suffix("::here").unwrap_or(type_name);
+    path.rsplit("::").next().unwrap_or(path)
+}
 
 /// Runs `body` as the exported function `func`: its value on success; on an
 /// error or a panic, `fail`, with the message recorded for this thread.
@@ -115,44 +161,50 @@ mod tests {
         assert_eq!(last_error(), "ggml_qat_test_main: a is NULL");
     }
 
-    /// Every exported function runs inside `guard`, except the few that
-    /// cannot panic, each of which says why in a comment above it.
-    #[test]
-    fn every_exported_function_is_guarded_or_documented() {
-        let sources = [
-            include_str!("context.rs"),
-            include_str!("error.rs"),
-            include_str!("metrics.rs"),
-            include_str!("model.rs"),
-            include_str!("opencog.rs"),
-            include_str!("plan.rs"),
-            include_str!("quantize.rs"),
-        ];
-        let mut n = 0;
-        for src in sources {
-            let parts: Vec<&str> = src.split("#[no_mangle]").collect();
-            for (i, item) in parts.iter().enumerate().skip(1) {
-                n += 1;
-                let name = item
-                    .split("fn ")
-                    .nth(1)
-                    .and_then(|s| s.split('(').next())
-                    .unwrap();
-                let preceding = parts[i - 1]
-                    .lines()
-                    .rev()
-                    .take_while(|l| l.starts_with("//"));
-                let documented = preceding
-                    .into_iter()
-                    .any(|l| l.contains("Not wrapped in `guard`") || l.contains("cannot panic"));
-                let guarded = item.contains(&format!("guard(\"{name}\""))
-                    || item.contains(&format!("\"{name}\","));
-                assert!(
-                    guarded || documented,
-                    "{name} neither runs inside guard(\"{name}\", ...) nor says why it cannot panic"
-                );
+    /// A function of the shape of an exported one.
+    fn ggml_qat_test_named(what: u8) -> i32 {
+        ffi_boundary!(-1, {
+            match what {
+                0 => Ok(1),
+                1 => Err(Error::Null("x")),
+                _ => panic!("boom"),
             }
+        })
+    }
+
+    #[test]
+    fn the_boundary_names_the_function_it_is_used_in() {
+        assert_eq!(ggml_qat_test_named(0), 1);
+        assert_eq!(ggml_qat_test_named(1), -1);
+        assert_eq!(last_error(), "ggml_qat_test_named: x is NULL");
+        assert_eq!(ggml_qat_test_named(2), -1);
+        assert_eq!(last_error(), "ggml_qat_test_named: internal error: boom");
+        fn ggml_qat_test_with_name() -> &'static str {
+            ffi_boundary!("", |name| { Ok(name) })
         }
-        assert_eq!(n, 30, "exported functions found");
+        assert_eq!(ggml_qat_test_with_name(), "ggml_qat_test_with_name");
+        assert_eq!(function_name("ggml_qat_plain"), "ggml_qat_plain");
+    }
+
+    /// Exported functions in each module name themselves.
+    #[test]
+    fn exported_functions_name_themselves() {
+        use std::ptr::null_mut as null;
+        unsafe {
+            assert!(!context::ggml_qat_set_seed(null(), 1));
+            assert_eq!(last_error(), "ggml_qat_set_seed: ctx is NULL");
+            let t =
+                quantize::ggml_qat_quantize_layer(null(), null(), null(), types::LayerTypeArg(0));
+            assert!(t.is_null());
+            assert_eq!(last_error(), "ggml_qat_quantize_layer: ctx is NULL");
+            assert!(
+                metrics::ggml_qat_kl_divergence_loss(null(), null(), null(), null(), 1.0).is_nan()
+            );
+            assert_eq!(last_error(), "ggml_qat_kl_divergence_loss: ctx is NULL");
+            assert!(plan::ggml_qat_layer_sensitivity(null(), null(), types::GgmlType(8)).is_nan());
+            assert_eq!(last_error(), "ggml_qat_layer_sensitivity: ctx is NULL");
+            assert!(opencog::ggml_qat_create_ecan(null(), null(), 4).is_null());
+            assert_eq!(last_error(), "ggml_qat_create_ecan: ctx is NULL");
+        }
     }
 }

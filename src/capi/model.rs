@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::PathBuf;
 
 use super::context::QatContext;
-use super::guard;
+use super::ffi_boundary;
 use super::types::{CBool, GgmlType};
 use crate::error::{Error, Result};
 use crate::model::select::{Preset, Target};
@@ -161,7 +161,7 @@ pub unsafe extern "C" fn ggml_qat_quantize_model(
     out_path: *const c_char,
     params: *const ggml_qat_model_params_t,
 ) -> bool {
-    guard("ggml_qat_quantize_model", false, || {
+    ffi_boundary!(false, {
         let input = PathBuf::from(c_str(in_path, "in_path")?);
         let output = PathBuf::from(c_str(out_path, "out_path")?);
         let cp = params

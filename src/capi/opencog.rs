@@ -4,7 +4,7 @@
 use std::ffi::c_int;
 
 use super::context::{session, QatContext};
-use super::guard;
+use super::ffi_boundary;
 use super::types::{ggml_qat_atomspace_t, ggml_qat_ecan_t, ggml_qat_moses_tree_t, GgmlContext};
 use crate::error::{Error, Result};
 use crate::opencog::{AtomSpace, Ecan, MosesTree};
@@ -85,7 +85,7 @@ pub unsafe extern "C" fn ggml_qat_create_atomspace(
     n_connections: c_int,
 ) -> *mut ggml_qat_atomspace_t {
     let _ = ggml_ctx;
-    guard("ggml_qat_create_atomspace", std::ptr::null_mut(), || {
+    ffi_boundary!(std::ptr::null_mut(), {
         let s = session(ctx)?;
         enabled(s, LayerClass::AtomSpace, "enable_atomspace")?;
         let a = AtomSpace::generate(n_atoms, n_connections, &mut s.next_stream())?;
@@ -117,7 +117,7 @@ pub unsafe extern "C" fn ggml_qat_create_moses_tree(
     tree_depth: c_int,
 ) -> *mut ggml_qat_moses_tree_t {
     let _ = ggml_ctx;
-    guard("ggml_qat_create_moses_tree", std::ptr::null_mut(), || {
+    ffi_boundary!(std::ptr::null_mut(), {
         let s = session(ctx)?;
         enabled(s, LayerClass::Moses, "enable_moses")?;
         let t = MosesTree::generate(n_nodes, tree_depth, &mut s.next_stream())?;
@@ -147,7 +147,7 @@ pub unsafe extern "C" fn ggml_qat_create_ecan(
     n_elements: c_int,
 ) -> *mut ggml_qat_ecan_t {
     let _ = ggml_ctx;
-    guard("ggml_qat_create_ecan", std::ptr::null_mut(), || {
+    ffi_boundary!(std::ptr::null_mut(), {
         let s = session(ctx)?;
         enabled(s, LayerClass::Ecan, "enable_ecan")?;
         let e = Ecan::generate(n_elements, &mut s.next_stream())?;
@@ -166,7 +166,7 @@ pub unsafe extern "C" fn ggml_qat_create_ecan(
 }
 
 /// Frees an AtomSpace from ggml_qat_create_atomspace() (NULL is accepted).
-// Not wrapped in `guard`: it cannot panic (a NULL test and libc::free).
+// Not wrapped in `ffi_boundary!`: it cannot panic (a NULL test and libc::free).
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_free_atomspace(atomspace: *mut ggml_qat_atomspace_t) {
     if let Some(a) = atomspace.as_ref() {
@@ -180,7 +180,7 @@ pub unsafe extern "C" fn ggml_qat_free_atomspace(atomspace: *mut ggml_qat_atomsp
 }
 
 /// Frees a tree from ggml_qat_create_moses_tree() (NULL is accepted).
-// Not wrapped in `guard`: it cannot panic (a NULL test and libc::free).
+// Not wrapped in `ffi_boundary!`: it cannot panic (a NULL test and libc::free).
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_free_moses_tree(tree: *mut ggml_qat_moses_tree_t) {
     if let Some(t) = tree.as_ref() {
@@ -190,7 +190,7 @@ pub unsafe extern "C" fn ggml_qat_free_moses_tree(tree: *mut ggml_qat_moses_tree
 }
 
 /// Frees ECAN values from ggml_qat_create_ecan() (NULL is accepted).
-// Not wrapped in `guard`: it cannot panic (a NULL test and libc::free).
+// Not wrapped in `ffi_boundary!`: it cannot panic (a NULL test and libc::free).
 #[no_mangle]
 pub unsafe extern "C" fn ggml_qat_free_ecan(ecan: *mut ggml_qat_ecan_t) {
     if let Some(e) = ecan.as_ref() {

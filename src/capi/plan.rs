@@ -3,7 +3,7 @@
 use std::ffi::c_int;
 
 use super::context::{session, QatContext};
-use super::guard;
+use super::ffi_boundary;
 use super::quantize::c_slice;
 use super::types::{GgmlTensor, GgmlType};
 use crate::error::{Error, Result};
@@ -21,7 +21,7 @@ pub unsafe extern "C" fn ggml_qat_layer_sensitivity(
     layer: *mut GgmlTensor,
     qtype: GgmlType,
 ) -> f32 {
-    guard("ggml_qat_layer_sensitivity", f32::NAN, || {
+    ffi_boundary!(f32::NAN, {
         let s = session(ctx)?;
         let t = Tensor::from_raw(layer, "layer")?;
         Ok(s.sensitivity(&t, crate::qat::config::producible("qtype", qtype.0)?)? as f32)
@@ -42,7 +42,7 @@ pub unsafe extern "C" fn ggml_qat_plan_mixed_precision(
     n_tensors: c_int,
     types_out: *mut GgmlType,
 ) -> bool {
-    guard("ggml_qat_plan_mixed_precision", false, || {
+    ffi_boundary!(false, {
         let s = session(ctx)?;
         let n = usize::try_from(n_tensors)
             .ok()

@@ -3,7 +3,7 @@
 use std::ffi::c_int;
 
 use super::context::{session, QatContext};
-use super::guard;
+use super::ffi_boundary;
 use super::types::{GgmlBackendT, GgmlContext, GgmlTensor, GgmlType, LayerTypeArg};
 use crate::error::{Error, Result};
 use crate::ggml::compute::Backend;
@@ -38,22 +38,18 @@ pub unsafe extern "C" fn ggml_qat_generate_calibration_data(
     mean: f32,
     std: f32,
 ) -> *mut GgmlTensor {
-    guard(
-        "ggml_qat_generate_calibration_data",
-        std::ptr::null_mut(),
-        || {
-            let s = session(ctx)?;
-            let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
-            if !(1..=4).contains(&n_dims) {
-                return Err(Error::invalid(
-                    "n_dims",
-                    format!("{n_dims} (must be 1 to 4)"),
-                ));
-            }
-            let shape = c_slice(shape, n_dims as usize, "shape")?;
-            Ok(s.calibration_data(&gctx, shape, mean, std)?.as_ptr())
-        },
-    )
+    ffi_boundary!(std::ptr::null_mut(), {
+        let s = session(ctx)?;
+        let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
+        if !(1..=4).contains(&n_dims) {
+            return Err(Error::invalid(
+                "n_dims",
+                format!("{n_dims} (must be 1 to 4)"),
+            ));
+        }
+        let shape = c_slice(shape, n_dims as usize, "shape")?;
+        Ok(s.calibration_data(&gctx, shape, mean, std)?.as_ptr())
+    })
 }
 
 /// A new tensor in `ggml_ctx`, same shape and name as `src`, holding `src`
@@ -74,7 +70,7 @@ pub unsafe extern "C" fn ggml_qat_quantize_layer(
     src: *mut GgmlTensor,
     layer_type: LayerTypeArg,
 ) -> *mut GgmlTensor {
-    guard("ggml_qat_quantize_layer", std::ptr::null_mut(), || {
+    ffi_boundary!(std::ptr::null_mut(), {
         let s = session(ctx)?;
         let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
         let src = Tensor::from_raw(src, "src")?;
@@ -99,19 +95,15 @@ pub unsafe extern "C" fn ggml_qat_quantize_layer_optimized(
     layer_type: LayerTypeArg,
     calibration: *mut GgmlTensor,
 ) -> *mut GgmlTensor {
-    guard(
-        "ggml_qat_quantize_layer_optimized",
-        std::ptr::null_mut(),
-        || {
-            let s = session(ctx)?;
-            let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
-            let src = Tensor::from_raw(src, "src")?;
-            let class = layer_type.class("layer_type")?;
-            let x = Tensor::from_raw_opt(calibration, "calibration")?;
-            Ok(s.quantize_optimized(&gctx, &src, class, x.as_ref())?
-                .as_ptr())
-        },
-    )
+    ffi_boundary!(std::ptr::null_mut(), {
+        let s = session(ctx)?;
+        let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
+        let src = Tensor::from_raw(src, "src")?;
+        let class = layer_type.class("layer_type")?;
+        let x = Tensor::from_raw_opt(calibration, "calibration")?;
+        Ok(s.quantize_optimized(&gctx, &src, class, x.as_ref())?
+            .as_ptr())
+    })
 }
 
 /// Like ggml_qat_quantize_layer() with an explicit type instead of a layer
@@ -124,7 +116,7 @@ pub unsafe extern "C" fn ggml_qat_quantize_tensor(
     src: *mut GgmlTensor,
     qtype: GgmlType,
 ) -> *mut GgmlTensor {
-    guard("ggml_qat_quantize_tensor", std::ptr::null_mut(), || {
+    ffi_boundary!(std::ptr::null_mut(), {
         let s = session(ctx)?;
         let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
         let src = Tensor::from_raw(src, "src")?;
@@ -144,7 +136,7 @@ pub unsafe extern "C" fn ggml_qat_estimate_memory_usage(
     layer_types: *mut LayerTypeArg,
     n_tensors: c_int,
 ) -> usize {
-    guard("ggml_qat_estimate_memory_usage", 0, || {
+    ffi_boundary!(0, {
         let s = session(ctx)?;
         let n = usize::try_from(n_tensors)
             .map_err(|_| Error::invalid("n_tensors", format!("{n_tensors} is negative")))?;
@@ -175,7 +167,7 @@ pub unsafe extern "C" fn ggml_qat_get_optimal_qtype(
     layer_type: LayerTypeArg,
     backend: GgmlBackendT,
 ) -> GgmlType {
-    guard("ggml_qat_get_optimal_qtype", GgmlType(0), || {
+    ffi_boundary!(GgmlType(0), {
         let class = layer_type.class("layer_type")?;
         let ty = if backend.is_null() {
             crate::qat::Config::default().qtype_for(class)
@@ -213,7 +205,7 @@ pub unsafe extern "C" fn ggml_qat_progressive_quantize(
     n_layers: c_int,
     current_layer: c_int,
 ) -> bool {
-    guard("ggml_qat_progressive_quantize", false, || {
+    ffi_boundary!(false, {
         let s = session(ctx)?;
         let gctx = Context::from_raw(ggml_ctx, "ggml_ctx")?;
         let n = usize::try_from(n_layers)

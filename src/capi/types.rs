@@ -4,7 +4,7 @@
 use std::ffi::c_int;
 
 use crate::error::{Error, Result};
-use crate::qat::session::Stats;
+use crate::qat::stats::Stats;
 use crate::qat::LayerClass;
 
 pub use crate::ggml::ffi::{GgmlBackendT, GgmlContext, GgmlTensor, GgmlType};

@@ -5,7 +5,7 @@ use std::ptr::NonNull;
 
 use super::ffi::{self, GgmlContext};
 use super::reference::type_geometry;
-use super::tensor::{type_name, Tensor};
+use super::tensor::{type_name, NewTensor, Tensor};
 use crate::error::{Error, Result};
 
 /// A non-NULL ggml context (borrowed from the caller or owned).
@@ -97,15 +97,16 @@ impl Context {
 
     /// `ggml_new_tensor` of a tensor that must hold data, after checking
     /// everything it would abort on: the type, the shape, that the context
-    /// allocates data, and that it has room.
-    pub fn new_tensor(&self, ty: i32, ne: &[i64]) -> Result<Tensor> {
+    /// allocates data, and that it has room. The result is the only handle
+    /// that writes its data.
+    pub fn new_tensor(&self, ty: i32, ne: &[i64]) -> Result<NewTensor> {
         if self.is_no_alloc() {
             return Err(Error::invalid(
                 "ggml_ctx",
                 "the ggml context is no_alloc: the result needs data; pass a context that allocates",
             ));
         }
-        self.new_tensor_any(ty, ne)
+        self.new_tensor_any(ty, ne).map(NewTensor::new)
     }
 
     /// The free pool memory where ggml will put the data of the next tensor
@@ -147,7 +148,8 @@ impl Context {
     }
 
     /// `ggml_new_tensor` after checking the type, the shape and the room;
-    /// in a `no_alloc` context the tensor has no data.
+    /// in a `no_alloc` context the tensor has no data (a backend buffer
+    /// gets it, written through the backend).
     pub fn new_tensor_any(&self, ty: i32, ne: &[i64]) -> Result<Tensor> {
         let bytes = Self::data_bytes(ty, ne)?;
         let need = Self::tensor_cost(if self.is_no_alloc() { 0 } else { bytes });

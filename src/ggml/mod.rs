@@ -12,5 +12,5 @@ pub mod tensor;
 pub mod tensor_rows;
 
 pub use context::Context;
-pub use tensor::Tensor;
+pub use tensor::{NewTensor, Tensor};
 pub use tensor_rows::TensorRows;

@@ -128,8 +128,9 @@ impl Tensor {
         unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
     }
 
-    /// Sets the name (truncated by ggml to its maximum length).
-    pub fn set_name(&self, name: &str) {
+    /// Sets the name (truncated by ggml to its maximum length): for
+    /// [`NewTensor::set_name`] only, a view does not change its tensor.
+    fn set_name(&self, name: &str) {
         let c = CString::new(name.replace('\0', "")).unwrap_or_default();
         unsafe { ffi::ggml_set_name(self.raw.as_ptr(), c.as_ptr()) };
     }
@@ -146,7 +147,7 @@ impl Tensor {
                 || unsafe { ffi::ggml_backend_buffer_is_host(self.info.buffer.cast()) })
     }
 
-    pub(crate) fn check_host_data(&self) -> Result<()> {
+    fn check_host_data(&self) -> Result<()> {
         if self.info.data.is_null() {
             return Err(Error::Tensor(format!(
                 "tensor '{}' has no data (allocated in a no_alloc context?)",
@@ -188,7 +189,37 @@ impl Tensor {
     /// data is in host memory, that the type is implemented, and that each
     /// row's blocks are stored together (any strides for F32, F16, BF16).
     pub fn rows(&self) -> Result<TensorRows<'_>> {
-        TensorRows::new(self)
+        self.check_host_data()?;
+        let ty = self.quant_type()?;
+        let f = ty.format();
+        let n = self.row_len();
+        if f.row_bytes(n).is_none() {
+            return Err(Error::Tensor(format!(
+                "tensor '{}': row of {n} is not a multiple of the {} block size {}",
+                self.name(),
+                f.name,
+                f.block_size
+            )));
+        }
+        if self.info.nb[0] as usize != f.block_bytes && f.block_size != 1 {
+            return Err(Error::Tensor(format!(
+                "tensor '{}' is a view whose {} blocks are not stored together",
+                self.name(),
+                f.name
+            )));
+        }
+        // SAFETY: host data (checked) of an implemented type laid out by
+        // ggml's ne and nb, each row's blocks together (checked); the
+        // caller does not write a source tensor during a call.
+        Ok(unsafe {
+            TensorRows::from_parts(
+                self.data_ptr(),
+                ty,
+                self.info.ne,
+                self.info.nb,
+                self.is_contiguous(),
+            )
+        })
     }
 
     /// The logical values as F32, row after row, dequantizing when needed,
@@ -208,28 +239,13 @@ impl Tensor {
         }
     }
 
-    /// The data of a contiguous host tensor, writable.
-    ///
-    /// # Safety
-    /// No other reference to this tensor's data may be alive while the
-    /// returned slice is used (true for a tensor we just created).
-    #[allow(clippy::mut_from_ref)] // the data is C memory, not part of `self`
-    pub unsafe fn bytes_mut(&self) -> Result<&mut [u8]> {
-        self.check_host_data()?;
-        if !self.is_contiguous() {
-            return Err(Error::Tensor(format!(
-                "tensor '{}' is not contiguous",
-                self.name()
-            )));
-        }
-        Ok(std::slice::from_raw_parts_mut(
-            self.data_ptr(),
-            self.nbytes(),
-        ))
-    }
-
     /// The data bytes of a contiguous tensor.
     pub fn bytes(&self) -> Result<&[u8]> {
+        self.check_contiguous_host_data()?;
+        Ok(unsafe { std::slice::from_raw_parts(self.data_ptr(), self.nbytes()) })
+    }
+
+    fn check_contiguous_host_data(&self) -> Result<()> {
         self.check_host_data()?;
         if !self.is_contiguous() {
             return Err(Error::Tensor(format!(
@@ -237,7 +253,76 @@ impl Tensor {
                 self.name()
             )));
         }
-        Ok(unsafe { std::slice::from_raw_parts(self.data_ptr(), self.nbytes()) })
+        Ok(())
+    }
+}
+
+/// A tensor just created by [`super::Context::new_tensor`], whose data no
+/// one else has seen: the only way to write a tensor's bytes. It is neither
+/// `Copy` nor `Clone` and gives no [`Tensor`] view before
+/// [`NewTensor::finish`], so while a slice from [`NewTensor::bytes_mut`]
+/// lives, the borrow checker keeps every other reference to the data away.
+#[derive(Debug)]
+pub struct NewTensor(Tensor);
+
+impl NewTensor {
+    /// Wraps a tensor `ggml_new_tensor` just returned (data in host memory,
+    /// not yet known to anyone else).
+    pub(super) fn new(t: Tensor) -> NewTensor {
+        NewTensor(t)
+    }
+
+    /// The data, writable (a contiguous host tensor).
+    pub fn bytes_mut(&mut self) -> Result<&mut [u8]> {
+        self.0.check_contiguous_host_data()?;
+        // SAFETY: the data is `nbytes` bytes of host memory owned by the
+        // ggml context, and `self` (borrowed mutably) is the only handle
+        // on it: `NewTensor` is not `Copy`/`Clone` and hands out no view.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.0.data_ptr(), self.0.nbytes()) })
+    }
+
+    /// The data of an F32 tensor as values, writable.
+    pub fn f32_mut(&mut self) -> Result<&mut [f32]> {
+        if self.0.type_id() != QuantType::F32.ggml_id() {
+            return Err(Error::Tensor(format!(
+                "tensor '{}' is not F32",
+                self.0.name()
+            )));
+        }
+        let bytes = self.bytes_mut()?;
+        if bytes.as_ptr().align_offset(std::mem::align_of::<f32>()) != 0 {
+            return Err(Error::Tensor("F32 data is not 4-byte aligned".into()));
+        }
+        // SAFETY: aligned, borrowed exclusively from `bytes`, and any 4
+        // bytes are a valid f32.
+        Ok(unsafe {
+            std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<f32>(), bytes.len() / 4)
+        })
+    }
+
+    /// Sets the name (truncated by ggml to its maximum length).
+    pub fn set_name(&mut self, name: &str) {
+        self.0.set_name(name)
+    }
+
+    /// `ne[0..4]`.
+    pub fn ne(&self) -> [i64; 4] {
+        self.0.ne()
+    }
+
+    /// Total elements.
+    pub fn nelements(&self) -> usize {
+        self.0.nelements()
+    }
+
+    /// `ggml_nbytes`.
+    pub fn nbytes(&self) -> usize {
+        self.0.nbytes()
+    }
+
+    /// The tensor, once written, as a read-only view.
+    pub fn finish(self) -> Tensor {
+        self.0
     }
 }
 

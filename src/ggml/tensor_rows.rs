@@ -6,9 +6,9 @@
 //! assume alignment. Memory therefore stays bounded by a piece per thread.
 
 use std::convert::Infallible;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::tensor::Tensor;
 use crate::error::{Error, Result};
 use crate::quant::rows::{Piece, RowSource};
 use crate::quant::{Format, QuantType};
@@ -24,51 +24,54 @@ pub fn elements_read() -> u64 {
 }
 
 /// A host tensor of an implemented type whose rows can be read (see the
-/// module doc).
+/// module doc), made by [`super::Tensor::rows`].
 pub struct TensorRows<'t> {
-    tensor: &'t Tensor,
+    /// The first byte of the data, laid out by `ne` and `nb`.
+    data: *const u8,
+    ne: [i64; 4],
+    nb: [u64; 4],
     format: &'static Format,
     row_len: usize,
     nrows: usize,
     /// The whole data as contiguous, aligned F32 values, when it is so.
     f32_data: Option<&'t [f32]>,
+    _data: PhantomData<&'t [u8]>,
 }
 
 impl<'t> TensorRows<'t> {
-    pub(crate) fn new(t: &'t Tensor) -> Result<TensorRows<'t>> {
-        t.check_host_data()?;
-        let ty = t.quant_type()?;
-        let f = ty.format();
-        let n = t.row_len();
-        if f.row_bytes(n).is_none() {
-            return Err(Error::Tensor(format!(
-                "tensor '{}': row of {n} is not a multiple of the {} block size {}",
-                t.name(),
-                f.name,
-                f.block_size
-            )));
-        }
-        if t.nb()[0] as usize != f.block_bytes && f.block_size != 1 {
-            return Err(Error::Tensor(format!(
-                "tensor '{}' is a view whose {} blocks are not stored together",
-                t.name(),
-                f.name
-            )));
-        }
-        let aligned = t.data_ptr() as usize % std::mem::align_of::<f32>() == 0;
-        let f32_data = (ty == QuantType::F32 && t.is_contiguous() && aligned).then(|| {
-            // SAFETY: a contiguous host F32 tensor of nelements() values at a
-            // 4-byte aligned address; the caller does not write it while we
-            // read (the API's contract for source tensors).
-            unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.nelements()) }
+    /// The rows of data of type `ty` at `data`, shape `ne`, strides `nb`.
+    ///
+    /// # Safety
+    /// `data` is host memory holding that data, each row's blocks stored
+    /// together (`nb[0]` is the block size, or any stride for one value per
+    /// block), `contiguous` says whether rows follow each other without
+    /// gaps, and no one writes the data during `'t` (the API's contract for
+    /// source tensors).
+    pub(super) unsafe fn from_parts(
+        data: *const u8,
+        ty: QuantType,
+        ne: [i64; 4],
+        nb: [u64; 4],
+        contiguous: bool,
+    ) -> TensorRows<'t> {
+        let row_len = ne[0] as usize;
+        let nrows = (ne[1] * ne[2] * ne[3]) as usize;
+        let aligned = data as usize % std::mem::align_of::<f32>() == 0;
+        let f32_data = (ty == QuantType::F32 && contiguous && aligned).then(|| {
+            // SAFETY: a contiguous host F32 tensor of row_len * nrows values
+            // at a 4-byte aligned address, not written during 't.
+            unsafe { std::slice::from_raw_parts(data as *const f32, row_len * nrows) }
         });
-        Ok(TensorRows {
-            tensor: t,
-            format: f,
-            row_len: n,
-            nrows: t.nrows(),
+        TensorRows {
+            data,
+            ne,
+            nb,
+            format: ty.format(),
+            row_len,
+            nrows,
             f32_data,
-        })
+            _data: PhantomData,
+        }
     }
 
     /// All values, borrowed, when the tensor is contiguous aligned F32.
@@ -115,13 +118,13 @@ impl<'t> TensorRows<'t> {
 
     /// The address of logical row `r` (ggml's `ne[1..4]` order).
     fn row_ptr(&self, r: usize) -> *const u8 {
-        let [_, n1, n2, _] = self.tensor.ne();
-        let nb = self.tensor.nb();
+        let [_, n1, n2, _] = self.ne;
+        let nb = self.nb;
         let (n1, n2) = (n1 as usize, n2 as usize);
         let (i1, i2, i3) = (r % n1, (r / n1) % n2, r / (n1 * n2));
         let offset = i1 as u64 * nb[1] + i2 as u64 * nb[2] + i3 as u64 * nb[3];
         // SAFETY: r < nrows, so the offset lies inside the tensor's data.
-        unsafe { self.tensor.data_ptr().add(offset as usize) }
+        unsafe { self.data.add(offset as usize) }
     }
 }
 
@@ -147,7 +150,7 @@ pub fn try_vec<T: Clone + Default>(n: usize, what: &str) -> Result<Vec<T>> {
 }
 
 // SAFETY: `read` only reads the tensor's data through its pointer and the
-// shape and strides copied at construction; the API's contract is that a
+// shape and strides given at construction; the API's contract is that a
 // caller does not change a source tensor during a call, so reads from
 // several threads at once are plain reads of shared memory.
 unsafe impl Sync for TensorRows<'_> {}
@@ -177,7 +180,7 @@ impl RowSource for TensorRows<'_> {
         let width = p.cols.len();
         buf.clear();
         buf.resize(p.len(), 0.0);
-        let nb0 = self.tensor.nb()[0] as usize;
+        let nb0 = self.nb[0] as usize;
         for (r, dst) in (p.row..p.row + p.nrows).zip(buf.chunks_mut(width)) {
             let row = self.row_ptr(r);
             if nb0 == f.block_bytes {

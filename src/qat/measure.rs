@@ -4,8 +4,12 @@
 
 use std::time::Duration;
 
+use super::calibration::fill_normal;
+use super::check::{check_finite, checked_values};
+use super::config::Config;
 use super::metrics;
-use super::session::{Session, Stats};
+use super::stats::{BenchmarkTimes, Stats};
+use super::threads::Threads;
 use crate::error::{Error, Result};
 use crate::ggml::compute::{median, Backend, MulMat};
 use crate::ggml::tensor_rows::{try_vec, try_with_capacity};
@@ -123,140 +127,144 @@ pub fn compare(
     })
 }
 
-/// The absolute figures of the latest benchmark.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct BenchmarkTimes {
-    pub f32_seconds: f64,
-    pub model_seconds: f64,
-    pub iterations: usize,
+/// The CPU backend measurements run on, with as many threads as `threads`.
+pub fn cpu_backend(threads: &Threads) -> Result<Backend> {
+    Backend::cpu(threads.count())
 }
 
-impl Session {
-    /// Inputs for measuring a layer of rows of `ne0`: `test_data` when given
-    /// (its values, as F32), else `calibration_samples` synthetic N(0,1) rows.
-    pub fn inputs(&self, ne0: usize, test_data: Option<&Tensor>) -> Result<(Vec<f32>, usize)> {
-        match test_data {
-            Some(x) => {
-                if x.row_len() != ne0 {
-                    return Err(Error::invalid(
-                        "test_data",
-                        format!(
-                            "ne[0] = {} differs from the model's ne[0] = {ne0}",
-                            x.row_len()
-                        ),
-                    ));
-                }
-                let values = match self.checked_values(x)? {
-                    std::borrow::Cow::Owned(v) => v,
-                    std::borrow::Cow::Borrowed(b) => {
-                        let mut v = try_with_capacity(b.len(), "a copy of the test data")?;
-                        v.extend_from_slice(b);
-                        v
-                    }
-                };
-                Ok((values, x.nrows()))
-            }
-            None => self.synthetic_inputs(ne0, self.next_stream()),
+/// Inputs for measuring a layer of rows of `ne0`: `test_data` when given
+/// (its values, as F32), else `calibration_samples` synthetic N(0,1) rows
+/// from the stream `next_stream` gives (called only then).
+pub fn inputs(
+    config: &Config,
+    threads: &Threads,
+    ne0: usize,
+    test_data: Option<&Tensor>,
+    next_stream: impl FnOnce() -> Stream,
+) -> Result<(Vec<f32>, usize)> {
+    match test_data {
+        Some(x) => given_inputs(ne0, x),
+        None => synthetic_inputs(config, threads, ne0, next_stream()),
+    }
+}
+
+/// The values of `x` (rows of `ne0`), as F32 in a buffer of their own, and
+/// its number of rows.
+pub fn given_inputs(ne0: usize, x: &Tensor) -> Result<(Vec<f32>, usize)> {
+    if x.row_len() != ne0 {
+        return Err(Error::invalid(
+            "test_data",
+            format!(
+                "ne[0] = {} differs from the model's ne[0] = {ne0}",
+                x.row_len()
+            ),
+        ));
+    }
+    let values = match checked_values(x)? {
+        std::borrow::Cow::Owned(v) => v,
+        std::borrow::Cow::Borrowed(b) => {
+            let mut v = try_with_capacity(b.len(), "a copy of the test data")?;
+            v.extend_from_slice(b);
+            v
         }
-    }
+    };
+    Ok((values, x.nrows()))
+}
 
-    /// `calibration_samples` rows of `ne0` N(0,1) values drawn from `stream`.
-    pub fn synthetic_inputs(&self, ne0: usize, stream: Stream) -> Result<(Vec<f32>, usize)> {
-        let n = self.config().calibration_samples;
-        // calibration_samples may be anything up to INT_MAX: allocate
-        // fallibly, so an impossible size is an error, not an abort.
-        let len = ne0.checked_mul(n).ok_or_else(|| {
-            Error::invalid(
-                "calibration_samples",
-                format!("{n} samples of {ne0} values overflow"),
-            )
-        })?;
-        let mut x = try_vec(
-            len,
-            "synthetic calibration samples (config calibration_samples)",
-        )?;
-        self.run_pieces(|| super::calibration::fill_normal(&mut x, &stream, 0.0, 1.0));
-        Ok((x, n))
-    }
+/// `calibration_samples` rows of `ne0` N(0,1) values drawn from `stream`.
+pub fn synthetic_inputs(
+    config: &Config,
+    threads: &Threads,
+    ne0: usize,
+    stream: Stream,
+) -> Result<(Vec<f32>, usize)> {
+    let n = config.calibration_samples;
+    // calibration_samples may be anything up to INT_MAX: allocate
+    // fallibly, so an impossible size is an error, not an abort.
+    let len = ne0.checked_mul(n).ok_or_else(|| {
+        Error::invalid(
+            "calibration_samples",
+            format!("{n} samples of {ne0} values overflow"),
+        )
+    })?;
+    let mut x = try_vec(
+        len,
+        "synthetic calibration samples (config calibration_samples)",
+    )?;
+    threads.run_pieces(|| fill_normal(&mut x, &stream, 0.0, 1.0));
+    Ok((x, n))
+}
 
-    /// The CPU backend this session measures on (its thread count).
-    pub fn cpu_backend(&self) -> Result<Backend> {
-        Backend::cpu(self.run(rayon::current_num_threads))
+/// Both models as the same linear layer on the CPU backend: sizes, KL of
+/// the per-sample output distributions at the config temperature, top-1
+/// agreement, and the measured speedup (median of several runs). The
+/// inputs are `test_data`, or synthetic ones from `next_stream`'s stream.
+pub fn validate(
+    config: &Config,
+    threads: &Threads,
+    original: &Tensor,
+    quantized: &Tensor,
+    test_data: Option<&Tensor>,
+    next_stream: impl FnOnce() -> Stream,
+) -> Result<Stats> {
+    if original.ne() != quantized.ne() {
+        return Err(Error::invalid(
+            "quantized_model",
+            format!(
+                "shape {:?} differs from the original's {:?}",
+                quantized.ne(),
+                original.ne()
+            ),
+        ));
     }
+    // Non-finite weights would only give NaN figures: refuse them.
+    check_finite(original)?;
+    check_finite(quantized)?;
+    let a = Weights::of(original)?;
+    let b = Weights::of(quantized)?;
+    let (x, n) = inputs(config, threads, a.ne0, test_data, next_stream)?;
+    let backend = cpu_backend(threads)?;
+    let c = compare(&backend, &a, &b, &x, n, VALIDATION_RUNS)?;
+    let t = config.temperature as f64;
+    let (kl, agree) = threads.run(|| {
+        (
+            metrics::mean_kl(&c.y_a, &c.y_b, a.ne1, t),
+            metrics::top1_agreement(&c.y_a, &c.y_b, a.ne1),
+        )
+    });
+    let (so, sq) = (original.nbytes() as f64, quantized.nbytes() as f64);
+    Ok(Stats {
+        original_size_mb: (so / MIB) as f32,
+        quantized_size_mb: (sq / MIB) as f32,
+        compression_ratio: (sq / so) as f32,
+        accuracy_retention: agree as f32,
+        kl_divergence_loss: kl as f32,
+        inference_speedup: (c.time_a.as_secs_f64() / c.time_b.as_secs_f64().max(1e-12)) as f32,
+    })
+}
 
-    /// Both models as the same linear layer on the CPU backend: sizes, KL of
-    /// the per-sample output distributions at the config temperature, top-1
-    /// agreement, and the measured speedup (median of several runs).
-    pub fn validate(
-        &self,
-        original: &Tensor,
-        quantized: &Tensor,
-        test_data: Option<&Tensor>,
-    ) -> Result<Stats> {
-        if original.ne() != quantized.ne() {
-            return Err(Error::invalid(
-                "quantized_model",
-                format!(
-                    "shape {:?} differs from the original's {:?}",
-                    quantized.ne(),
-                    original.ne()
-                ),
-            ));
-        }
-        // Non-finite weights would only give NaN figures: refuse them.
-        self.check_finite(original)?;
-        self.check_finite(quantized)?;
-        let a = Weights::of(original)?;
-        let b = Weights::of(quantized)?;
-        let (x, n) = self.inputs(a.ne0, test_data)?;
-        let backend = self.cpu_backend()?;
-        let c = compare(&backend, &a, &b, &x, n, VALIDATION_RUNS)?;
-        let t = self.config().temperature as f64;
-        let (kl, agree) = self.run(|| {
-            (
-                metrics::mean_kl(&c.y_a, &c.y_b, a.ne1, t),
-                metrics::top1_agreement(&c.y_a, &c.y_b, a.ne1),
-            )
-        });
-        let (so, sq) = (original.nbytes() as f64, quantized.nbytes() as f64);
-        let stats = Stats {
-            original_size_mb: (so / MIB) as f32,
-            quantized_size_mb: (sq / MIB) as f32,
-            compression_ratio: (sq / so) as f32,
-            accuracy_retention: agree as f32,
-            kl_divergence_loss: kl as f32,
-            inference_speedup: (c.time_a.as_secs_f64() / c.time_b.as_secs_f64().max(1e-12)) as f32,
-        };
-        self.record_measurement(stats);
-        Ok(stats)
+/// `Y = model · test_input` on `backend` `iterations` times after a
+/// warm-up, and the same with an F32 copy of the model: both median times
+/// (their ratio is [`BenchmarkTimes::speedup`]).
+pub fn benchmark(
+    backend: &Backend,
+    model: &Tensor,
+    test_input: &Tensor,
+    iterations: usize,
+) -> Result<BenchmarkTimes> {
+    if iterations == 0 || iterations > MAX_BENCHMARK_ITERATIONS {
+        return Err(Error::invalid(
+            "n_iterations",
+            format!("{iterations} (must be 1 to {MAX_BENCHMARK_ITERATIONS})"),
+        ));
     }
-
-    /// `Y = model · test_input` on `backend` `iterations` times after a
-    /// warm-up, and the same with an F32 copy of the model: the median F32
-    /// time over the median model time.
-    pub fn benchmark(
-        &self,
-        backend: &Backend,
-        model: &Tensor,
-        test_input: &Tensor,
-        iterations: usize,
-    ) -> Result<f64> {
-        if iterations == 0 || iterations > MAX_BENCHMARK_ITERATIONS {
-            return Err(Error::invalid(
-                "n_iterations",
-                format!("{iterations} (must be 1 to {MAX_BENCHMARK_ITERATIONS})"),
-            ));
-        }
-        let m = Weights::of(model)?;
-        let f = Weights::f32_of(model)?;
-        let (x, n) = self.inputs(m.ne0, Some(test_input))?;
-        let c = compare(backend, &f, &m, &x, n, iterations)?;
-        let times = BenchmarkTimes {
-            f32_seconds: c.time_a.as_secs_f64(),
-            model_seconds: c.time_b.as_secs_f64(),
-            iterations,
-        };
-        self.record_benchmark(times);
-        Ok(times.f32_seconds / times.model_seconds.max(1e-12))
-    }
+    let m = Weights::of(model)?;
+    let f = Weights::f32_of(model)?;
+    let (x, n) = given_inputs(m.ne0, test_input)?;
+    let c = compare(backend, &f, &m, &x, n, iterations)?;
+    Ok(BenchmarkTimes {
+        f32_seconds: c.time_a.as_secs_f64(),
+        model_seconds: c.time_b.as_secs_f64(),
+        iterations,
+    })
 }

@@ -1,85 +1,37 @@
-//! The state behind a `ggml_qat_context_t`: the validated configuration, the
-//! seeded generator, running statistics, and the tensor-level operations.
+//! The state behind a `ggml_qat_context_t`: the validated configuration,
+//! the seeded generator, the threads, and the running statistics. The
+//! operations are the protocol's plain functions ([`super::tensors`],
+//! [`super::measure`], [`super::sensitivity`], [`super::progressive`]);
+//! each method here hands them this state and counts what they made.
 //! Every method takes `&self` and is safe to call from several threads.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use super::calibration::fill_normal;
 use super::config::Config;
 use super::layer::LayerClass;
-use super::measure::BenchmarkTimes;
-use super::metrics;
-use super::plan;
-use crate::error::{Error, Result};
+use super::stats::{BenchmarkTimes, Quantized, Stats, Totals};
+use super::threads::Threads;
+use super::{measure, progressive, sensitivity, tensors};
+use crate::error::Result;
+use crate::ggml::compute::Backend;
 use crate::ggml::{Context, Tensor};
-use crate::quant::rows::{Finite, FromError};
-use crate::quant::{self, QuantType};
+use crate::quant::QuantType;
 use crate::rng::{SeedSequence, Stream};
 
-/// The most worker threads a session may ask for (rayon itself would start
-/// up to 65535).
-pub const MAX_THREADS: usize = 1024;
+pub use super::threads::MAX_THREADS;
 
 /// The seed a new context starts from.
 pub const DEFAULT_SEED: u64 = 12345;
-
-const MIB: f64 = 1024.0 * 1024.0;
-
-/// The six figures of `ggml_qat_stats_t`.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Stats {
-    pub original_size_mb: f32,
-    pub quantized_size_mb: f32,
-    pub compression_ratio: f32,
-    pub accuracy_retention: f32,
-    pub kl_divergence_loss: f32,
-    pub inference_speedup: f32,
-}
-
-#[derive(Default)]
-struct Totals {
-    original_bytes: u64,
-    quantized_bytes: u64,
-    measured: Stats,
-    benchmark: BenchmarkTimes,
-    fallbacks: Vec<String>,
-}
 
 /// One QAT session (a `ggml_qat_context_t`).
 pub struct Session {
     config: Config,
     /// The seed the generator last started from.
-    seed: std::sync::atomic::AtomicU64,
+    seed: AtomicU64,
     seeds: Mutex<SeedSequence>,
     totals: Mutex<Totals>,
     pool: RwLock<Option<Arc<rayon::ThreadPool>>>,
-}
-
-/// The process that first used rayon's global pool through a session.
-static GLOBAL_POOL_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-
-/// A pool for a forked child of the process whose global pool the
-/// sessions used (`None` in that process itself), made once per process.
-fn forked_child_pool() -> Option<Arc<rayon::ThreadPool>> {
-    static CHILD: Mutex<Option<(u32, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
-    let pid = std::process::id();
-    if *GLOBAL_POOL_PID.get_or_init(|| pid) == pid {
-        return None;
-    }
-    let mut child = lock(&CHILD);
-    match &*child {
-        Some((p, pool)) if *p == pid => Some(pool.clone()),
-        _ => {
-            // A pool inherited from another process has no threads here:
-            // forget it rather than drop it (dropping signals them).
-            if let Some(old) = child.take() {
-                std::mem::forget(old);
-            }
-            let pool = rayon::ThreadPoolBuilder::new().build().ok().map(Arc::new)?;
-            *child = Some((pid, pool.clone()));
-            Some(pool)
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,7 +42,7 @@ impl Session {
     pub fn new(config: Config) -> Session {
         Session {
             config,
-            seed: std::sync::atomic::AtomicU64::new(DEFAULT_SEED),
+            seed: AtomicU64::new(DEFAULT_SEED),
             seeds: Mutex::new(SeedSequence::new(DEFAULT_SEED)),
             totals: Mutex::new(Totals::default()),
             pool: RwLock::new(None),
@@ -105,14 +57,15 @@ impl Session {
     pub fn set_seed(&self, seed: u64) {
         let mut seeds = lock(&self.seeds);
         *seeds = SeedSequence::new(seed);
-        self.seed.store(seed, std::sync::atomic::Ordering::Relaxed);
+        self.seed.store(seed, Ordering::Relaxed);
     }
 
-    /// A stream that depends only on the current seed and `key`, not on the
-    /// calls made before (for decisions that must be reproducible per
-    /// layer, such as the progressive gate's synthetic inputs).
-    pub fn keyed_stream(&self, key: u64) -> Stream {
-        Stream::keyed(self.seed.load(std::sync::atomic::Ordering::Relaxed), key)
+    /// The seed the generator last started from: streams keyed by it
+    /// depend on it alone, not on the calls made before (for decisions
+    /// that must be reproducible per layer, such as the progressive gate's
+    /// synthetic inputs).
+    pub fn seed(&self) -> u64 {
+        self.seed.load(Ordering::Relaxed)
     }
 
     /// The next random stream of this session.
@@ -124,67 +77,24 @@ impl Session {
     /// parallel work; 0 returns to the global pool (sized by
     /// `RAYON_NUM_THREADS` or the CPU count).
     pub fn set_n_threads(&self, n: usize) -> Result<()> {
-        if n > MAX_THREADS {
-            return Err(Error::invalid(
-                "n_threads",
-                format!("{n} (must be at most {MAX_THREADS})"),
-            ));
-        }
-        let pool = if n == 0 {
-            None
-        } else {
-            let p = rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build()
-                .map_err(|e| Error::Ggml(format!("cannot start {n} threads: {e}")))?;
-            Some(Arc::new(p))
-        };
+        let pool = Threads::pool(n)?;
         *self.pool.write().unwrap_or_else(|e| e.into_inner()) = pool;
         Ok(())
     }
 
-    /// Runs `f` on this session's thread pool.
-    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        match self.pool() {
-            Some(p) => p.install(f),
-            None => f(),
-        }
-    }
-
-    /// This session's pool: its own, or none for rayon's global pool —
-    /// unless this process is a fork of the one that started the global
-    /// pool, whose threads did not survive the fork (using it would wait
-    /// for them forever): then a pool of this process's own.
-    fn pool(&self) -> Option<Arc<rayon::ThreadPool>> {
-        let own = self.pool.read().unwrap_or_else(|e| e.into_inner()).clone();
-        own.or_else(forked_child_pool)
-    }
-
-    /// Runs `f`, whose parallel work goes through the piece drivers of
-    /// [`crate::quant`] only (`for_each_piece`), on this session's threads:
-    /// on a one-thread session it runs on the calling thread (handing a
-    /// call over to a pool's single thread and waking it costs tens of
-    /// microseconds, more than a small tensor's whole quantization).
-    pub fn run_pieces<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        match self.pool() {
-            Some(p) if p.current_num_threads() == 1 => quant::on_this_thread(f),
-            Some(p) => p.install(f),
-            None => f(),
-        }
+    /// The threads this session's work runs on.
+    pub fn threads(&self) -> Threads {
+        Threads::new(self.pool.read().unwrap_or_else(|e| e.into_inner()).clone())
     }
 
     /// Sizes of everything quantized so far, with the latest measured figures.
     pub fn stats(&self) -> Stats {
-        let t = lock(&self.totals);
-        let mut s = t.measured;
-        s.original_size_mb = (t.original_bytes as f64 / MIB) as f32;
-        s.quantized_size_mb = (t.quantized_bytes as f64 / MIB) as f32;
-        s.compression_ratio = if t.original_bytes == 0 {
-            0.0
-        } else {
-            (t.quantized_bytes as f64 / t.original_bytes as f64) as f32
-        };
-        s
+        lock(&self.totals).stats()
+    }
+
+    /// Counts a tensor made by this session in the statistics.
+    pub fn record(&self, made: &Quantized) {
+        lock(&self.totals).add(made)
     }
 
     /// Records measured figures (accuracy, KL, speedup) for [`Session::stats`].
@@ -207,7 +117,8 @@ impl Session {
         lock(&self.totals).fallbacks.clone()
     }
 
-    /// A new F32 tensor of `shape` in `gctx`, filled with Normal(mean, std).
+    /// A new F32 tensor of `shape` in `gctx`, filled with Normal(mean, std)
+    /// from this session's generator ([`tensors::calibration_data`]).
     pub fn calibration_data(
         &self,
         gctx: &Context,
@@ -215,102 +126,12 @@ impl Session {
         mean: f32,
         std: f32,
     ) -> Result<Tensor> {
-        if !mean.is_finite() {
-            return Err(Error::invalid("mean", format!("{mean} is not finite")));
-        }
-        if !(std.is_finite() && std >= 0.0) {
-            return Err(Error::invalid(
-                "std",
-                format!("{std} is not a finite value >= 0"),
-            ));
-        }
-        if mean.abs() as f64 + super::calibration::MAX_ABS_NORMAL * std as f64 > f32::MAX as f64 {
-            return Err(Error::invalid(
-                "std",
-                format!("mean {mean} and std {std} give values beyond the F32 range"),
-            ));
-        }
-        let t = gctx.new_tensor(QuantType::F32.ggml_id(), shape)?;
-        let stream = self.next_stream();
-        let bytes = unsafe { t.bytes_mut()? };
-        let out = unsafe {
-            std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut f32, t.nelements())
-        };
-        self.run_pieces(|| fill_normal(out, &stream, mean, std));
-        Ok(t)
+        let next = || self.next_stream();
+        tensors::calibration_data(&self.threads(), gctx, shape, mean, std, next)
     }
 
-    /// The type a tensor of `class` with rows of `row_len` gets.
-    pub fn planned_type(&self, class: LayerClass, row_len: usize) -> QuantType {
-        plan::type_for_row(self.config.qtype_for(class), row_len)
-    }
-
-    /// The logical values of `src` as F32 (borrowed when it is contiguous
-    /// aligned F32, else converted into a fallibly allocated buffer),
-    /// refusing non-finite data (the error names the first bad element).
-    pub fn checked_values<'t>(&self, src: &'t Tensor) -> Result<std::borrow::Cow<'t, [f32]>> {
-        let values = src.values()?;
-        if let Some(index) = quant::rows::first_non_finite(&values) {
-            return Err(Error::NonFinite {
-                tensor: src.name(),
-                index,
-                value: values[index],
-            });
-        }
-        Ok(values)
-    }
-
-    /// Refuses `t` when it holds a non-finite value (the error names the
-    /// first), reading it a piece of rows at a time.
-    pub fn check_finite(&self, t: &Tensor) -> Result<()> {
-        match t.rows()?.first_non_finite()? {
-            Some((index, value)) => Err(Error::NonFinite {
-                tensor: t.name(),
-                index,
-                value,
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// A new tensor of `gctx` of type `ty` with the shape and name of `src`.
-    pub fn new_like(&self, gctx: &Context, src: &Tensor, ty: QuantType) -> Result<Tensor> {
-        let dst = gctx.new_tensor(ty.ggml_id(), &src.ne()[..src.n_dims()])?;
-        dst.set_name(&src.name());
-        Ok(dst)
-    }
-
-    /// Counts `dst` (made from `src`) in the statistics and notes why its
-    /// type differs from `wanted` when it does.
-    pub fn record_quantized(
-        &self,
-        src: &Tensor,
-        dst: &Tensor,
-        wanted: QuantType,
-        why: Option<String>,
-    ) {
-        let mut t = lock(&self.totals);
-        t.original_bytes += src.nbytes() as u64;
-        t.quantized_bytes += dst.nbytes() as u64;
-        let ty = dst.quant_type().map(|t| t.format().name).unwrap_or("?");
-        if let Some(why) = why {
-            t.fallbacks.push(format!(
-                "{}: {} -> {} ({why})",
-                display_name(&src.name()),
-                wanted.format().name,
-                ty
-            ));
-        }
-    }
-
-    /// Whether `t` already holds block-quantized weights (known from its
-    /// type alone: nothing is remembered about tensors between calls).
-    pub fn is_quantized(&self, t: &Tensor) -> bool {
-        t.quant_type().is_ok_and(plan::is_block_quantized)
-    }
-
-    /// `src` quantized to its class's type (after fallback) as a new tensor
-    /// of `gctx` with the same shape and name.
+    /// `src` quantized to its class's type (after fallback), counted
+    /// ([`tensors::quantize_as`]).
     pub fn quantize_layer(
         &self,
         gctx: &Context,
@@ -320,57 +141,16 @@ impl Session {
         self.quantize_as(gctx, src, self.config.qtype_for(class))
     }
 
-    /// `src` quantized to `wanted` (after fallback) as a new tensor of
-    /// `gctx` with the same shape and name.
-    ///
-    /// The source is read a piece of rows at a time (converted to F32 in a
-    /// per-thread buffer unless it is contiguous aligned F32), checked for
-    /// non-finite values and quantized while in the cache: one pass over
-    /// the data, extra memory bounded by a piece per thread. The output is
-    /// written where ggml will place the result and the tensor created
-    /// afterwards (see [`Context::next_tensor_data`]), so non-finite data,
-    /// found during that pass, leaves `gctx` untouched.
+    /// `src` quantized to `wanted` (after fallback), counted
+    /// ([`tensors::quantize_as`]).
     pub fn quantize_as(&self, gctx: &Context, src: &Tensor, wanted: QuantType) -> Result<Tensor> {
-        let rows = src.rows()?;
-        let row_len = src.row_len();
-        let ty = plan::type_for_row(wanted, row_len);
-        let shape = &src.ne()[..src.n_dims()];
-        let quantize = |out: &mut [u8], finite| {
-            self.run_pieces(|| quant::rows::quantize_from(ty, &rows, out, None, finite))
-                .map_err(|e| match e {
-                    FromError::Quant(e) => Error::Quant(e),
-                    FromError::Source(never) => match never {},
-                    FromError::NonFinite { index, value } => Error::NonFinite {
-                        tensor: src.name(),
-                        index,
-                        value,
-                    },
-                })
-        };
-        // Written into the pool where ggml will put the result's data, and
-        // the tensor created only when that succeeded: a failure (a
-        // non-finite value found while quantizing) leaves the context as
-        // it was, and success costs no copy.
-        // SAFETY: ggml contexts are single-threaded: nothing else creates
-        // tensors in `gctx` during this call.
-        let spot = unsafe { gctx.next_tensor_data(ty.ggml_id(), shape)? };
-        let spot_ptr = spot.as_ptr();
-        quantize(spot, Finite::Check)?;
-        let dst = self.new_like(gctx, src, ty)?;
-        if dst.data_ptr().cast_const() != spot_ptr {
-            // This ggml lays its pool out otherwise: quantize in place.
-            quantize(unsafe { dst.bytes_mut()? }, Finite::Trust)?;
-        }
-        let why = (ty != wanted).then(|| plan::fallback_reason(wanted, row_len));
-        self.record_quantized(src, &dst, wanted, why);
+        let (dst, made) = tensors::quantize_as(&self.threads(), gctx, src, wanted)?;
+        self.record(&made);
         Ok(dst)
     }
 
     /// `src` quantized to its class's type (after fallback) with the
-    /// output-aware search of [`super::optimize`]: the block parameters
-    /// minimize ‖(W − Ŵ)X‖² on `calibration` (rows of ne[0] = `src`'s ne[0]),
-    /// or the weight-space error without inputs. Never worse than ggml's
-    /// quantizer on those inputs; an ordinary tensor of the same type and size.
+    /// output-aware search, counted ([`tensors::quantize_optimized`]).
     pub fn quantize_optimized(
         &self,
         gctx: &Context,
@@ -379,85 +159,132 @@ impl Session {
         calibration: Option<&Tensor>,
     ) -> Result<Tensor> {
         let wanted = self.config.qtype_for(class);
-        let values = self.checked_values(src)?;
-        let row_len = src.row_len();
-        let ty = plan::type_for_row(wanted, row_len);
-        let x = calibration
-            .map(|x| self.inputs(row_len, Some(x)))
-            .transpose()?;
-        let bytes = self.run(|| {
-            super::optimize::quantize_output_aware(
-                ty,
-                &values,
-                row_len,
-                x.as_ref().map(|(x, _)| x.as_slice()),
-                x.as_ref().map_or(0, |(_, n)| *n),
-            )
-        })?;
-        let dst = self.new_like(gctx, src, ty)?;
-        unsafe { dst.bytes_mut()? }.copy_from_slice(&bytes);
-        let why = (ty != wanted).then(|| plan::fallback_reason(wanted, row_len));
-        self.record_quantized(src, &dst, wanted, why);
+        let (dst, made) =
+            tensors::quantize_optimized(&self.threads(), gctx, src, wanted, calibration)?;
+        self.record(&made);
         Ok(dst)
     }
 
-    /// Mean over rows of KL(softmax(original/T) ‖ softmax(quantized/T)).
+    /// Mean over rows of KL(softmax(original/T) ‖ softmax(quantized/T))
+    /// ([`tensors::kl_divergence`]).
     pub fn kl_divergence(
         &self,
         original: &Tensor,
         quantized: &Tensor,
         temperature: f32,
     ) -> Result<f64> {
-        if original.ne() != quantized.ne() {
-            return Err(Error::invalid(
-                "quantized",
-                format!(
-                    "shape {:?} differs from the original's {:?}",
-                    quantized.ne(),
-                    original.ne()
-                ),
-            ));
-        }
-        let (p, q) = (original.rows()?, quantized.rows()?);
-        self.run_pieces(|| metrics::mean_kl_rows(&p, &q, temperature as f64))
-            .map_err(|e| match e {
-                metrics::KlError::NonFinite {
-                    which,
-                    index,
-                    value,
-                } => Error::NonFinite {
-                    tensor: [original, quantized][which].name(),
-                    index,
-                    value,
-                },
-                metrics::KlError::Alloc { bytes } => Error::Alloc {
-                    bytes,
-                    what: "a piece of rows".into(),
-                },
-            })
+        tensors::kl_divergence(&self.threads(), original, quantized, temperature)
     }
 
-    /// Exact bytes the tensors take once quantized by this session (fallback
-    /// included); block-quantized tensors count as they are.
+    /// Exact bytes the tensors take once quantized by this session
+    /// ([`tensors::estimate_memory`]).
     pub fn estimate_memory(&self, tensors: &[Tensor], classes: &[LayerClass]) -> Result<usize> {
-        let mut total = 0usize;
-        for (t, &class) in tensors.iter().zip(classes) {
-            let bytes = match t.quant_type()? {
-                ty if plan::is_block_quantized(ty) => t.nbytes(),
-                _ => Context::data_bytes(self.planned_type(class, t.row_len()).ggml_id(), &t.ne())?,
-            };
-            total = total
-                .checked_add(bytes)
-                .ok_or_else(|| Error::invalid("tensors", "total size overflows size_t"))?;
-        }
-        Ok(total)
+        tensors::estimate_memory(&self.config, tensors, classes)
     }
-}
 
-fn display_name(name: &str) -> &str {
-    if name.is_empty() {
-        "(unnamed)"
-    } else {
-        name
+    /// Inputs for measuring a layer of rows of `ne0`: `test_data`, or
+    /// synthetic ones from this session's generator ([`measure::inputs`]).
+    pub fn inputs(&self, ne0: usize, test_data: Option<&Tensor>) -> Result<(Vec<f32>, usize)> {
+        let next = || self.next_stream();
+        measure::inputs(&self.config, &self.threads(), ne0, test_data, next)
+    }
+
+    /// The CPU backend this session measures on (its thread count).
+    pub fn cpu_backend(&self) -> Result<Backend> {
+        measure::cpu_backend(&self.threads())
+    }
+
+    /// Both models measured as the same linear layer, the figures kept for
+    /// [`Session::stats`] ([`measure::validate`]).
+    pub fn validate(
+        &self,
+        original: &Tensor,
+        quantized: &Tensor,
+        test_data: Option<&Tensor>,
+    ) -> Result<Stats> {
+        let next = || self.next_stream();
+        let stats = measure::validate(
+            &self.config,
+            &self.threads(),
+            original,
+            quantized,
+            test_data,
+            next,
+        )?;
+        self.record_measurement(stats);
+        Ok(stats)
+    }
+
+    /// The measured speedup of `model` over its F32 copy on `backend`, the
+    /// times kept for [`Session::benchmark_times`] ([`measure::benchmark`]).
+    pub fn benchmark(
+        &self,
+        backend: &Backend,
+        model: &Tensor,
+        test_input: &Tensor,
+        iterations: usize,
+    ) -> Result<f64> {
+        let times = measure::benchmark(backend, model, test_input, iterations)?;
+        self.record_benchmark(times);
+        Ok(times.speedup())
+    }
+
+    /// Output error of `layer` quantized to `ty` ([`sensitivity::layer_error`]).
+    pub fn layer_error(&self, layer: &Tensor, ty: QuantType) -> Result<sensitivity::OutputError> {
+        sensitivity::layer_error(
+            &self.config,
+            &self.threads(),
+            &|| self.next_stream(),
+            layer,
+            ty,
+        )
+    }
+
+    /// Blended output error per MiB saved ([`sensitivity::sensitivity`]).
+    pub fn sensitivity(&self, layer: &Tensor, ty: QuantType) -> Result<f64> {
+        sensitivity::sensitivity(
+            &self.config,
+            &self.threads(),
+            &|| self.next_stream(),
+            layer,
+            ty,
+        )
+    }
+
+    /// A type per layer meeting `memory_reduction_target`
+    /// ([`sensitivity::plan_mixed_precision`]).
+    pub fn plan_mixed_precision(&self, layers: &[Tensor]) -> Result<Vec<QuantType>> {
+        sensitivity::plan_mixed_precision(
+            &self.config,
+            &self.threads(),
+            &|| self.next_stream(),
+            layers,
+        )
+    }
+
+    /// Brings `layers[0..=current]` to their quantized form, counting each
+    /// replaced layer ([`progressive::progressive`]); returns how many.
+    pub fn progressive(
+        &self,
+        gctx: &Context,
+        layers: &mut [*mut crate::ggml::ffi::GgmlTensor],
+        classes: &[LayerClass],
+        current: usize,
+    ) -> Result<usize> {
+        // The gate's inputs are keyed by the seed; the generator still
+        // advances by one stream per layer to be gated, as it did when the
+        // gate drew from it, so the calls after this one draw as before.
+        for &p in layers.iter().take(current + 1) {
+            if unsafe { Tensor::from_raw(p, "layers[i]") }.is_ok_and(|t| !tensors::is_quantized(&t))
+            {
+                let _ = self.next_stream();
+            }
+        }
+        let (config, threads, seed) = (&self.config, &self.threads(), self.seed());
+        let made = progressive::progressive(config, threads, seed, gctx, layers, classes, current)?;
+        for m in &made {
+            self.record(m);
+        }
+        Ok(made.len())
     }
 }
