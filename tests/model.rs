@@ -722,3 +722,99 @@ fn split_shards_quantize_alone_or_together() {
     assert_eq!(types(&r), types(&w));
     assert_eq!(r.bytes_out, w.bytes_out);
 }
+
+/// `--optimize`: the same file layout and types as without it; per tensor,
+/// the objective (Σ imatrix·err² with an imatrix entry, Σ err² otherwise) of
+/// the bytes written is never above ggml's bytes for the same type, and the
+/// report's figures are those measured here; without it, every tensor is
+/// still ggml's bytes.
+#[test]
+fn optimize_is_never_worse_per_tensor_and_off_changes_nothing() {
+    use ggml_qat::qat::optimize::weighted_error;
+    let d = Tmp::new("optimize");
+    let tensors = llama_model(2);
+    let inp = d.p("in.gguf");
+    write_gguf(&inp, &llama_kvs("llama", 2), &tensors, 32);
+    // An imatrix for some tensors only (the others are searched data-free).
+    let im_q: Vec<f32> = (0..256).map(|i| 0.1 + ((i * 37) % 11) as f32).collect();
+    let im_g: Vec<f32> = (0..256).map(|i| 2.0 + ((i * 13) % 5) as f32).collect();
+    let dat = d.p("im.dat");
+    ggml_qat::model::imatrix::write_legacy(
+        &dat,
+        &[
+            ("blk.0.attn_q.weight", 1, &im_q),
+            ("blk.1.ffn_gate.weight", 1, &im_g),
+        ],
+    )
+    .unwrap();
+    let weights = |name: &str, with_im: bool| -> Option<&[f32]> {
+        match (with_im, name) {
+            (true, "blk.0.attn_q.weight") => Some(&im_q[..]),
+            (true, "blk.1.ffn_gate.weight") => Some(&im_g[..]),
+            _ => None,
+        }
+    };
+    for preset in [Preset::Q4_0, Preset::Q4_K_M, Preset::Q2_K] {
+        for with_im in [false, true] {
+            let mut p = params(preset);
+            p.imatrix = with_im.then(|| dat.clone());
+            let plain = d.p("plain.gguf");
+            let rp = quantize_model(&inp, &plain, &p, &mut no_progress()).unwrap();
+            assert!(rp.tensors.iter().all(|t| t.objective.is_none()));
+            p.optimize = true;
+            let opt = d.p("opt.gguf");
+            let ro = quantize_model(&inp, &opt, &p, &mut no_progress()).unwrap();
+            let (hp, ho) = (
+                gguf::read_header(&plain).unwrap(),
+                gguf::read_header(&opt).unwrap(),
+            );
+            let (bp, bo) = (std::fs::read(&plain).unwrap(), std::fs::read(&opt).unwrap());
+            assert_eq!(bp.len(), bo.len());
+            assert_eq!(hp.data_offset, ho.data_offset);
+            let mut improved = 0;
+            for (((tp, to), s), rep) in hp
+                .tensors
+                .iter()
+                .zip(&ho.tensors)
+                .zip(&tensors)
+                .zip(&ro.tensors)
+            {
+                assert_eq!((&tp.name, tp.ty, tp.offset), (&to.name, to.ty, to.offset));
+                assert_eq!(tp.name, s.name);
+                let a = &bp[(hp.data_offset + tp.offset) as usize..][..tp.nbytes as usize];
+                let b = &bo[(ho.data_offset + to.offset) as usize..][..to.nbytes as usize];
+                let ty = QuantType::from_ggml(tp.ty).unwrap();
+                if tp.ty == s.ty.ggml_id() || ty.format().block_size == 1 {
+                    // kept or converted to a float type: nothing searched
+                    assert_eq!(a, b, "{}", tp.name);
+                    continue;
+                }
+                let n = s.ne[0] as usize;
+                let w = weights(&s.name, with_im);
+                // without --optimize: ggml's bytes (its imatrix quantizer when given)
+                let want = reference::quantize_chunk(ty, &s.f32, s.f32.len() / n, n, w);
+                assert_eq!(a, &want[..], "{} plain", tp.name);
+                let ep = weighted_error(ty, a, &s.f32, n, w).unwrap();
+                let eo = weighted_error(ty, b, &s.f32, n, w).unwrap();
+                assert!(eo <= ep, "{:?} {}: {eo} > {ep}", preset, tp.name);
+                let o = rep.objective.expect("objective reported");
+                assert_eq!(o.imatrix, w.is_some());
+                assert!(
+                    (o.ggml - ep).abs() <= 1e-9 * ep.max(1e-30),
+                    "{} {} {ep}",
+                    tp.name,
+                    o.ggml
+                );
+                assert!(
+                    (o.ours - eo).abs() <= 1e-9 * eo.max(1e-30),
+                    "{} {} {eo}",
+                    tp.name,
+                    o.ours
+                );
+                assert_eq!(o.rows_changed > 0, a != b);
+                improved += usize::from(eo < ep);
+            }
+            assert!(improved > 0, "{preset:?}: --optimize improved no tensor");
+        }
+    }
+}

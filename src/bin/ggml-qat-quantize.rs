@@ -68,6 +68,11 @@ struct Args {
     /// For `classes`: EMB,ATTN,FFN,NORM types (e.g. q8_0,q4_K,q4_K,f32).
     #[arg(long = "class-types", value_name = "E,A,F,N")]
     class_types: Option<String>,
+    /// Every quantized tensor through the output-aware search (weighted by the
+    /// imatrix when given, weight-space error otherwise); ggml's bytes are
+    /// kept wherever the search is not better. Prints the per-tensor gain.
+    #[arg(long)]
+    optimize: bool,
     /// Skip the per-tensor error measurement (a little faster).
     #[arg(long = "no-error")]
     no_error: bool,
@@ -140,6 +145,7 @@ fn params(a: &Args) -> Result<Params, String> {
         max_buffer: a.max_buffer_size.max(1) << 20,
         keep_split: a.keep_split,
         measure_error: !a.no_error && !a.dry_run,
+        optimize: a.optimize,
     })
 }
 
@@ -174,6 +180,18 @@ fn print_report(r: &Report, table: bool) {
                 t.fallback
                     .as_ref()
                     .map_or(String::new(), |f| format!("  fallback: {f}"))
+                    + &t.objective.map_or(String::new(), |o| format!(
+                        "  optimize: {} error {:.4e} -> {:.4e} ({:+.2}%, {} rows changed)",
+                        if o.imatrix {
+                            "imatrix-weighted"
+                        } else {
+                            "weight-space"
+                        },
+                        o.ggml,
+                        o.ours,
+                        -100.0 * o.gain(),
+                        o.rows_changed
+                    ))
             );
         }
     }
@@ -197,6 +215,17 @@ fn print_report(r: &Report, table: bool) {
         r.file_bytes_in,
         r.file_bytes_out
     );
+    let objs: Vec<_> = r.tensors.iter().filter_map(|t| t.objective).collect();
+    if !objs.is_empty() {
+        let better = objs.iter().filter(|o| o.ours < o.ggml).count();
+        let mean_gain = objs.iter().map(|o| o.gain()).sum::<f64>() / objs.len() as f64;
+        let rows: u64 = objs.iter().map(|o| o.rows_changed).sum();
+        println!(
+            "optimize: {} tensors searched, {better} improved on their objective, mean gain {:.2}%, {rows} rows changed",
+            objs.len(),
+            100.0 * mean_gain
+        );
+    }
     println!(
         "time {:.3} s on {} threads, peak memory {:.1} MiB",
         r.seconds,

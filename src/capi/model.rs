@@ -61,7 +61,7 @@ pub struct ggml_qat_model_report_t {
 
 /// Parameters of ggml_qat_quantize_model; start from
 /// ggml_qat_model_default_params().
-/// cbindgen:field-names=[target, overrides, n_overrides, output_tensor_type, token_embedding_type, imatrix_path, allow_requantize, pure, leave_output_tensor, dry_run, keep_split, n_threads, max_buffer_bytes, progress, progress_user_data, report_json_path, report]
+/// cbindgen:field-names=[target, overrides, n_overrides, output_tensor_type, token_embedding_type, imatrix_path, allow_requantize, pure, leave_output_tensor, dry_run, keep_split, n_threads, max_buffer_bytes, progress, progress_user_data, report_json_path, report, optimize]
 #[repr(C)]
 #[derive(Copy, Clone, Debug)]
 pub struct ggml_qat_model_params_t {
@@ -102,6 +102,12 @@ pub struct ggml_qat_model_params_t {
     pub report_json_path: *const c_char,
     /// When not NULL, receives the totals.
     pub report: *mut ggml_qat_model_report_t,
+    /// Every quantized tensor through the output-aware search, weighted by
+    /// the imatrix when one is given (plain weight-space error otherwise);
+    /// per chunk of rows, ggml's bytes are kept unless the search's are not
+    /// worse on that objective. The per-tensor gain is in the JSON report.
+    /// False (default): bytes identical to llama-quantize's.
+    pub optimize: CBool,
 }
 
 /// The default model parameters: Q4_K_M, no overrides, all cores, 32 MiB
@@ -127,6 +133,7 @@ pub extern "C" fn ggml_qat_model_default_params() -> ggml_qat_model_params_t {
         progress_user_data: std::ptr::null_mut(),
         report_json_path: std::ptr::null(),
         report: std::ptr::null_mut(),
+        optimize: CBool(0),
     }
 }
 
@@ -230,6 +237,7 @@ pub unsafe extern "C" fn ggml_qat_quantize_model(
             },
             keep_split: cp.keep_split.get(),
             measure_error: !cp.dry_run.get(),
+            optimize: cp.optimize.get(),
         };
         let mut cb = |pr: &Progress| -> bool {
             match cp.progress {

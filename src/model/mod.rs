@@ -13,7 +13,7 @@ pub mod imatrix;
 pub mod run;
 pub mod select;
 
-pub use run::{quantize_model, Params, Progress, Report, TensorReport};
+pub use run::{quantize_model, Objective, Params, Progress, Report, TensorReport};
 
 use std::path::Path;
 

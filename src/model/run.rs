@@ -10,6 +10,7 @@ use super::gguf::{self, Header, Kv, OutTensor};
 use super::imatrix::{self, Imatrix};
 use super::select::{self, Category, Counters, ModelFacts, Target};
 use super::ModelError;
+use crate::qat::optimize;
 use crate::quant::{self, QuantType};
 
 /// What to do with a model.
@@ -36,6 +37,13 @@ pub struct Params {
     pub keep_split: bool,
     /// Measure each tensor's relative RMS error (dequantizing the output).
     pub measure_error: bool,
+    /// Every quantized tensor through the output-aware search
+    /// ([`crate::qat::optimize::quantize_weighted`]): weighted by the
+    /// tensor's imatrix entry when one is given, plain weight-space error
+    /// otherwise. Chunk by chunk, the result is kept only when its error on
+    /// that objective is not above ggml's bytes for the same type (the bytes
+    /// written without `optimize`), which are kept otherwise.
+    pub optimize: bool,
 }
 
 impl Default for Params {
@@ -54,6 +62,7 @@ impl Default for Params {
             max_buffer: 32 << 20,
             keep_split: false,
             measure_error: true,
+            optimize: false,
         }
     }
 }
@@ -85,6 +94,33 @@ pub struct TensorReport {
     /// ||x - dequant(quant(x))|| / ||x|| over the tensor (None when copied,
     /// dry run, or not measured).
     pub rel_rmse: Option<f64>,
+    /// With `optimize`: the objective (Σ imatrix_i·(w_i − ŵ_i)², or
+    /// Σ (w_i − ŵ_i)² without an imatrix entry) of ggml's bytes and of the
+    /// bytes written, over the whole tensor.
+    pub objective: Option<Objective>,
+}
+
+/// A tensor's objective under `--optimize`: ggml's bytes against ours.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Objective {
+    /// Weighted by the imatrix (else plain squared error).
+    pub imatrix: bool,
+    pub ggml: f64,
+    pub ours: f64,
+    /// Rows where the search's result was kept over ggml's (chunks where
+    /// it was not better keep ggml's bytes whole).
+    pub rows_changed: u64,
+}
+
+impl Objective {
+    /// Relative reduction of the objective: 1 − ours/ggml (0 when equal).
+    pub fn gain(&self) -> f64 {
+        if self.ggml > 0.0 {
+            1.0 - self.ours / self.ggml
+        } else {
+            0.0
+        }
+    }
 }
 
 /// What was done.
@@ -342,6 +378,7 @@ pub fn quantize_model(
                 bytes_in: t.nbytes,
                 bytes_out: o.nbytes,
                 rel_rmse: None,
+                objective: None,
             };
             if let Some(w) = writer.as_mut() {
                 let in_off = h.data_offset + t.offset;
@@ -351,7 +388,7 @@ pub fn quantize_model(
                     done.bytes_done = bytes_done + n;
                     progress(&done)
                 };
-                tr.rel_rmse = convert_tensor(
+                (tr.rel_rmse, tr.objective) = convert_tensor(
                     &pool,
                     &infile,
                     in_path,
@@ -589,7 +626,8 @@ fn plan(
 }
 
 /// Streams one tensor: chunks of rows read, converted to F32, quantized,
-/// written. Returns the measured relative RMS error when converted.
+/// written. Returns the measured relative RMS error when converted, and the
+/// objective figures under `params.optimize`.
 #[allow(clippy::too_many_arguments)]
 fn convert_tensor(
     pool: &rayon::ThreadPool,
@@ -603,11 +641,11 @@ fn convert_tensor(
     tmp: &Path,
     params: &Params,
     progress: &mut dyn FnMut(u64) -> bool,
-) -> Result<Option<f64>, ModelError> {
+) -> Result<(Option<f64>, Option<Objective>), ModelError> {
     let row_len = t.ne[0] as usize;
     let nrows = t.nrows() as usize;
     if t.nbytes == 0 {
-        return Ok(None);
+        return Ok((None, None));
     }
     let src_row = (t.nbytes / nrows as u64) as usize;
     let wio = |e| ModelError::io(tmp, "cannot write", e);
@@ -627,7 +665,7 @@ fn convert_tensor(
                 return Err(ModelError::Cancelled);
             }
         }
-        return Ok(None);
+        return Ok((None, None));
     }
     let from = QuantType::from_ggml(t.ty).expect("checked in plan");
     let to = QuantType::from_ggml(to).expect("checked in plan");
@@ -662,6 +700,9 @@ fn convert_tensor(
         }
     ];
     let (mut err2, mut sum2) = (0f64, 0f64);
+    // Float targets (F16, BF16, F32) have nothing to search.
+    let optimize = params.optimize && to.format().block_size > 1;
+    let mut objective: Option<Objective> = None;
     let mut r = 0;
     while r < nrows {
         let mut n = rows.min(nrows - r);
@@ -692,6 +733,35 @@ fn convert_tensor(
         let imrow = imrow.filter(|v| v.len() == row_len);
         let d = &mut dst[..n * dst_row];
         pool.install(|| quant::quantize_rows(to, x, row_len, d, imrow))?;
+        if optimize {
+            let o = objective.get_or_insert(Objective {
+                imatrix: imrow.is_some(),
+                ggml: 0.0,
+                ours: 0.0,
+                rows_changed: 0,
+            });
+            let opts = optimize::Options::default();
+            let (ggml, ours, bytes) = pool
+                .install(|| -> Result<_, crate::error::Error> {
+                    let (b, _) = optimize::quantize_weighted(to, x, row_len, imrow, &opts)?;
+                    let e0 = optimize::weighted_error(to, d, x, row_len, imrow)?;
+                    let e1 = optimize::weighted_error(to, &b, x, row_len, imrow)?;
+                    Ok((e0, e1, b))
+                })
+                .map_err(|e| ModelError::Invalid(format!("tensor '{}': {e}", t.name)))?;
+            o.ggml += ggml;
+            if ours <= ggml {
+                o.ours += ours;
+                o.rows_changed += d
+                    .chunks(dst_row)
+                    .zip(bytes.chunks(dst_row))
+                    .filter(|(a, b)| a != b)
+                    .count() as u64;
+                d.copy_from_slice(&bytes);
+            } else {
+                o.ours += ggml;
+            }
+        }
         if params.measure_error {
             let b = &mut back[..n * row_len];
             pool.install(|| quant::dequantize_rows(to, d, row_len, b))?;
@@ -712,13 +782,14 @@ fn convert_tensor(
             return Err(ModelError::Cancelled);
         }
     }
-    Ok(params.measure_error.then(|| {
+    let rel = params.measure_error.then(|| {
         if sum2 > 0.0 {
             (err2 / sum2).sqrt()
         } else {
             0.0
         }
-    }))
+    });
+    Ok((rel, objective))
 }
 
 /// Σ(x - y)² and Σx², in parallel.

@@ -91,6 +91,17 @@ impl Gram {
         }
     }
 
+    /// A diagonal `H = diag(d)` (an importance matrix: per-column mean of
+    /// `x²`, as llama.cpp's imatrix holds), no off-diagonal terms.
+    pub(super) fn diagonal(d: &[f32]) -> Gram {
+        Gram {
+            n: d.len(),
+            d: d.iter().map(|&v| v as f64).collect(),
+            h: None,
+            alpha: 1.0,
+        }
+    }
+
     pub(super) fn is_finite(&self) -> bool {
         self.d.iter().all(|v| v.is_finite())
             && self

@@ -308,6 +308,125 @@ pub fn quantize_output_aware_with(
     Ok((out, choice))
 }
 
+/// [`quantize_output_aware_with`] for a diagonal `H`: the objective is the
+/// weighted squared error `Σ_rows Σ_i d_i (w_i − ŵ_i)²`, `d` = `weights`
+/// (an importance matrix such as llama.cpp's imatrix: per-column sums or
+/// means of `x²`), or all ones when `None` (plain weight-space error, the
+/// data-free objective). ggml's candidates are its reference bytes and its
+/// importance-matrix bytes with `weights` (the latter are exactly what
+/// llama-quantize writes with that imatrix), so per row the result is never
+/// worse than either on this objective. Used by the model tool's
+/// `--optimize`.
+pub fn quantize_weighted(
+    ty: QuantType,
+    w: &[f32],
+    n: usize,
+    weights: Option<&[f32]>,
+    opts: &Options,
+) -> Result<(Vec<u8>, Choice), Error> {
+    let (rows, row_bytes) = check_args(ty, w, n, None, 0)?;
+    if let Some(d) = weights {
+        if d.len() != n {
+            return Err(Error::invalid(
+                "weights",
+                format!("{} weights for rows of {n}", d.len()),
+            ));
+        }
+    }
+    let mut reference = vec![0u8; rows * row_bytes];
+    quantize_rows(ty, w, n, &mut reference, None)?;
+    if format(ty).block_size == 1 {
+        return Ok((
+            reference,
+            Choice {
+                reference: rows,
+                shrinkage: 1.0,
+                ..Choice::default()
+            },
+        ));
+    }
+    let ones;
+    let d = match weights {
+        Some(d) => d,
+        None => {
+            ones = vec![1f32; n];
+            &ones
+        }
+    };
+    let mut with_imatrix = vec![0u8; rows * row_bytes];
+    quantize_rows(ty, w, n, &mut with_imatrix, Some(d))?;
+    let gram = Gram::diagonal(d);
+    let finite = gram.is_finite();
+    let ctx = RowCtx {
+        ty,
+        n,
+        metric: gram.shrunk(),
+        exact: gram.exact(),
+        x: None,
+        factor: None,
+        imatrix: d,
+        opts,
+        refine: finite,
+    };
+    let mut out = vec![0u8; rows * row_bytes];
+    let picks: Vec<u8> = out
+        .par_chunks_mut(row_bytes)
+        .zip(w.par_chunks(n))
+        .zip(reference.par_chunks(row_bytes))
+        .zip(with_imatrix.par_chunks(row_bytes))
+        .map(|(((dst, wr), rb), ib)| ctx.row(wr, rb, ib, dst))
+        .collect();
+    let mut choice = Choice {
+        shrinkage: 1.0,
+        ..Choice::default()
+    };
+    for p in picks {
+        match p {
+            0 => choice.reference += 1,
+            1 => choice.imatrix += 1,
+            _ => choice.refined += 1,
+        }
+    }
+    Ok((out, choice))
+}
+
+/// The objective of [`quantize_weighted`]: `Σ_rows Σ_i d_i (w_i − ŵ_i)²`
+/// (`d` all ones when `None`) for the rows `q` of type `ty`, in f64, summed
+/// in row order (deterministic). Not normalised (sums add up across chunks
+/// of rows).
+pub fn weighted_error(
+    ty: QuantType,
+    q: &[u8],
+    w: &[f32],
+    n: usize,
+    weights: Option<&[f32]>,
+) -> Result<f64, Error> {
+    let (rows, row_bytes) = check_args(ty, w, n, None, 0)?;
+    if q.len() != rows * row_bytes {
+        return Err(QuantError::BadLength {
+            got: q.len(),
+            want: rows * row_bytes,
+        }
+        .into());
+    }
+    let f = format(ty);
+    Ok(q.par_chunks(row_bytes)
+        .zip(w.par_chunks(n))
+        .map(|(qb, wr)| {
+            let mut deq = vec![0f32; n];
+            (f.dequantize_row)(qb, &mut deq);
+            let mut s = 0f64;
+            for i in 0..n {
+                let e = wr[i] as f64 - deq[i] as f64;
+                s += weights.map_or(1.0, |d| d[i] as f64) * e * e;
+            }
+            s
+        })
+        .collect::<Vec<f64>>()
+        .iter()
+        .sum())
+}
+
 /// Validates the shapes; returns (rows, bytes per row).
 fn check_args(
     ty: QuantType,

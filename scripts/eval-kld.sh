@@ -1,0 +1,127 @@
+#!/usr/bin/env sh
+# Model quality as llama.cpp measures it (not in the default test run; a few
+# minutes on 2 cores): Gemma 3 270M against its F16 reference, llama-quantize's
+# outputs and ggml-qat-quantize's side by side.
+#
+# - llama-quantize, llama-perplexity and llama-imatrix are built once into
+#   .deps/ (scripts/build-llama-tools.sh); the model comes from
+#   scripts/fetch-gemma3.sh and its F16 copy is made by ggml-qat-quantize.
+# - Texts: both from the llama.cpp tree vendored in the PyPI sdist
+#   llama-cpp-python 0.3.36 (scripts/fetch-llama-cpp.sh), disjoint files:
+#   calibration (for llama-imatrix) = tools/*/README.md, evaluation =
+#   docs/*.md and docs/*/*.md, each concatenated in name order.
+# - llama-perplexity --kl-divergence-base on the F16 model over the evaluation
+#   text (EVAL_CTX tokens of context, 512; EVAL_CHUNKS chunks, 12), then
+#   --kl-divergence for each quantized file; llama-imatrix on the calibration
+#   text (EVAL_CTX, IMATRIX_CHUNKS chunks, 24).
+# - For each type of EVAL_TYPES ("Q4_0 Q4_K_M"), without and with the
+#   imatrix: llama-quantize's file and ggml-qat-quantize's; when the two files
+#   are byte-identical the second KLD run is skipped (same figures). For each
+#   type of EVAL_OPT_TYPES ("Q4_0"): ggml-qat-quantize --optimize, without and
+#   with the same imatrix.
+# Prints one table: file size, bits per weight, mean KLD, same-top-token %,
+# PPL(Q)/PPL(F16). Work files in target/eval-kld/ (the KLD base is ~1.6 GB).
+# Usage: scripts/eval-kld.sh [THREADS]
+set -eu
+. "$(dirname "$0")/env.sh"
+cd "$root"
+threads=${1:-2}
+ctx=${EVAL_CTX:-512}
+chunks=${EVAL_CHUNKS:-12}
+im_chunks=${IMATRIX_CHUNKS:-24}
+types=${EVAL_TYPES:-Q4_0 Q4_K_M}
+opt_types=${EVAL_OPT_TYPES:-Q4_0}
+q4=$(scripts/fetch-gemma3.sh)
+bin=$(scripts/build-llama-tools.sh)
+tree=$(scripts/fetch-llama-cpp.sh)
+cargo build -j "$jobs" --release --bin ggml-qat-quantize >&2
+tool="$root/target/release/ggml-qat-quantize"
+work="$root/target/eval-kld"
+mkdir -p "$work"
+f16="$work/gemma-3-270m-f16.gguf"
+[ -f "$f16" ] || "$tool" -q --allow-requantize "$q4" "$f16" F16 >&2
+
+calib="$work/calibration.txt"
+evalt="$work/evaluation.txt"
+# shellcheck disable=SC2046
+cat $(ls "$tree"/tools/*/README.md | sort) > "$calib"
+# shellcheck disable=SC2046
+cat $(ls "$tree"/docs/*.md "$tree"/docs/*/*.md | sort) > "$evalt"
+echo "texts (llama-cpp-python 0.3.36 sdist): calibration tools/*/README.md $(wc -c < "$calib") bytes," \
+    "evaluation docs/**.md $(wc -c < "$evalt") bytes" >&2
+
+base="$work/f16.kld"
+if [ ! -f "$base" ]; then
+    "$bin/llama-perplexity" -m "$f16" -f "$evalt" -c "$ctx" --chunks "$chunks" -t "$threads" \
+        --kl-divergence-base "$base.part" > "$work/base.log" 2>&1 || {
+        tail -20 "$work/base.log" >&2
+        exit 1
+    }
+    mv "$base.part" "$base"
+fi
+imatrix="$work/imatrix.gguf"
+if [ ! -f "$imatrix" ]; then
+    "$bin/llama-imatrix" -m "$f16" -f "$calib" -c "$ctx" --chunks "$im_chunks" -t "$threads" \
+        -o "$imatrix" > "$work/imatrix.log" 2>&1 || {
+        tail -20 "$work/imatrix.log" >&2
+        exit 1
+    }
+fi
+
+# kld NAME FILE: one table row from llama-perplexity --kl-divergence.
+rows="$work/rows.txt"
+: > "$rows"
+kld() {
+    log="$work/$1.log"
+    "$bin/llama-perplexity" -m "$2" -f "$evalt" -c "$ctx" --chunks "$chunks" -t "$threads" \
+        --kl-divergence-base "$base" --kl-divergence > "$log" 2>&1 || {
+        tail -20 "$log" >&2
+        exit 1
+    }
+    size=$(stat -c %s "$2")
+    bpw=$(sed -n 's/.*file size *= *[0-9.]* [MG]iB (\([0-9.]*\) BPW).*/\1/p' "$log" | head -1)
+    k=$(awk '/^Mean +KLD:/ {print $3; exit}' "$log")
+    top=$(awk '/^Same top p:/ {print $4; exit}' "$log")
+    ratio=$(awk '/^Mean PPL\(Q\)\/PPL\(base\)/ {print $4; exit}' "$log")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$size" "$bpw" "$k" "$top" "$ratio" >> "$rows"
+}
+same() { # NAME AS: copy the figures of AS (byte-identical file)
+    awk -F'\t' -v n="$1" -v a="$2" '$1 == a {OFS="\t"; $1 = n " (identical)"; print}' "$rows" >> "$rows"
+}
+
+for t in $types; do
+    for im in none imatrix; do
+        if [ $im = none ]; then lopt=""; oopt=""; sfx=""; else
+            lopt="--imatrix $imatrix"; oopt="--imatrix $imatrix"; sfx=" +imatrix"; fi
+        theirs="$work/$t-$im.llama.gguf"
+        ours="$work/$t-$im.ggml-qat.gguf"
+        # shellcheck disable=SC2086
+        "$bin/llama-quantize" $lopt "$f16" "$theirs" "$t" "$threads" > "$work/lq-$t-$im.log" 2>&1
+        # shellcheck disable=SC2086
+        "$tool" -q $oopt "$f16" "$ours" "$t" "$threads" > /dev/null
+        kld "llama-quantize $t$sfx" "$theirs"
+        if cmp -s "$ours" "$theirs"; then
+            same "ggml-qat-quantize $t$sfx" "llama-quantize $t$sfx"
+        else
+            kld "ggml-qat-quantize $t$sfx" "$ours"
+        fi
+        rm -f "$theirs"
+    done
+done
+for t in $opt_types; do
+    for im in none imatrix; do
+        if [ $im = none ]; then oopt=""; sfx=""; else oopt="--imatrix $imatrix"; sfx=" +imatrix"; fi
+        ours="$work/$t-$im-opt.ggml-qat.gguf"
+        # shellcheck disable=SC2086
+        "$tool" -q --optimize $oopt "$f16" "$ours" "$t" "$threads" | grep '^optimize:' >&2
+        kld "ggml-qat-quantize --optimize $t$sfx" "$ours"
+    done
+done
+
+ntok=$(sed -n 's/.*tokenizing the input ...*//p; s/.*calculating perplexity over \([0-9]*\) chunks, n_ctx=\([0-9]*\).*/\1 chunks of \2/p' "$work/base.log" | head -1)
+echo
+echo "Gemma 3 270M vs its F16 reference; evaluation text: $ntok tokens; imatrix: $im_chunks chunks of $ctx (calibration text)"
+echo
+echo "| model | file bytes | bpw | mean KLD | same top % | PPL(Q)/PPL(F16) |"
+echo "|---|---|---|---|---|---|"
+awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6}' "$rows"
