@@ -157,6 +157,12 @@ typedef struct {
   const char *report_json_path;
   // When not NULL, receives the totals.
   ggml_qat_model_report_t *report;
+  // Every quantized tensor through the output-aware search, weighted by
+  // the imatrix when one is given (plain weight-space error otherwise);
+  // per chunk of rows, ggml's bytes are kept unless the search's are not
+  // worse on that objective. The per-tensor gain is in the JSON report.
+  // False (default): bytes identical to llama-quantize's.
+  bool optimize;
 } ggml_qat_model_params_t;
 
 // An AtomSpace: truth values on the 8-bit grid k/255, atom types, and
