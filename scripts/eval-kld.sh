@@ -11,23 +11,25 @@
 #   calibration (for llama-imatrix) = tools/*/README.md, evaluation =
 #   docs/*.md and docs/*/*.md, each concatenated in name order.
 # - llama-perplexity --kl-divergence-base on the F16 model over the evaluation
-#   text (EVAL_CTX tokens of context, 512; EVAL_CHUNKS chunks, 12), then
+#   text (EVAL_CTX tokens of context, 512; EVAL_CHUNKS chunks, 24), then
 #   --kl-divergence for each quantized file; llama-imatrix on the calibration
 #   text (EVAL_CTX, IMATRIX_CHUNKS chunks, 24).
 # - For each type of EVAL_TYPES ("Q4_0 Q4_K_M"), without and with the
-#   imatrix: llama-quantize's file and ggml-qat-quantize's; when the two files
-#   are byte-identical the second KLD run is skipped (same figures). For each
+#   imatrix: llama-quantize's file and ggml-qat-quantize's; when every tensor
+#   is byte-identical (compare-gguf.py; llama-quantize adds imatrix key/values
+#   to the header) the second KLD run is skipped (same figures). For each
 #   type of EVAL_OPT_TYPES ("Q4_0"): ggml-qat-quantize --optimize, without and
 #   with the same imatrix.
 # Prints one table: file size, bits per weight, mean KLD, same-top-token %,
-# PPL(Q)/PPL(F16). Work files in target/eval-kld/ (the KLD base is ~1.6 GB).
+# PPL(Q)/PPL(F16); bits per weight = 8 x tensor data bytes / weights. Work
+# files in target/eval-kld/ (the KLD base is ~3.2 GB).
 # Usage: scripts/eval-kld.sh [THREADS]
 set -eu
 . "$(dirname "$0")/env.sh"
 cd "$root"
 threads=${1:-2}
 ctx=${EVAL_CTX:-512}
-chunks=${EVAL_CHUNKS:-12}
+chunks=${EVAL_CHUNKS:-24}
 im_chunks=${IMATRIX_CHUNKS:-24}
 types=${EVAL_TYPES:-Q4_0 Q4_K_M}
 opt_types=${EVAL_OPT_TYPES:-Q4_0}
@@ -50,7 +52,7 @@ cat $(ls "$tree"/docs/*.md "$tree"/docs/*/*.md | sort) > "$evalt"
 echo "texts (llama-cpp-python 0.3.36 sdist): calibration tools/*/README.md $(wc -c < "$calib") bytes," \
     "evaluation docs/**.md $(wc -c < "$evalt") bytes" >&2
 
-base="$work/f16.kld"
+base="$work/f16-$ctx-$chunks.kld"
 if [ ! -f "$base" ]; then
     "$bin/llama-perplexity" -m "$f16" -f "$evalt" -c "$ctx" --chunks "$chunks" -t "$threads" \
         --kl-divergence-base "$base.part" > "$work/base.log" 2>&1 || {
@@ -59,7 +61,7 @@ if [ ! -f "$base" ]; then
     }
     mv "$base.part" "$base"
 fi
-imatrix="$work/imatrix.gguf"
+imatrix="$work/imatrix-$ctx-$im_chunks.gguf"
 if [ ! -f "$imatrix" ]; then
     "$bin/llama-imatrix" -m "$f16" -f "$calib" -c "$ctx" --chunks "$im_chunks" -t "$threads" \
         -o "$imatrix" > "$work/imatrix.log" 2>&1 || {
@@ -79,14 +81,21 @@ kld() {
         exit 1
     }
     size=$(stat -c %s "$2")
-    bpw=$(sed -n 's/.*file size *= *[0-9.]* [MG]iB (\([0-9.]*\) BPW).*/\1/p' "$log" | head -1)
+    bpw=$(PYTHONPATH="$root/.deps/python" python3 -c '
+import sys
+from gguf import GGUFReader
+r = GGUFReader(sys.argv[1])
+print("%.3f" % (8 * sum(int(t.n_bytes) for t in r.tensors) / sum(int(t.n_elements) for t in r.tensors)))
+' "$2")
     k=$(awk '/^Mean +KLD:/ {print $3; exit}' "$log")
     top=$(awk '/^Same top p:/ {print $4; exit}' "$log")
     ratio=$(awk '/^Mean PPL\(Q\)\/PPL\(base\)/ {print $4; exit}' "$log")
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$size" "$bpw" "$k" "$top" "$ratio" >> "$rows"
 }
 same() { # NAME AS: copy the figures of AS (byte-identical file)
-    awk -F'\t' -v n="$1" -v a="$2" '$1 == a {OFS="\t"; $1 = n " (identical)"; print}' "$rows" >> "$rows"
+    awk -F'\t' -v n="$1" -v a="$2" '$1 == a {OFS="\t"; $1 = n " (tensors identical)"; print}' "$rows" > "$rows.new"
+    cat "$rows.new" >> "$rows"
+    rm -f "$rows.new"
 }
 
 for t in $types; do
@@ -100,7 +109,10 @@ for t in $types; do
         # shellcheck disable=SC2086
         "$tool" -q $oopt "$f16" "$ours" "$t" "$threads" > /dev/null
         kld "llama-quantize $t$sfx" "$theirs"
-        if cmp -s "$ours" "$theirs"; then
+        if python3 scripts/compare-gguf.py "$ours" "$theirs" --ignore-kv \
+            general.file_type general.quantization_version quantize.imatrix.file \
+            quantize.imatrix.dataset quantize.imatrix.entries_count \
+            quantize.imatrix.chunks_count > "$work/cmp.log" 2>&1; then
             same "ggml-qat-quantize $t$sfx" "llama-quantize $t$sfx"
         else
             kld "ggml-qat-quantize $t$sfx" "$ours"
@@ -113,14 +125,15 @@ for t in $opt_types; do
         if [ $im = none ]; then oopt=""; sfx=""; else oopt="--imatrix $imatrix"; sfx=" +imatrix"; fi
         ours="$work/$t-$im-opt.ggml-qat.gguf"
         # shellcheck disable=SC2086
-        "$tool" -q --optimize $oopt "$f16" "$ours" "$t" "$threads" | grep '^optimize:' >&2
+        "$tool" -q --optimize --report "$work/$t-$im-opt.json" $oopt "$f16" "$ours" "$t" "$threads" 2>/dev/null \
+            | sed -n "s/^optimize:/$t${sfx} --optimize:/p" >&2
         kld "ggml-qat-quantize --optimize $t$sfx" "$ours"
     done
 done
 
-ntok=$(sed -n 's/.*tokenizing the input ...*//p; s/.*calculating perplexity over \([0-9]*\) chunks, n_ctx=\([0-9]*\).*/\1 chunks of \2/p' "$work/base.log" | head -1)
+ntok=$(sed -n 's/.*calculating perplexity over \([0-9]*\) chunks, n_ctx=\([0-9]*\).*/\1 chunks of \2 tokens/p' "$work/base.log" | head -1)
 echo
-echo "Gemma 3 270M vs its F16 reference; evaluation text: $ntok tokens; imatrix: $im_chunks chunks of $ctx (calibration text)"
+echo "Gemma 3 270M vs its F16 reference; evaluation text: $ntok (second half of each scored); imatrix: $im_chunks chunks of $ctx tokens of the calibration text"
 echo
 echo "| model | file bytes | bpw | mean KLD | same top % | PPL(Q)/PPL(F16) |"
 echo "|---|---|---|---|---|---|"

@@ -747,21 +747,45 @@ fn optimize_is_never_worse_per_tensor_and_off_changes_nothing() {
         ],
     )
     .unwrap();
-    let weights = |name: &str, with_im: bool| -> Option<&[f32]> {
+    // Data-free weights: the squared RMS-norm weight scaling the inputs
+    // (floored at 1e-3 of its mean), for attn_q/k/v, ffn_gate/up, output.
+    let norm_of = |name: &str| -> Option<Vec<f32>> {
+        let norm = if name == "output.weight" {
+            "output_norm.weight".to_string()
+        } else {
+            let (blk, role) = name.strip_prefix("blk.")?.split_once('.')?;
+            let n = match role {
+                "attn_q.weight" | "attn_k.weight" | "attn_v.weight" => "attn_norm",
+                "ffn_gate.weight" | "ffn_up.weight" => "ffn_norm",
+                _ => return None,
+            };
+            format!("blk.{blk}.{n}.weight")
+        };
+        let t = tensors.iter().find(|t| t.name == norm)?;
+        let d: Vec<f32> = t.f32.iter().map(|x| x * x).collect();
+        let mean = d.iter().map(|&x| x as f64).sum::<f64>() / d.len() as f64;
+        Some(d.iter().map(|&x| x.max((1e-3 * mean) as f32)).collect())
+    };
+    let weights = |name: &str, with_im: bool, norms: bool| -> (Option<Vec<f32>>, &str) {
         match (with_im, name) {
-            (true, "blk.0.attn_q.weight") => Some(&im_q[..]),
-            (true, "blk.1.ffn_gate.weight") => Some(&im_g[..]),
-            _ => None,
+            (true, "blk.0.attn_q.weight") => (Some(im_q.clone()), "imatrix"),
+            (true, "blk.1.ffn_gate.weight") => (Some(im_g.clone()), "imatrix"),
+            _ => match norm_of(name).filter(|_| norms) {
+                Some(d) => (Some(d), "norm"),
+                None => (None, "none"),
+            },
         }
     };
+    let cases = [(false, true), (true, true), (false, false)];
     for preset in [Preset::Q4_0, Preset::Q4_K_M, Preset::Q2_K] {
-        for with_im in [false, true] {
+        for (with_im, norms) in cases {
             let mut p = params(preset);
             p.imatrix = with_im.then(|| dat.clone());
             let plain = d.p("plain.gguf");
             let rp = quantize_model(&inp, &plain, &p, &mut no_progress()).unwrap();
             assert!(rp.tensors.iter().all(|t| t.objective.is_none()));
             p.optimize = true;
+            p.norm_importance = norms;
             let opt = d.p("opt.gguf");
             let ro = quantize_model(&inp, &opt, &p, &mut no_progress()).unwrap();
             let (hp, ho) = (
@@ -790,15 +814,17 @@ fn optimize_is_never_worse_per_tensor_and_off_changes_nothing() {
                     continue;
                 }
                 let n = s.ne[0] as usize;
-                let w = weights(&s.name, with_im);
+                let (wv, kind) = weights(&s.name, with_im, norms);
+                let w = wv.as_deref();
                 // without --optimize: ggml's bytes (its imatrix quantizer when given)
-                let want = reference::quantize_chunk(ty, &s.f32, s.f32.len() / n, n, w);
+                let im = w.filter(|_| kind == "imatrix");
+                let want = reference::quantize_chunk(ty, &s.f32, s.f32.len() / n, n, im);
                 assert_eq!(a, &want[..], "{} plain", tp.name);
                 let ep = weighted_error(ty, a, &s.f32, n, w).unwrap();
                 let eo = weighted_error(ty, b, &s.f32, n, w).unwrap();
                 assert!(eo <= ep, "{:?} {}: {eo} > {ep}", preset, tp.name);
                 let o = rep.objective.expect("objective reported");
-                assert_eq!(o.imatrix, w.is_some());
+                assert_eq!(o.weights, kind, "{}", tp.name);
                 assert!(
                     (o.ggml - ep).abs() <= 1e-9 * ep.max(1e-30),
                     "{} {} {ep}",

@@ -73,6 +73,10 @@ struct Args {
     /// kept wherever the search is not better. Prints the per-tensor gain.
     #[arg(long)]
     optimize: bool,
+    /// With --optimize: no data-free column weights from the RMS norms
+    /// (plain weight-space error for tensors without an imatrix entry).
+    #[arg(long = "no-norm-importance")]
+    no_norm_importance: bool,
     /// Skip the per-tensor error measurement (a little faster).
     #[arg(long = "no-error")]
     no_error: bool,
@@ -146,6 +150,7 @@ fn params(a: &Args) -> Result<Params, String> {
         keep_split: a.keep_split,
         measure_error: !a.no_error && !a.dry_run,
         optimize: a.optimize,
+        norm_importance: !a.no_norm_importance,
     })
 }
 
@@ -181,12 +186,8 @@ fn print_report(r: &Report, table: bool) {
                     .as_ref()
                     .map_or(String::new(), |f| format!("  fallback: {f}"))
                     + &t.objective.map_or(String::new(), |o| format!(
-                        "  optimize: {} error {:.4e} -> {:.4e} ({:+.2}%, {} rows changed)",
-                        if o.imatrix {
-                            "imatrix-weighted"
-                        } else {
-                            "weight-space"
-                        },
+                        "  optimize: weights {} error {:.4e} -> {:.4e} ({:+.2}%, {} rows changed)",
+                        o.weights,
                         o.ggml,
                         o.ours,
                         -100.0 * o.gain(),

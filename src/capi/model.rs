@@ -238,6 +238,7 @@ pub unsafe extern "C" fn ggml_qat_quantize_model(
             keep_split: cp.keep_split.get(),
             measure_error: !cp.dry_run.get(),
             optimize: cp.optimize.get(),
+            norm_importance: true,
         };
         let mut cb = |pr: &Progress| -> bool {
             match cp.progress {

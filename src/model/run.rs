@@ -44,6 +44,12 @@ pub struct Params {
     /// that objective is not above ggml's bytes for the same type (the bytes
     /// written without `optimize`), which are kept otherwise.
     pub optimize: bool,
+    /// Under `optimize`, for tensors without an imatrix entry: weight each
+    /// input column by the square of the RMS-norm weight that scales it
+    /// (`attn_norm` for attn_q/k/v, `ffn_norm` for ffn_gate/up,
+    /// `output_norm` for output), read from the model itself; plain
+    /// weight-space error for the other tensors (or when false).
+    pub norm_importance: bool,
 }
 
 impl Default for Params {
@@ -63,6 +69,7 @@ impl Default for Params {
             keep_split: false,
             measure_error: true,
             optimize: false,
+            norm_importance: true,
         }
     }
 }
@@ -94,17 +101,19 @@ pub struct TensorReport {
     /// ||x - dequant(quant(x))|| / ||x|| over the tensor (None when copied,
     /// dry run, or not measured).
     pub rel_rmse: Option<f64>,
-    /// With `optimize`: the objective (Σ imatrix_i·(w_i − ŵ_i)², or
-    /// Σ (w_i − ŵ_i)² without an imatrix entry) of ggml's bytes and of the
-    /// bytes written, over the whole tensor.
+    /// With `optimize`: the objective (Σ d_i·(w_i − ŵ_i)², `d` the imatrix
+    /// entry, else the norm's importance, else ones) of ggml's bytes and of
+    /// the bytes written, over the whole tensor.
     pub objective: Option<Objective>,
 }
 
 /// A tensor's objective under `--optimize`: ggml's bytes against ours.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Objective {
-    /// Weighted by the imatrix (else plain squared error).
-    pub imatrix: bool,
+    /// The column weights of the objective: "imatrix" (the tensor's
+    /// imatrix entry), "norm" (the squared RMS-norm weight scaling its
+    /// inputs, [`Params::norm_importance`]) or "none" (plain squared error).
+    pub weights: &'static str,
     pub ggml: f64,
     pub ours: f64,
     /// Rows where the search's result was kept over ggml's (chunks where
@@ -383,6 +392,12 @@ pub fn quantize_model(
             if let Some(w) = writer.as_mut() {
                 let in_off = h.data_offset + t.offset;
                 let im = imatrix.as_ref().and_then(|m| m.get(&t.name));
+                let norm =
+                    if im.is_none() && params.optimize && params.norm_importance && p.ty != t.ty {
+                        norm_importance(&pool, &infile, in_path, h, t)?
+                    } else {
+                        None
+                    };
                 let tmp = &sink.as_ref().unwrap().tmp;
                 let mut chunk_cb = |n: u64| -> bool {
                     done.bytes_done = bytes_done + n;
@@ -396,6 +411,7 @@ pub fn quantize_model(
                     t,
                     p.ty,
                     im,
+                    norm.as_ref(),
                     w,
                     tmp,
                     params,
@@ -625,18 +641,79 @@ fn plan(
     Ok(out.into_iter().map(|p| p.unwrap()).collect())
 }
 
+/// The RMS norm whose weight scales the inputs of `t` (same block), by
+/// llama.cpp's tensor names.
+fn norm_name(name: &str) -> Option<String> {
+    if name == "output.weight" {
+        return Some("output_norm.weight".into());
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (blk, role) = rest.split_once('.')?;
+    let norm = match role {
+        "attn_q.weight" | "attn_k.weight" | "attn_v.weight" | "attn_qkv.weight" => "attn_norm",
+        "ffn_gate.weight" | "ffn_up.weight" | "ffn_gate_exps.weight" | "ffn_up_exps.weight" => {
+            "ffn_norm"
+        }
+        _ => return None,
+    };
+    Some(format!("blk.{blk}.{norm}.weight"))
+}
+
+/// Data-free column importance of `t`: the square of the norm weight that
+/// scales its inputs (floored at 1e-3 of its mean), repeated per expert;
+/// `None` when the model has no such 1-D float tensor of the right width.
+fn norm_importance(
+    pool: &rayon::ThreadPool,
+    infile: &File,
+    in_path: &Path,
+    h: &gguf::Header,
+    t: &gguf::TensorInfo,
+) -> Result<Option<Vec<f32>>, ModelError> {
+    let Some(name) = norm_name(&t.name) else {
+        return Ok(None);
+    };
+    let Some(nt) = h.tensors.iter().find(|x| x.name == name) else {
+        return Ok(None);
+    };
+    let n = t.ne[0] as usize;
+    let ty = QuantType::from_ggml(nt.ty);
+    if nt.ne[0] != t.ne[0]
+        || nt.nrows() != 1
+        || !matches!(ty, Some(QuantType::F32 | QuantType::F16 | QuantType::BF16))
+    {
+        return Ok(None);
+    }
+    let mut raw = vec![0u8; nt.nbytes as usize];
+    gguf::read_at(infile, h.data_offset + nt.offset, &mut raw)
+        .map_err(|e| ModelError::io(in_path, "cannot read", e))?;
+    let mut v = vec![0f32; n];
+    pool.install(|| quant::dequantize_rows(ty.unwrap(), &raw, n, &mut v))?;
+    let mut d: Vec<f32> = v.iter().map(|x| x * x).collect();
+    let mean = d.iter().map(|&x| x as f64).sum::<f64>() / n.max(1) as f64;
+    if !mean.is_finite() || mean <= 0.0 {
+        return Ok(None);
+    }
+    let floor = (1e-3 * mean) as f32;
+    for x in &mut d {
+        *x = x.max(floor);
+    }
+    let experts = if t.n_dims >= 3 { t.ne[2] as usize } else { 1 };
+    Ok(Some(d.repeat(experts.max(1))))
+}
+
 /// Streams one tensor: chunks of rows read, converted to F32, quantized,
 /// written. Returns the measured relative RMS error when converted, and the
 /// objective figures under `params.optimize`.
 #[allow(clippy::too_many_arguments)]
-fn convert_tensor(
+fn convert_tensor<'a>(
     pool: &rayon::ThreadPool,
     infile: &File,
     in_path: &Path,
     in_off: u64,
     t: &gguf::TensorInfo,
     to: i32,
-    im: Option<&Vec<f32>>,
+    im: Option<&'a Vec<f32>>,
+    norm: Option<&'a Vec<f32>>,
     w: &mut gguf::DataWriter,
     tmp: &Path,
     params: &Params,
@@ -678,7 +755,7 @@ fn convert_tensor(
     let mut rows = (params.max_buffer / per_row).max(1).min(nrows);
     // An imatrix is per expert (ne[1] rows each): chunks stay inside one.
     let rows_per_expert = t.ne[1] as usize;
-    if im.is_some() {
+    if im.is_some() || norm.is_some() {
         rows = rows.min(rows_per_expert.max(1));
     }
     let mut src = vec![
@@ -706,7 +783,7 @@ fn convert_tensor(
     let mut r = 0;
     while r < nrows {
         let mut n = rows.min(nrows - r);
-        if im.is_some() && rows_per_expert > 0 {
+        if (im.is_some() || norm.is_some()) && rows_per_expert > 0 {
             n = n.min(rows_per_expert - r % rows_per_expert);
         }
         let x = &mut f32buf[..n * row_len];
@@ -721,21 +798,25 @@ fn convert_tensor(
             gguf::read_at(infile, off, s).map_err(rio)?;
             pool.install(|| quant::dequantize_rows(from, s, row_len, x))?;
         }
-        let imrow = im.map(|v| {
+        let slice = |v: &'a Vec<f32>| -> Option<&'a [f32]> {
             let e = r.checked_div(rows_per_expert).unwrap_or(0);
             let s = e * row_len;
-            if v.len() >= s + row_len {
-                &v[s..s + row_len]
-            } else {
-                &v[..0]
-            }
-        });
-        let imrow = imrow.filter(|v| v.len() == row_len);
+            v.get(s..s + row_len)
+        };
+        let imrow = im.and_then(slice);
+        // The search's weights: the imatrix, else the norm's importance.
+        let wrow = imrow.or_else(|| norm.and_then(slice));
         let d = &mut dst[..n * dst_row];
         pool.install(|| quant::quantize_rows(to, x, row_len, d, imrow))?;
         if optimize {
             let o = objective.get_or_insert(Objective {
-                imatrix: imrow.is_some(),
+                weights: if imrow.is_some() {
+                    "imatrix"
+                } else if wrow.is_some() {
+                    "norm"
+                } else {
+                    "none"
+                },
                 ggml: 0.0,
                 ours: 0.0,
                 rows_changed: 0,
@@ -743,9 +824,9 @@ fn convert_tensor(
             let opts = optimize::Options::default();
             let (ggml, ours, bytes) = pool
                 .install(|| -> Result<_, crate::error::Error> {
-                    let (b, _) = optimize::quantize_weighted(to, x, row_len, imrow, &opts)?;
-                    let e0 = optimize::weighted_error(to, d, x, row_len, imrow)?;
-                    let e1 = optimize::weighted_error(to, &b, x, row_len, imrow)?;
+                    let (b, _) = optimize::quantize_weighted(to, x, row_len, wrow, &opts)?;
+                    let e0 = optimize::weighted_error(to, d, x, row_len, wrow)?;
+                    let e1 = optimize::weighted_error(to, &b, x, row_len, wrow)?;
                     Ok((e0, e1, b))
                 })
                 .map_err(|e| ModelError::Invalid(format!("tensor '{}': {e}", t.name)))?;
