@@ -18,8 +18,10 @@
 #   imatrix: llama-quantize's file and ggml-qat-quantize's; when every tensor
 #   is byte-identical (compare-gguf.py; llama-quantize adds imatrix key/values
 #   to the header) the second KLD run is skipped (same figures). For each
-#   type of EVAL_OPT_TYPES ("Q4_0"): ggml-qat-quantize --optimize, without and
-#   with the same imatrix.
+#   type of EVAL_OPT_TYPES ("Q4_0"): ggml-qat-quantize --optimize data-free
+#   (plain weight-space objective, --no-norm-importance; and the default,
+#   columns weighted by the RMS norms' squared weights) and with the same
+#   imatrix.
 # Prints one table: file size, bits per weight, mean KLD, same-top-token %,
 # PPL(Q)/PPL(F16); bits per weight = 8 x tensor data bytes / weights. Work
 # files in target/eval-kld/ (the KLD base is ~3.2 GB).
@@ -70,6 +72,15 @@ if [ ! -f "$imatrix" ]; then
     }
 fi
 
+# bpw FILE: 8 x tensor data bytes / weights.
+bpw() {
+    PYTHONPATH="$root/.deps/python" python3 -c '
+import sys
+from gguf import GGUFReader
+r = GGUFReader(sys.argv[1])
+print("%.3f" % (8 * sum(int(t.n_bytes) for t in r.tensors) / sum(int(t.n_elements) for t in r.tensors)))
+' "$1"
+}
 # kld NAME FILE: one table row from llama-perplexity --kl-divergence.
 rows="$work/rows.txt"
 : > "$rows"
@@ -81,19 +92,15 @@ kld() {
         exit 1
     }
     size=$(stat -c %s "$2")
-    bpw=$(PYTHONPATH="$root/.deps/python" python3 -c '
-import sys
-from gguf import GGUFReader
-r = GGUFReader(sys.argv[1])
-print("%.3f" % (8 * sum(int(t.n_bytes) for t in r.tensors) / sum(int(t.n_elements) for t in r.tensors)))
-' "$2")
+    bpw=$(bpw "$2")
     k=$(awk '/^Mean +KLD:/ {print $3; exit}' "$log")
     top=$(awk '/^Same top p:/ {print $4; exit}' "$log")
     ratio=$(awk '/^Mean PPL\(Q\)\/PPL\(base\)/ {print $4; exit}' "$log")
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$size" "$bpw" "$k" "$top" "$ratio" >> "$rows"
 }
-same() { # NAME AS: copy the figures of AS (byte-identical file)
-    awk -F'\t' -v n="$1" -v a="$2" '$1 == a {OFS="\t"; $1 = n " (tensors identical)"; print}' "$rows" > "$rows.new"
+same() { # NAME AS FILE: the KLD figures of AS (same tensor bytes), FILE's size
+    awk -F'\t' -v n="$1" -v a="$2" -v s="$(stat -c %s "$3")" -v b="$(bpw "$3")" \
+        '$1 == a {OFS="\t"; $1 = n " (tensors identical)"; $2 = s; $3 = b; print}' "$rows" > "$rows.new"
     cat "$rows.new" >> "$rows"
     rm -f "$rows.new"
 }
@@ -113,7 +120,7 @@ for t in $types; do
             general.file_type general.quantization_version quantize.imatrix.file \
             quantize.imatrix.dataset quantize.imatrix.entries_count \
             quantize.imatrix.chunks_count > "$work/cmp.log" 2>&1; then
-            same "ggml-qat-quantize $t$sfx" "llama-quantize $t$sfx"
+            same "ggml-qat-quantize $t$sfx" "llama-quantize $t$sfx" "$ours"
         else
             kld "ggml-qat-quantize $t$sfx" "$ours"
         fi
@@ -121,12 +128,17 @@ for t in $types; do
     done
 done
 for t in $opt_types; do
-    for im in none imatrix; do
-        if [ $im = none ]; then oopt=""; sfx=""; else oopt="--imatrix $imatrix"; sfx=" +imatrix"; fi
-        ours="$work/$t-$im-opt.ggml-qat.gguf"
+    # data-free without and with the norms' column weights, then the imatrix
+    for v in plain norm imatrix; do
+        case $v in
+            plain) oopt="--no-norm-importance"; sfx=" (weight-space objective)" ;;
+            norm) oopt=""; sfx=" (norm-weighted objective)" ;;
+            imatrix) oopt="--imatrix $imatrix"; sfx=" +imatrix" ;;
+        esac
+        ours="$work/$t-$v-opt.ggml-qat.gguf"
         # shellcheck disable=SC2086
-        "$tool" -q --optimize --report "$work/$t-$im-opt.json" $oopt "$f16" "$ours" "$t" "$threads" 2>/dev/null \
-            | sed -n "s/^optimize:/$t${sfx} --optimize:/p" >&2
+        "$tool" -q --optimize --report "$work/$t-$v-opt.json" $oopt "$f16" "$ours" "$t" "$threads" 2>/dev/null \
+            | sed -n "s/^optimize:/$t $v --optimize:/p" >&2
         kld "ggml-qat-quantize --optimize $t$sfx" "$ours"
     done
 done

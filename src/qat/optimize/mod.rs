@@ -71,6 +71,7 @@
 
 mod gptq;
 mod gram;
+mod legacy;
 mod model;
 mod refine;
 mod refit;

@@ -71,12 +71,24 @@ impl RowCtx<'_> {
             dst.copy_from_slice(rb);
             (f_ref, 0)
         };
-        let Some(kind) = kind(self.ty) else {
-            return pick;
-        };
         if !self.refine || w.iter().any(|v| !v.is_finite()) {
             return pick;
         }
+        if self.ty == QuantType::Q4_0 {
+            // The weighted scale search, on the metric's diagonal.
+            let d: Vec<f64> = (0..n).map(|i| self.metric.hii(i)).collect();
+            let mut tmp = vec![0u8; dst.len()];
+            super::legacy::q4_0_row(w, &d, &mut tmp);
+            let f = self.error_of(w, &tmp, &mut e, &mut g);
+            if f < best {
+                pick = 2;
+                dst.copy_from_slice(&tmp);
+            }
+            return pick;
+        }
+        let Some(kind) = kind(self.ty) else {
+            return pick;
+        };
         let mut starts = Vec::with_capacity(3);
         if self.opts.refine_reference {
             starts.push(Model::decode(kind, rb, n));
