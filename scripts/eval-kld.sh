@@ -19,9 +19,8 @@
 #   is byte-identical (compare-gguf.py; llama-quantize adds imatrix key/values
 #   to the header) the second KLD run is skipped (same figures). For each
 #   type of EVAL_OPT_TYPES ("Q4_0"): ggml-qat-quantize --optimize data-free
-#   (plain weight-space objective, --no-norm-importance; and the default,
-#   columns weighted by the RMS norms' squared weights) and with the same
-#   imatrix.
+#   (the default plain weight-space objective; and --norm-importance, columns
+#   weighted by the RMS norms' squared weights) and with the same imatrix.
 # Prints one table: file size, bits per weight, mean KLD, same-top-token %,
 # PPL(Q)/PPL(F16); bits per weight = 8 x tensor data bytes / weights. Work
 # files in target/eval-kld/ (the KLD base is ~3.2 GB).
@@ -131,8 +130,8 @@ for t in $opt_types; do
     # data-free without and with the norms' column weights, then the imatrix
     for v in plain norm imatrix; do
         case $v in
-            plain) oopt="--no-norm-importance"; sfx=" (weight-space objective)" ;;
-            norm) oopt=""; sfx=" (norm-weighted objective)" ;;
+            plain) oopt=""; sfx=" (weight-space objective)" ;;
+            norm) oopt="--norm-importance"; sfx=" (norm-weighted objective)" ;;
             imatrix) oopt="--imatrix $imatrix"; sfx=" +imatrix" ;;
         esac
         ours="$work/$t-$v-opt.ggml-qat.gguf"

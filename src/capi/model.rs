@@ -238,7 +238,7 @@ pub unsafe extern "C" fn ggml_qat_quantize_model(
             keep_split: cp.keep_split.get(),
             measure_error: !cp.dry_run.get(),
             optimize: cp.optimize.get(),
-            norm_importance: true,
+            norm_importance: false,
         };
         let mut cb = |pr: &Progress| -> bool {
             match cp.progress {
