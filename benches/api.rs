@@ -62,6 +62,14 @@ fn qat_context(ty: QuantType, threads: i32) -> *mut QatContext {
     ctx
 }
 
+/// Bytes of `rows` rows of [`N_PER_ROW`] values of type `ty`.
+fn out_bytes(ty: QuantType, rows: usize) -> usize {
+    format(ty)
+        .row_bytes(N_PER_ROW)
+        .expect("4096 is block-aligned")
+        * rows
+}
+
 /// A fresh ggml context with room for one tensor of `bytes` bytes.
 fn fresh_context(bytes: usize) -> *mut GgmlContext {
     unsafe { ffi::qat_shim_init(Context::tensor_cost(bytes), false) }
@@ -84,7 +92,7 @@ fn source(ctx: &Context, ty: QuantType, values: &[f32]) -> Tensor {
 fn ggml_job(ty: QuantType, src: &Tensor, keep: bool) -> Option<Vec<u8>> {
     let n = src.nelements();
     let rows = n / N_PER_ROW;
-    let out_bytes = format(ty).row_bytes(N_PER_ROW).unwrap() * rows;
+    let out_bytes = out_bytes(ty, rows);
     let ctx = fresh_context(out_bytes);
     let ne = [N_PER_ROW as i64, rows as i64];
     let dst = unsafe { ffi::ggml_new_tensor(ctx, ty.ggml_id(), 2, ne.as_ptr()) };
@@ -135,7 +143,7 @@ fn api_job(
     keep: bool,
 ) -> Option<Vec<u8>> {
     let rows = src.nelements() / N_PER_ROW;
-    let out_bytes = format(ty).row_bytes(N_PER_ROW).unwrap() * rows;
+    let out_bytes = out_bytes(ty, rows);
     let ctx = fresh_context(out_bytes);
     let out: *mut GgmlTensor = unsafe {
         if tensor_fn {
@@ -160,7 +168,7 @@ fn api_job(
 /// timed calls it is).
 fn kernel_job(ty: QuantType, f32_values: &[f32], out: &mut [u8]) {
     let rows = f32_values.len() / N_PER_ROW;
-    let bytes = format(ty).row_bytes(N_PER_ROW).unwrap() * rows;
+    let bytes = out_bytes(ty, rows);
     let ctx = fresh_context(bytes);
     let ne = [N_PER_ROW as i64, rows as i64];
     let dst = unsafe { ffi::ggml_new_tensor(ctx, ty.ggml_id(), 2, ne.as_ptr()) };
@@ -188,7 +196,7 @@ fn measure(ty: QuantType, src: &Tensor, f32_values: &[f32], tensor_fn: bool) -> 
     let one = qat_context(ty, 1);
     let all = qat_context(ty, 0);
     let rows = src.nelements() / N_PER_ROW;
-    let mut kernel_out = vec![0u8; format(ty).row_bytes(N_PER_ROW).unwrap() * rows];
+    let mut kernel_out = vec![0u8; out_bytes(ty, rows)];
     let want = ggml_job(ty, src, true).unwrap();
     let got1 = api_job(one, ty, src, tensor_fn, true).unwrap();
     let got_all = api_job(all, ty, src, tensor_fn, true).unwrap();
@@ -381,7 +389,7 @@ fn section_optimized(values: &[f32]) {
     );
     for ty in types().filter(|&t| !matches!(t, QuantType::F16 | QuantType::BF16)) {
         let qat = qat_context(ty, 0);
-        let out_bytes = format(ty).row_bytes(N_PER_ROW).unwrap() * values.len() / N_PER_ROW;
+        let out_bytes = out_bytes(ty, values.len() / N_PER_ROW);
         let job = |optimized: bool| {
             let ctx = fresh_context(out_bytes);
             let t = unsafe {

@@ -100,13 +100,32 @@ impl Context {
     /// allocates data, and that it has room. The result is the only handle
     /// that writes its data.
     pub fn new_tensor(&self, ty: i32, ne: &[i64]) -> Result<NewTensor> {
+        self.require_alloc()?;
+        self.new_tensor_any(ty, ne).map(NewTensor::new)
+    }
+
+    /// Refuses a `no_alloc` context, where a result could get no data.
+    fn require_alloc(&self) -> Result<()> {
         if self.is_no_alloc() {
             return Err(Error::invalid(
                 "ggml_ctx",
                 "the ggml context is no_alloc: the result needs data; pass a context that allocates",
             ));
         }
-        self.new_tensor_any(ty, ne).map(NewTensor::new)
+        Ok(())
+    }
+
+    /// The data bytes of a tensor of type `ty` and shape `ne`, after
+    /// checking that the pool has room for it (its data too unless the
+    /// context is `no_alloc`).
+    fn room_for(&self, ty: i32, ne: &[i64]) -> Result<usize> {
+        let bytes = Self::data_bytes(ty, ne)?;
+        let need = Self::tensor_cost(if self.is_no_alloc() { 0 } else { bytes });
+        let free = self.free_bytes();
+        if need > free {
+            return Err(Error::NoRoom { need, free });
+        }
+        Ok(bytes)
     }
 
     /// The free pool memory where ggml will put the data of the next tensor
@@ -124,18 +143,8 @@ impl Context {
     /// is created (ggml contexts are single-threaded anyway).
     #[allow(clippy::mut_from_ref)] // free pool memory, owned by no tensor
     pub unsafe fn next_tensor_data(&self, ty: i32, ne: &[i64]) -> Result<&mut [u8]> {
-        if self.is_no_alloc() {
-            return Err(Error::invalid(
-                "ggml_ctx",
-                "the ggml context is no_alloc: the result needs data; pass a context that allocates",
-            ));
-        }
-        let bytes = Self::data_bytes(ty, ne)?;
-        let need = Self::tensor_cost(bytes);
-        let free = self.free_bytes();
-        if need > free {
-            return Err(Error::NoRoom { need, free });
-        }
+        self.require_alloc()?;
+        let bytes = self.room_for(ty, ne)?;
         let p = self.raw.as_ptr();
         let base = ffi::ggml_get_mem_buffer(p) as *mut u8;
         if base.is_null() {
@@ -151,12 +160,7 @@ impl Context {
     /// in a `no_alloc` context the tensor has no data (a backend buffer
     /// gets it, written through the backend).
     pub fn new_tensor_any(&self, ty: i32, ne: &[i64]) -> Result<Tensor> {
-        let bytes = Self::data_bytes(ty, ne)?;
-        let need = Self::tensor_cost(if self.is_no_alloc() { 0 } else { bytes });
-        let free = self.free_bytes();
-        if need > free {
-            return Err(Error::NoRoom { need, free });
-        }
+        self.room_for(ty, ne)?;
         let t =
             unsafe { ffi::ggml_new_tensor(self.raw.as_ptr(), ty, ne.len() as i32, ne.as_ptr()) };
         unsafe { Tensor::from_raw(t, "new tensor") }

@@ -287,26 +287,15 @@ pub fn quantize_output_aware_with(
         refine: finite,
     };
 
-    let mut out = vec![0u8; rows * row_bytes];
-    let picks: Vec<u8> = out
-        .par_chunks_mut(row_bytes)
-        .zip(w.par_chunks(n))
-        .zip(reference.par_chunks(row_bytes))
-        .zip(with_imatrix.par_chunks(row_bytes))
-        .map(|(((dst, wr), rb), ib)| ctx.row(wr, rb, ib, dst))
-        .collect();
-    let mut choice = Choice {
-        shrinkage: opt.alpha,
-        ..Choice::default()
-    };
-    for p in picks {
-        match p {
-            0 => choice.reference += 1,
-            1 => choice.imatrix += 1,
-            _ => choice.refined += 1,
-        }
-    }
-    Ok((out, choice))
+    Ok(choose_rows(
+        &ctx,
+        w,
+        n,
+        row_bytes,
+        &reference,
+        &with_imatrix,
+        opt.alpha,
+    ))
 }
 
 /// [`quantize_output_aware_with`] for a diagonal `H`: the objective is the
@@ -369,7 +358,31 @@ pub fn quantize_weighted(
         opts,
         refine: finite,
     };
-    let mut out = vec![0u8; rows * row_bytes];
+    Ok(choose_rows(
+        &ctx,
+        w,
+        n,
+        row_bytes,
+        &reference,
+        &with_imatrix,
+        1.0,
+    ))
+}
+
+/// Each row of `w` (rows of `n`) through `ctx`'s choice among ggml's
+/// reference bytes, its importance-matrix bytes and the refined search,
+/// in parallel (`row_bytes` per quantized row); the bytes and how many
+/// rows took each.
+fn choose_rows(
+    ctx: &RowCtx,
+    w: &[f32],
+    n: usize,
+    row_bytes: usize,
+    reference: &[u8],
+    with_imatrix: &[u8],
+    shrinkage: f64,
+) -> (Vec<u8>, Choice) {
+    let mut out = vec![0u8; reference.len()];
     let picks: Vec<u8> = out
         .par_chunks_mut(row_bytes)
         .zip(w.par_chunks(n))
@@ -378,7 +391,7 @@ pub fn quantize_weighted(
         .map(|(((dst, wr), rb), ib)| ctx.row(wr, rb, ib, dst))
         .collect();
     let mut choice = Choice {
-        shrinkage: 1.0,
+        shrinkage,
         ..Choice::default()
     };
     for p in picks {
@@ -388,7 +401,7 @@ pub fn quantize_weighted(
             _ => choice.refined += 1,
         }
     }
-    Ok((out, choice))
+    (out, choice)
 }
 
 /// The objective of [`quantize_weighted`]: `Σ_rows Σ_i d_i (w_i − ŵ_i)²`
