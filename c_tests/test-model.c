@@ -172,6 +172,46 @@ int main(void) {
     CHECK_ERROR("overrides NULL");
     CHECK(access(out2, F_OK) != 0, "still no output");
 
+    /* The size planner: Q4_0's rules, a file no larger than the target. */
+    b = ggml_qat_model_default_params();
+    b.target = "Q4_0";
+    b.report = &rep;
+    CHECK(ggml_qat_quantize_model(NULL, in, out2, &b), "Q4_0: %s", ggml_qat_last_error());
+    uint64_t q4_size = rep.file_bytes_out;
+    int plan_types[] = { GGML_TYPE_Q4_0, GGML_TYPE_Q8_0 };
+    b.target_size_bytes = q4_size + q4_size / 4;
+    b.plan_types = plan_types;
+    b.n_plan_types = 2;
+    CHECK(ggml_qat_quantize_model(NULL, in, out2, &b), "target size: %s", ggml_qat_last_error());
+    CHECK(rep.file_bytes_out <= b.target_size_bytes && rep.file_bytes_out > q4_size,
+          "planned file %llu bytes for a target of %llu", (unsigned long long) rep.file_bytes_out,
+          (unsigned long long) b.target_size_bytes);
+    {
+        FILE * f = fopen(out2, "rb");
+        CHECK(f != NULL, "planned output exists");
+        if (f) {
+            fseek(f, 0, SEEK_END);
+            CHECK((uint64_t) ftell(f) == rep.file_bytes_out, "reported size is the file's");
+            fclose(f);
+        }
+    }
+    remove(out2);
+    b.target_size_bytes = 64;
+    CHECK(!ggml_qat_quantize_model(NULL, in, out2, &b), "target too small");
+    CHECK(strstr(ggml_qat_last_error(), "target") != NULL, "message: %s", ggml_qat_last_error());
+    b.target_bpw = 5.0;
+    b.target_size_bytes = 1000000;
+    CHECK(!ggml_qat_quantize_model(NULL, in, out2, &b), "size and bpw together");
+    CHECK_ERROR("size and bpw together");
+    b.target_size_bytes = 0;
+    plan_types[1] = GGML_TYPE_F16;
+    CHECK(!ggml_qat_quantize_model(NULL, in, out2, &b), "F16 is not a plan type");
+    CHECK_ERROR("F16 as plan type");
+    b.plan_types = NULL;
+    CHECK(!ggml_qat_quantize_model(NULL, in, out2, &b), "plan_types NULL");
+    CHECK_ERROR("plan_types NULL");
+    CHECK(access(out2, F_OK) != 0, "no output after the planner's errors");
+
     /* classes with a context: the config's class types; dry run writes nothing. */
     ggml_qat_config_t cfg = ggml_qat_default_config();
     ggml_qat_context_t * ctx = ggml_qat_init(&cfg);

@@ -163,6 +163,20 @@ typedef struct {
   // worse on that objective. The per-tensor gain is in the JSON report.
   // False (default): bytes identical to llama-quantize's.
   bool optimize;
+  // Size planner: when not 0, the per-tensor types are chosen to make the
+  // output file(s) at most this many bytes with the least predicted error
+  // (the target preset then only says which tensors stay as they are;
+  // per-tensor overrides stay fixed). Per-tensor candidates and
+  // predictions are in the JSON report. 0 (default): the preset's types.
+  uint64_t target_size_bytes;
+  // Size planner by bits per weight (8 × tensor data bytes / weights);
+  // 0 (default): none. At most one of target_size_bytes and target_bpw.
+  double target_bpw;
+  // The types the planner may choose (ggml type ids), or NULL for its
+  // default set (Q2_K Q3_K IQ4_XS IQ4_NL Q4_0 Q4_1 Q4_K Q5_0 Q5_1 Q5_K
+  // Q6_K Q8_0).
+  const int *plan_types;
+  int n_plan_types;
 } ggml_qat_model_params_t;
 
 // An AtomSpace: truth values on the 8-bit grid k/255, atom types, and

@@ -21,6 +21,18 @@
 #   type of EVAL_OPT_TYPES ("Q4_0"): ggml-qat-quantize --optimize data-free
 #   (the default plain weight-space objective; and --norm-importance, columns
 #   weighted by the RMS norms' squared weights) and with the same imatrix.
+# - For each preset of EVAL_PRESETS ("Q3_K_S Q3_K_M Q2_K IQ4_NL IQ4_XS"):
+#   llama-quantize's file only, without and with the imatrix (the sizes at
+#   or below Q4_0's that the planner must beat).
+# - The size planner (EVAL_PLAN=1): ggml-qat-quantize --target-size = the
+#   size of llama-quantize's Q4_0 file, preset Q4_0, --optimize, without and
+#   with the imatrix, choosing among PLAN_TYPES ("Q2_K,Q3_K,IQ4_XS,IQ4_NL,
+#   Q4_0,Q8_0"). The reference model is Gemma 3 270M Q4_K_M dequantized:
+#   requantizing a tensor to the grid it came from (Q5_0 for attn_q/k/v and
+#   ffn_gate/up, Q4_K/Q6_K for attn_output and ffn_down, and Q4_1, whose
+#   affine 32-blocks hold a Q4_K grid) is nearly lossless, so those types
+#   are left out of PLAN_TYPES; Q8_0 stays (the presets keep token_embd,
+#   Q8_0 in the origin, at Q8_0 too).
 # Prints one table: file size, bits per weight, mean KLD, same-top-token %,
 # PPL(Q)/PPL(F16); bits per weight = 8 x tensor data bytes / weights. Work
 # files in target/eval-kld/ (the KLD base is ~3.2 GB).
@@ -34,6 +46,9 @@ chunks=${EVAL_CHUNKS:-24}
 im_chunks=${IMATRIX_CHUNKS:-24}
 types=${EVAL_TYPES:-Q4_0 Q4_K_M}
 opt_types=${EVAL_OPT_TYPES:-Q4_0}
+presets=${EVAL_PRESETS:-Q3_K_S Q3_K_M Q2_K IQ4_NL IQ4_XS}
+plan=${EVAL_PLAN:-1}
+plan_types=${PLAN_TYPES:-Q2_K,Q3_K,IQ4_XS,IQ4_NL,Q4_0,Q8_0}
 q4=$(scripts/fetch-gemma3.sh)
 bin=$(scripts/build-llama-tools.sh)
 tree=$(scripts/fetch-llama-cpp.sh)
@@ -123,9 +138,37 @@ for t in $types; do
         else
             kld "ggml-qat-quantize $t$sfx" "$ours"
         fi
+        [ "$t" = Q4_0 ] && [ $im = none ] && q4_0_size=$(stat -c %s "$theirs")
         rm -f "$theirs"
     done
 done
+for t in $presets; do
+    for im in none imatrix; do
+        if [ $im = none ]; then lopt=""; sfx=""; else lopt="--imatrix $imatrix"; sfx=" +imatrix"; fi
+        theirs="$work/$t-$im.llama.gguf"
+        # shellcheck disable=SC2086
+        "$bin/llama-quantize" $lopt "$f16" "$theirs" "$t" "$threads" > "$work/lq-$t-$im.log" 2>&1
+        kld "llama-quantize $t$sfx" "$theirs"
+        rm -f "$theirs"
+    done
+done
+if [ "$plan" = 1 ]; then
+    if [ -z "${q4_0_size:-}" ]; then
+        "$bin/llama-quantize" "$f16" "$work/q4_0-size.gguf" Q4_0 "$threads" > /dev/null 2>&1
+        q4_0_size=$(stat -c %s "$work/q4_0-size.gguf")
+        rm -f "$work/q4_0-size.gguf"
+    fi
+    for im in none imatrix; do
+        if [ $im = none ]; then oopt=""; sfx=""; else oopt="--imatrix $imatrix"; sfx=" +imatrix"; fi
+        ours="$work/plan-$im.ggml-qat.gguf"
+        # shellcheck disable=SC2086
+        "$tool" -q --optimize --target-size "$q4_0_size" --plan-types "$plan_types" \
+            --report "$work/plan-$im.json" $oopt "$f16" "$ours" Q4_0 "$threads" > "$work/plan-$im.txt" 2>&1
+        sed -n '/^plan (/,/measured on/p' "$work/plan-$im.txt" >&2
+        kld "ggml-qat-quantize --target-size $q4_0_size Q4_0 --optimize$sfx" "$ours"
+        rm -f "$ours"
+    done
+fi
 for t in $opt_types; do
     # data-free without and with the norms' column weights, then the imatrix
     for v in plain norm imatrix; do

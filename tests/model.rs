@@ -844,3 +844,127 @@ fn optimize_is_never_worse_per_tensor_and_off_changes_nothing() {
         }
     }
 }
+
+#[test]
+fn size_target_meets_the_size_with_ggml_bytes_and_measured_errors() {
+    use ggml_qat::model::planner::SizeTarget;
+    let d = Tmp::new("plan");
+    let tensors = llama_model(3);
+    let inp = d.p("in.gguf");
+    write_gguf(&inp, &llama_kvs("llama", 3), &tensors, 32);
+    let base = d.p("q4_0.gguf");
+    let mut p0 = params(Preset::Q4_0);
+    // fixed by hand: never planned
+    p0.overrides = vec![("ffn_up".into(), QuantType::Q5_0)];
+    quantize_model(&inp, &base, &p0, &mut no_progress()).unwrap();
+    let size0 = std::fs::metadata(&base).unwrap().len();
+    let mut last_error = f64::INFINITY;
+    for frac in [0.8, 1.0, 1.3] {
+        let target = (size0 as f64 * frac) as u64;
+        let mut p = p0.clone();
+        p.size_target = Some(SizeTarget::FileBytes(target));
+        let out = d.p("plan.gguf");
+        let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+        let size = std::fs::metadata(&out).unwrap().len();
+        assert!(size <= target, "{frac}: {size} > {target}");
+        assert_eq!(size, r.file_bytes_out);
+        let s = r.plan.as_ref().expect("plan summary");
+        assert_eq!(s.chosen_file_bytes, size);
+        assert_eq!(s.preset_file_bytes, size0);
+        // More room never predicts more error; at the preset's size no more
+        // than the preset.
+        assert!(s.chosen_error <= last_error, "{frac}");
+        last_error = s.chosen_error;
+        if frac >= 1.0 {
+            assert!(s.chosen_error <= s.preset_error, "{frac}");
+        }
+        if frac > 1.0 {
+            assert!(
+                s.chosen_error < s.preset_error,
+                "room to spare was not used"
+            );
+        }
+        // Every tensor: ggml's bytes for the type chosen.
+        let want: Vec<(String, i32)> = r
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.chosen_type_id))
+            .collect();
+        check_output(&out, &tensors, &want);
+        let mut predicted = 0.0;
+        for t in &r.tensors {
+            let free =
+                t.name.ends_with(".weight") && t.shape.len() == 2 && !t.name.contains("ffn_up");
+            assert_eq!(t.plan.is_some(), free, "{}", t.name);
+            if t.name.contains("ffn_up") {
+                assert_eq!(t.chosen_type, "q5_0");
+            }
+            let Some(tp) = &t.plan else { continue };
+            let c = tp
+                .candidates
+                .iter()
+                .find(|c| c.type_id == t.chosen_type_id)
+                .expect("chosen among the candidates");
+            // Small tensors are sampled whole: the measured error is the
+            // written tensor's.
+            let rel = t.rel_rmse.unwrap();
+            assert!(
+                (c.error - rel * rel).abs() <= 1e-6 * (rel * rel).max(1e-12),
+                "{}: candidate {} written {}",
+                t.name,
+                c.error,
+                rel * rel
+            );
+            assert!((tp.predicted_error - tp.factor * c.error).abs() <= 1e-12);
+            // only types whose block divides the rows
+            for c in &tp.candidates {
+                let ty = QuantType::from_ggml(c.type_id).unwrap();
+                assert_eq!(t.shape[0] % ty.format().block_size as u64, 0);
+            }
+            predicted += tp.predicted_error;
+        }
+        assert!((predicted - s.chosen_error).abs() <= 1e-9 * s.chosen_error.max(1e-12));
+    }
+
+    // Bits per weight, as llama.cpp counts them; a dry run writes nothing.
+    let mut p = params(Preset::Q4_K_M);
+    p.size_target = Some(SizeTarget::BitsPerWeight(5.0));
+    p.dry_run = true;
+    let out = d.p("dry.gguf");
+    let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+    assert!(r.bits_per_weight_out <= 5.0, "{}", r.bits_per_weight_out);
+    assert!(!out.exists());
+    assert!(r.tensors.iter().any(|t| t.plan.is_some()));
+
+    // Restricted types, per name pattern.
+    let mut p = params(Preset::Q4_0);
+    p.size_target = Some(SizeTarget::FileBytes(size0));
+    p.plan_types = vec![
+        (Some("attn_".into()), vec![QuantType::Q4_0, QuantType::Q8_0]),
+        (None, vec![QuantType::IQ4_NL, QuantType::Q8_0]),
+    ];
+    p.dry_run = true;
+    let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+    for t in r.tensors.iter().filter(|t| t.plan.is_some()) {
+        let ok: &[&str] = if t.name.contains("attn_") {
+            &["q4_0", "q8_0"]
+        } else {
+            // the preset's own type is always offered
+            &["iq4_nl", "q8_0", "q4_0"]
+        };
+        assert!(
+            ok.contains(&t.chosen_type.as_str()),
+            "{} {}",
+            t.name,
+            t.chosen_type
+        );
+    }
+
+    // Too small: a clear error, no output.
+    let mut p = params(Preset::Q4_0);
+    p.size_target = Some(SizeTarget::FileBytes(size0 / 4));
+    let out = d.p("small.gguf");
+    let e = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap_err();
+    assert!(e.to_string().contains("target"), "{e}");
+    assert!(!out.exists());
+}

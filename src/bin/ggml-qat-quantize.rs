@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use ggml_qat::model::planner::SizeTarget;
 use ggml_qat::model::select::{self, Preset, Target};
 use ggml_qat::model::{quantize_model, Params, Progress, Report};
 use ggml_qat::qat::config::Config;
@@ -79,6 +80,29 @@ struct Args {
     /// measured worse than the plain weight-space error (scripts/eval-kld.sh).
     #[arg(long = "norm-importance")]
     norm_importance: bool,
+    /// Choose the per-tensor types so that the output file is at most BYTES
+    /// (suffixes K, M, G: powers of 1024) with the least predicted error;
+    /// TYPE then only says which tensors stay as they are. Each tensor's
+    /// error is measured for every candidate type on a sample of its rows
+    /// (with the imatrix when given). --dry-run shows the plan.
+    #[arg(
+        long = "target-size",
+        value_name = "BYTES",
+        conflicts_with = "target_bpw"
+    )]
+    target_size: Option<String>,
+    /// As --target-size, for a number of bits per weight (8 x tensor data
+    /// bytes / weights, as llama.cpp counts it).
+    #[arg(long = "target-bpw", value_name = "X")]
+    target_bpw: Option<f64>,
+    /// The types the planner may choose, comma-separated (default: Q2_K,
+    /// Q3_K, IQ4_XS, IQ4_NL, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0);
+    /// NAME=T1,T2 for the tensors whose name NAME (a regular expression)
+    /// is found in. Repeatable; the first that applies wins. A tensor is
+    /// offered only the types whose block divides its rows, and always the
+    /// preset's own type.
+    #[arg(long = "plan-types", value_name = "[NAME=]T1,T2,..")]
+    plan_types: Vec<String>,
     /// Skip the per-tensor error measurement (a little faster).
     #[arg(long = "no-error")]
     no_error: bool,
@@ -153,7 +177,52 @@ fn params(a: &Args) -> Result<Params, String> {
         measure_error: !a.no_error && !a.dry_run,
         optimize: a.optimize,
         norm_importance: a.norm_importance,
+        size_target: match (&a.target_size, a.target_bpw) {
+            (Some(s), _) => Some(SizeTarget::FileBytes(parse_size(s)?)),
+            (None, Some(b)) if b.is_finite() && b > 0.0 => Some(SizeTarget::BitsPerWeight(b)),
+            (None, Some(b)) => return Err(format!("--target-bpw {b}: a positive number expected")),
+            (None, None) => None,
+        },
+        plan_types: a
+            .plan_types
+            .iter()
+            .map(|arg| {
+                let (pattern, list) = match arg.split_once('=') {
+                    Some((p, l)) => (Some(p.to_string()), l),
+                    None => (None, arg.as_str()),
+                };
+                let types = list
+                    .split(',')
+                    .map(|t| {
+                        let ty = parse_type("--plan-types", t.trim())?;
+                        if ty.format().block_size > 1 {
+                            Ok(ty)
+                        } else {
+                            Err(format!("--plan-types: {t} is not a block-quantized type"))
+                        }
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                Ok((pattern, types))
+            })
+            .collect::<Result<Vec<_>, String>>()?,
     })
+}
+
+/// BYTES with an optional K, M or G suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&t[..i], 1u64 << 10),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&t[..i], 1 << 20),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("--target-size {s}: a positive number of bytes expected"))
 }
 
 fn mib(b: u64) -> f64 {
@@ -218,6 +287,9 @@ fn print_report(r: &Report, table: bool) {
         r.file_bytes_in,
         r.file_bytes_out
     );
+    if let Some(p) = &r.plan {
+        print_plan(r, p);
+    }
     let objs: Vec<_> = r.tensors.iter().filter_map(|t| t.objective).collect();
     if !objs.is_empty() {
         let better = objs.iter().filter(|o| o.ours < o.ggml).count();
@@ -234,6 +306,58 @@ fn print_report(r: &Report, table: bool) {
         r.seconds,
         r.threads,
         mib(r.peak_rss_bytes)
+    );
+}
+
+/// The planner's choice: types per role, and the preset's figures beside
+/// the chosen ones.
+fn print_plan(r: &Report, p: &ggml_qat::model::planner::PlanSummary) {
+    use std::collections::BTreeMap;
+    let mut roles: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for t in r.tensors.iter().filter(|t| t.plan.is_some()) {
+        let role = t
+            .name
+            .strip_prefix("blk.")
+            .and_then(|s| s.split_once('.'))
+            .map_or(t.name.as_str(), |(_, rest)| rest)
+            .to_string();
+        *roles
+            .entry(role)
+            .or_default()
+            .entry(t.chosen_type.clone())
+            .or_default() += 1;
+    }
+    println!("plan ({}), {} tensors planned:", p.target, p.n_planned);
+    for (role, types) in &roles {
+        let list = types
+            .iter()
+            .map(|(ty, n)| format!("{n} x {ty}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!("  {role:<28} {list}");
+    }
+    println!(
+        "  predicted error {:.5} (preset {:.5}, {:.1}%); file {} bytes, {:.3} bpw (preset {} bytes, {:.3} bpw){}",
+        p.chosen_error,
+        p.preset_error,
+        if p.preset_error > 0.0 {
+            100.0 * (p.chosen_error / p.preset_error - 1.0)
+        } else {
+            0.0
+        },
+        p.chosen_file_bytes,
+        p.chosen_bpw,
+        p.preset_file_bytes,
+        p.preset_bpw,
+        if p.kept_preset {
+            "; the preset's plan kept"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  measured on {} sampled values in {:.1} s",
+        p.sampled_values, p.seconds
     );
 }
 

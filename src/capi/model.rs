@@ -8,6 +8,7 @@ use super::context::QatContext;
 use super::ffi_boundary;
 use super::types::{CBool, GgmlType};
 use crate::error::{Error, Result};
+use crate::model::planner::SizeTarget;
 use crate::model::select::{Preset, Target};
 use crate::model::{self, Params, Progress};
 use crate::qat::LayerClass;
@@ -61,7 +62,7 @@ pub struct ggml_qat_model_report_t {
 
 /// Parameters of ggml_qat_quantize_model; start from
 /// ggml_qat_model_default_params().
-/// cbindgen:field-names=[target, overrides, n_overrides, output_tensor_type, token_embedding_type, imatrix_path, allow_requantize, pure, leave_output_tensor, dry_run, keep_split, n_threads, max_buffer_bytes, progress, progress_user_data, report_json_path, report, optimize]
+/// cbindgen:field-names=[target, overrides, n_overrides, output_tensor_type, token_embedding_type, imatrix_path, allow_requantize, pure, leave_output_tensor, dry_run, keep_split, n_threads, max_buffer_bytes, progress, progress_user_data, report_json_path, report, optimize, target_size_bytes, target_bpw, plan_types, n_plan_types]
 #[repr(C)]
 #[derive(Copy, Clone, Debug)]
 pub struct ggml_qat_model_params_t {
@@ -108,6 +109,20 @@ pub struct ggml_qat_model_params_t {
     /// worse on that objective. The per-tensor gain is in the JSON report.
     /// False (default): bytes identical to llama-quantize's.
     pub optimize: CBool,
+    /// Size planner: when not 0, the per-tensor types are chosen to make the
+    /// output file(s) at most this many bytes with the least predicted error
+    /// (the target preset then only says which tensors stay as they are;
+    /// per-tensor overrides stay fixed). Per-tensor candidates and
+    /// predictions are in the JSON report. 0 (default): the preset's types.
+    pub target_size_bytes: u64,
+    /// Size planner by bits per weight (8 × tensor data bytes / weights);
+    /// 0 (default): none. At most one of target_size_bytes and target_bpw.
+    pub target_bpw: f64,
+    /// The types the planner may choose (ggml type ids), or NULL for its
+    /// default set (Q2_K Q3_K IQ4_XS IQ4_NL Q4_0 Q4_1 Q4_K Q5_0 Q5_1 Q5_K
+    /// Q6_K Q8_0).
+    pub plan_types: *const c_int,
+    pub n_plan_types: c_int,
 }
 
 /// The default model parameters: Q4_K_M, no overrides, all cores, 32 MiB
@@ -134,6 +149,10 @@ pub extern "C" fn ggml_qat_model_default_params() -> ggml_qat_model_params_t {
         report_json_path: std::ptr::null(),
         report: std::ptr::null_mut(),
         optimize: CBool(0),
+        target_size_bytes: 0,
+        target_bpw: 0.0,
+        plan_types: std::ptr::null(),
+        n_plan_types: 0,
     }
 }
 
@@ -212,6 +231,38 @@ pub unsafe extern "C" fn ggml_qat_quantize_model(
         }
         let threads = usize::try_from(cp.n_threads)
             .map_err(|_| Error::invalid("params->n_threads", "negative"))?;
+        let (size, bpw) = (cp.target_size_bytes, cp.target_bpw);
+        let size_target = if size != 0 && bpw != 0.0 {
+            return Err(Error::invalid(
+                "params->target_bpw",
+                "set together with target_size_bytes: give one of them",
+            ));
+        } else if size != 0 {
+            Some(SizeTarget::FileBytes(size))
+        } else if bpw == 0.0 {
+            None
+        } else if bpw.is_finite() && bpw > 0.0 {
+            Some(SizeTarget::BitsPerWeight(bpw))
+        } else {
+            return Err(Error::invalid(
+                "params->target_bpw",
+                format!("{bpw}: a positive number of bits per weight expected"),
+            ));
+        };
+        let n_plan = usize::try_from(cp.n_plan_types)
+            .map_err(|_| Error::invalid("params->n_plan_types", "negative"))?;
+        if n_plan > 0 && cp.plan_types.is_null() {
+            return Err(Error::Null("params->plan_types"));
+        }
+        let mut plan_types = Vec::with_capacity(n_plan);
+        for i in 0..n_plan {
+            let t = opt_type(*cp.plan_types.add(i), "params->plan_types[i]")?
+                .filter(|t| t.format().block_size > 1)
+                .ok_or_else(|| {
+                    Error::invalid("params->plan_types[i]", "not a block-quantized type")
+                })?;
+            plan_types.push(t);
+        }
         let p = Params {
             target,
             pure: cp.pure_.get(),
@@ -239,6 +290,12 @@ pub unsafe extern "C" fn ggml_qat_quantize_model(
             measure_error: !cp.dry_run.get(),
             optimize: cp.optimize.get(),
             norm_importance: false,
+            size_target,
+            plan_types: if plan_types.is_empty() {
+                Vec::new()
+            } else {
+                vec![(None, plan_types)]
+            },
         };
         let mut cb = |pr: &Progress| -> bool {
             match cp.progress {

@@ -8,8 +8,10 @@
 //! target, renamed over it at the end. Peak memory is the chunk buffers plus
 //! the header, whatever the model's size.
 
+pub mod chunk;
 pub mod gguf;
 pub mod imatrix;
+pub mod planner;
 pub mod run;
 pub mod select;
 

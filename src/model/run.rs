@@ -6,11 +6,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::chunk;
 use super::gguf::{self, Header, Kv, OutTensor};
 use super::imatrix::{self, Imatrix};
+use super::planner::{self, PlanSummary, SizeTarget, TensorPlan};
 use super::select::{self, Category, Counters, ModelFacts, Target};
 use super::ModelError;
-use crate::qat::optimize;
 use crate::quant::{self, QuantType};
 
 /// What to do with a model.
@@ -53,6 +54,13 @@ pub struct Params {
     /// objective gives a higher mean KLD than the plain one, and even than
     /// ggml's bytes: kept as an option for other models, off by default.
     pub norm_importance: bool,
+    /// Plan the types to meet this size ([`super::planner`]): the preset
+    /// then only says which tensors are left as they are.
+    pub size_target: Option<SizeTarget>,
+    /// The types the planner may choose: `(pattern, types)`, the first
+    /// pattern found in a tensor's name wins, `None` matches every tensor;
+    /// no match (or empty): [`planner::DEFAULT_TYPES`].
+    pub plan_types: Vec<(Option<String>, Vec<QuantType>)>,
 }
 
 impl Default for Params {
@@ -73,6 +81,8 @@ impl Default for Params {
             measure_error: true,
             optimize: false,
             norm_importance: false,
+            size_target: None,
+            plan_types: Vec::new(),
         }
     }
 }
@@ -108,6 +118,8 @@ pub struct TensorReport {
     /// entry, else the norm's importance, else ones) of ggml's bytes and of
     /// the bytes written, over the whole tensor.
     pub objective: Option<Objective>,
+    /// Under a size target: the candidates measured and the prediction.
+    pub plan: Option<TensorPlan>,
 }
 
 /// A tensor's objective under `--optimize`: ggml's bytes against ours.
@@ -155,11 +167,16 @@ pub struct Report {
     pub n_fallback: usize,
     pub seconds: f64,
     pub peak_rss_bytes: u64,
+    /// Under a size target: the preset's and the chosen plan's figures.
+    pub plan: Option<PlanSummary>,
 }
 
 /// The tensor plan: chosen type per tensor.
 struct Plan {
     ty: i32,
+    /// Quantized by the preset and fixed by no manual option: the size
+    /// planner may change it.
+    free: bool,
     class: &'static str,
     fallback: Option<String>,
 }
@@ -267,7 +284,7 @@ pub fn quantize_model(
     if let Some(im) = &imatrix {
         check_imatrix(im, &all)?;
     }
-    let plans = plan(meta, &all, params, imatrix.is_some())?;
+    let mut plans = plan(meta, &all, params, imatrix.is_some())?;
 
     // Output paths: one per selected shard.
     let outputs: Vec<PathBuf> = if params.keep_split && shards.len() > 1 {
@@ -290,6 +307,91 @@ pub fn quantize_model(
         }
     }
 
+    // Under a size target, the planner replaces the preset's types.
+    let mut tensor_plans: Vec<Option<TensorPlan>> = Vec::new();
+    let mut plan_summary = None;
+    if let Some(target) = params.size_target {
+        if shards.len() > 1 && !params.keep_split {
+            return Err(ModelError::Invalid(
+                "a size target on a split model needs --keep-split (the size is that of all output shards)".into(),
+            ));
+        }
+        // Header sizes do not depend on the types chosen.
+        let header_bytes: u64 = shards
+            .iter()
+            .enumerate()
+            .map(|(si, (_, h))| {
+                let first = all.iter().position(|(s, _)| *s == si).unwrap_or(0);
+                let out: Vec<OutTensor> = h
+                    .tensors
+                    .iter()
+                    .zip(&plans[first..first + h.tensors.len()])
+                    .map(|(t, p)| OutTensor {
+                        name: t.name.clone(),
+                        ne: t.ne,
+                        ty: p.ty,
+                        nbytes: 0,
+                    })
+                    .collect();
+                gguf::encode_header(&output_kvs(h, shards.len(), params), &out, h.alignment)
+                    .0
+                    .len() as u64
+            })
+            .sum();
+        let items: Vec<planner::Item> = all
+            .iter()
+            .zip(&plans)
+            .map(|((s, t), p)| planner::Item {
+                shard: *s,
+                info: t,
+                preset: p.ty,
+                free: p.free,
+            })
+            .collect();
+        let rules = params
+            .plan_types
+            .iter()
+            .map(|(p, types)| {
+                Ok(planner::TypeRule {
+                    pattern: p
+                        .as_deref()
+                        .map(regex::Regex::new)
+                        .transpose()
+                        .map_err(|e| ModelError::Invalid(format!("--plan-types pattern: {e}")))?,
+                    types: types.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let inputs = planner::Inputs {
+            shards: &shards,
+            header_bytes,
+            imatrix: imatrix.as_ref(),
+            rules: &rules,
+            optimize: params.optimize,
+            target,
+        };
+        let count = all.len();
+        let mut cb = |i: usize, name: &str| {
+            let label = format!("plan: {name}");
+            progress(&Progress {
+                index: i + 1,
+                count,
+                name: &label,
+                bytes_done: 0,
+                bytes_total: 0,
+            })
+        };
+        let chosen = planner::choose(&pool, &items, &inputs, &mut cb)?;
+        for (p, ty) in plans.iter_mut().zip(chosen.types) {
+            if p.ty != ty {
+                p.ty = ty;
+                p.fallback = None;
+            }
+        }
+        tensor_plans = chosen.plans;
+        plan_summary = Some(chosen.summary);
+    }
+
     let mut report = Report {
         input: input.display().to_string(),
         outputs: outputs.iter().map(|p| p.display().to_string()).collect(),
@@ -305,6 +407,7 @@ pub fn quantize_model(
         },
         dry_run: params.dry_run,
         threads,
+        plan: plan_summary,
         ..Report::default()
     };
 
@@ -326,14 +429,7 @@ pub fn quantize_model(
         let (in_path, h) = &shards[si];
         let first = all.iter().position(|(s, _)| *s == si).unwrap_or(0);
         let shard_plans = &plans[first..first + h.tensors.len()];
-        let mut kvs: Vec<Kv> = h.kvs.clone();
-        if h.kv("general.architecture").is_some() || shards.len() == 1 {
-            set_kv(&mut kvs, Kv::u32("general.quantization_version", 2));
-            set_kv(
-                &mut kvs,
-                Kv::u32("general.file_type", params.target.file_type()),
-            );
-        }
+        let kvs = output_kvs(h, shards.len(), params);
         let out_tensors: Vec<OutTensor> = h
             .tensors
             .iter()
@@ -391,6 +487,7 @@ pub fn quantize_model(
                 bytes_out: o.nbytes,
                 rel_rmse: None,
                 objective: None,
+                plan: tensor_plans.get_mut(index - 1).and_then(|p| p.take()),
             };
             if let Some(w) = writer.as_mut() {
                 let in_off = h.data_offset + t.offset;
@@ -452,6 +549,21 @@ pub fn quantize_model(
     report.seconds = start.elapsed().as_secs_f64();
     report.peak_rss_bytes = super::peak_rss().unwrap_or(0);
     Ok(report)
+}
+
+/// The key/values written for shard `h`: the input's, with the
+/// quantization version and file type set on the shard holding the model's
+/// metadata.
+fn output_kvs(h: &Header, n_shards: usize, params: &Params) -> Vec<Kv> {
+    let mut kvs: Vec<Kv> = h.kvs.clone();
+    if h.kv("general.architecture").is_some() || n_shards == 1 {
+        set_kv(&mut kvs, Kv::u32("general.quantization_version", 2));
+        set_kv(
+            &mut kvs,
+            Kv::u32("general.file_type", params.target.file_type()),
+        );
+    }
+    kvs
 }
 
 /// Sets `kv`, as ggml's gguf_set_val_*: an existing key is removed and the
@@ -565,6 +677,7 @@ fn plan(
         let class = select::classify(&t.name, n_dims);
         let cat = select::category(&t.name);
         let mut fallback = None;
+        let mut free = false;
         let allowed = select::allows_quantization(&t.name, n_dims, &arch, !params.leave_output);
         let ty = if !allowed {
             t.ty
@@ -591,6 +704,7 @@ fn plan(
                     .iter()
                     .find(|(r, _)| r.is_match(&t.name))
                     .map(|o| o.1);
+                free = manual.is_none() && preset.is_some();
                 if let Some(m) = manual {
                     new_type = m;
                 } else if let (false, Some(p)) = (params.pure, preset) {
@@ -637,6 +751,7 @@ fn plan(
         }
         out[i] = Some(Plan {
             ty,
+            free: free && select::is_quantized_id(ty),
             class: select::class_name(class),
             fallback,
         });
@@ -780,8 +895,7 @@ fn convert_tensor<'a>(
         }
     ];
     let (mut err2, mut sum2) = (0f64, 0f64);
-    // Float targets (F16, BF16, F32) have nothing to search.
-    let optimize = params.optimize && to.format().block_size > 1;
+    let optimize = params.optimize;
     let mut objective: Option<Objective> = None;
     let mut r = 0;
     while r < nrows {
@@ -810,8 +924,10 @@ fn convert_tensor<'a>(
         // The search's weights: the imatrix, else the norm's importance.
         let wrow = imrow.or_else(|| norm.and_then(slice));
         let d = &mut dst[..n * dst_row];
-        pool.install(|| quant::quantize_rows(to, x, row_len, d, imrow))?;
-        if optimize {
+        let searched = pool
+            .install(|| chunk::quantize_chunk(to, x, row_len, d, imrow, wrow, optimize))
+            .map_err(|e| ModelError::Invalid(format!("tensor '{}': {e}", t.name)))?;
+        if let Some(sr) = searched {
             let o = objective.get_or_insert(Objective {
                 weights: if imrow.is_some() {
                     "imatrix"
@@ -824,27 +940,9 @@ fn convert_tensor<'a>(
                 ours: 0.0,
                 rows_changed: 0,
             });
-            let opts = optimize::Options::default();
-            let (ggml, ours, bytes) = pool
-                .install(|| -> Result<_, crate::error::Error> {
-                    let (b, _) = optimize::quantize_weighted(to, x, row_len, wrow, &opts)?;
-                    let e0 = optimize::weighted_error(to, d, x, row_len, wrow)?;
-                    let e1 = optimize::weighted_error(to, &b, x, row_len, wrow)?;
-                    Ok((e0, e1, b))
-                })
-                .map_err(|e| ModelError::Invalid(format!("tensor '{}': {e}", t.name)))?;
-            o.ggml += ggml;
-            if ours <= ggml {
-                o.ours += ours;
-                o.rows_changed += d
-                    .chunks(dst_row)
-                    .zip(bytes.chunks(dst_row))
-                    .filter(|(a, b)| a != b)
-                    .count() as u64;
-                d.copy_from_slice(&bytes);
-            } else {
-                o.ours += ggml;
-            }
+            o.ggml += sr.ggml;
+            o.ours += sr.kept;
+            o.rows_changed += sr.rows_changed;
         }
         if params.measure_error {
             let b = &mut back[..n * row_len];
