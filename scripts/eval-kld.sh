@@ -27,12 +27,14 @@
 # - The size planner (EVAL_PLAN=1): ggml-qat-quantize --target-size = the
 #   size of llama-quantize's Q4_0 file, preset Q4_0, --optimize, without and
 #   with the imatrix, choosing among PLAN_TYPES ("Q2_K,Q3_K,IQ4_XS,IQ4_NL,
-#   Q4_0,Q8_0"). The reference model is Gemma 3 270M Q4_K_M dequantized:
+#   Q4_0,Q8_0"; token_embd among PLAN_EMBD_TYPES, "Q4_0,Q4_1,IQ4_NL,Q5_0,
+#   Q5_1,Q8_0"). The reference model is Gemma 3 270M Q4_K_M dequantized:
 #   requantizing a tensor to the grid it came from (Q5_0 for attn_q/k/v and
 #   ffn_gate/up, Q4_K/Q6_K for attn_output and ffn_down, and Q4_1, whose
 #   affine 32-blocks hold a Q4_K grid) is nearly lossless, so those types
-#   are left out of PLAN_TYPES; Q8_0 stays (the presets keep token_embd,
-#   Q8_0 in the origin, at Q8_0 too).
+#   are left out of PLAN_TYPES for the blocks; Q8_0 stays (the presets keep
+#   token_embd, Q8_0 in the origin, at Q8_0 too), and token_embd may take
+#   any 32-block type (none is its origin's grid but Q8_0).
 # Prints one table: file size, bits per weight, mean KLD, same-top-token %,
 # PPL(Q)/PPL(F16); bits per weight = 8 x tensor data bytes / weights. Work
 # files in target/eval-kld/ (the KLD base is ~3.2 GB).
@@ -49,6 +51,7 @@ opt_types=${EVAL_OPT_TYPES:-Q4_0}
 presets=${EVAL_PRESETS:-Q3_K_S Q3_K_M Q2_K IQ4_NL IQ4_XS}
 plan=${EVAL_PLAN:-1}
 plan_types=${PLAN_TYPES:-Q2_K,Q3_K,IQ4_XS,IQ4_NL,Q4_0,Q8_0}
+plan_embd_types=${PLAN_EMBD_TYPES:-Q4_0,Q4_1,IQ4_NL,Q5_0,Q5_1,Q8_0}
 q4=$(scripts/fetch-gemma3.sh)
 bin=$(scripts/build-llama-tools.sh)
 tree=$(scripts/fetch-llama-cpp.sh)
@@ -162,7 +165,8 @@ if [ "$plan" = 1 ]; then
         if [ $im = none ]; then oopt=""; sfx=""; else oopt="--imatrix $imatrix"; sfx=" +imatrix"; fi
         ours="$work/plan-$im.ggml-qat.gguf"
         # shellcheck disable=SC2086
-        "$tool" -q --optimize --target-size "$q4_0_size" --plan-types "$plan_types" \
+        "$tool" -q --optimize --target-size "$q4_0_size" \
+            --plan-types "token_embd=$plan_embd_types" --plan-types "$plan_types" \
             --report "$work/plan-$im.json" $oopt "$f16" "$ours" Q4_0 "$threads" > "$work/plan-$im.txt" 2>&1
         sed -n '/^plan (/,/measured on/p' "$work/plan-$im.txt" >&2
         kld "ggml-qat-quantize --target-size $q4_0_size Q4_0 --optimize$sfx" "$ours"

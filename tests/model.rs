@@ -968,3 +968,66 @@ fn size_target_meets_the_size_with_ggml_bytes_and_measured_errors() {
     assert!(e.to_string().contains("target"), "{e}");
     assert!(!out.exists());
 }
+
+#[test]
+fn command_line_size_target_dry_run_shows_the_plan() {
+    let d = Tmp::new("plan-cli");
+    let inp = d.p("in.gguf");
+    write_gguf(&inp, &llama_kvs("llama", 2), &llama_model(2), 32);
+    let out = d.p("out.gguf");
+    let run = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ggml-qat-quantize"));
+        cmd.args(extra).arg("--allow-requantize").args([
+            inp.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "Q4_0",
+            "1",
+        ]);
+        let o = cmd.output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run(&[
+        "--dry-run",
+        "--target-size",
+        "100K",
+        "--plan-types",
+        "attn_v=Q8_0",
+        "--plan-types",
+        "Q4_0,IQ4_NL,Q8_0",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("plan (file bytes 102400)"), "{stdout}");
+    assert!(stdout.contains("predicted error"), "{stdout}");
+    assert!(
+        stdout.contains("attn_v.weight") && stdout.contains("x q8_0"),
+        "{stdout}"
+    );
+    assert_eq!(d.files(), ["in.gguf"], "a dry run writes nothing");
+    for (args, want) in [
+        (&["--target-size", "12X"][..], "--target-size 12X"),
+        (&["--target-bpw=-1"][..], "--target-bpw -1"),
+        (&["--target-bpw=nan"][..], "--target-bpw NaN"),
+        (
+            &["--target-size", "1G", "--target-bpw", "4"][..],
+            "cannot be used with",
+        ),
+        (
+            &["--target-size", "1G", "--plan-types", "F16"][..],
+            "not a block-quantized",
+        ),
+        (
+            &["--target-size", "1G", "--plan-types", "(=Q4_0"][..],
+            "--plan-types pattern",
+        ),
+        (&["--target-size", "1000"][..], "target"),
+    ] {
+        let (code, _, stderr) = run(args);
+        assert_ne!(code, Some(0), "{args:?}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert_eq!(d.files(), ["in.gguf"], "{args:?}");
+    }
+}
