@@ -184,6 +184,14 @@ fn llama_model(n_layer: u32) -> Vec<Src> {
     t
 }
 
+/// `llama_model(n_layer)` written to `in.gguf` in `d`.
+fn llama_file(d: &Tmp, n_layer: u32) -> (PathBuf, Vec<Src>) {
+    let tensors = llama_model(n_layer);
+    let inp = d.p("in.gguf");
+    write_gguf(&inp, &llama_kvs("llama", n_layer), &tensors, 32);
+    (inp, tensors)
+}
+
 fn params(p: Preset) -> Params {
     Params {
         target: Target::Preset(p),
@@ -631,8 +639,7 @@ fn full_disk_leaves_no_output() {
     // RLIMIT_FSIZE in a child process running the command-line tool.
     use std::os::unix::process::CommandExt;
     let d = Tmp::new("fsize");
-    let inp = d.p("in.gguf");
-    write_gguf(&inp, &llama_kvs("llama", 2), &llama_model(2), 32);
+    let (inp, _) = llama_file(&d, 2);
     let before = std::fs::read(&inp).unwrap();
     let out = d.p("out.gguf");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ggml-qat-quantize"));
@@ -721,6 +728,36 @@ fn split_shards_quantize_alone_or_together() {
     };
     assert_eq!(types(&r), types(&w));
     assert_eq!(r.bytes_out, w.bytes_out);
+
+    // A size target covers all the shards written (headers included); a
+    // single shard of a set cannot take one.
+    let shard_bytes = |r: &ggml_qat::model::Report| -> u64 {
+        r.outputs
+            .iter()
+            .map(|o| std::fs::metadata(o).unwrap().len())
+            .sum()
+    };
+    let target = shard_bytes(&r) * 9 / 10;
+    p.size_target = Some(ggml_qat::model::planner::SizeTarget::FileBytes(target));
+    let r = quantize_model(
+        &d.p("m-00001-of-00002.gguf"),
+        &d.p("q.gguf"),
+        &p,
+        &mut no_progress(),
+    )
+    .unwrap();
+    assert_eq!(r.outputs.len(), 2);
+    assert!(shard_bytes(&r) <= target, "{} > {target}", shard_bytes(&r));
+    assert_eq!(shard_bytes(&r), r.file_bytes_out);
+    p.keep_split = false;
+    let e = quantize_model(
+        &d.p("m-00001-of-00002.gguf"),
+        &d.p("one.gguf"),
+        &p,
+        &mut no_progress(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("--keep-split"), "{e}");
 }
 
 /// `--optimize`: the same file layout and types as without it; per tensor,
@@ -732,9 +769,7 @@ fn split_shards_quantize_alone_or_together() {
 fn optimize_is_never_worse_per_tensor_and_off_changes_nothing() {
     use ggml_qat::qat::optimize::weighted_error;
     let d = Tmp::new("optimize");
-    let tensors = llama_model(2);
-    let inp = d.p("in.gguf");
-    write_gguf(&inp, &llama_kvs("llama", 2), &tensors, 32);
+    let (inp, tensors) = llama_file(&d, 2);
     // An imatrix for some tensors only (the others are searched data-free).
     let im_q: Vec<f32> = (0..256).map(|i| 0.1 + ((i * 37) % 11) as f32).collect();
     let im_g: Vec<f32> = (0..256).map(|i| 2.0 + ((i * 13) % 5) as f32).collect();
@@ -849,9 +884,7 @@ fn optimize_is_never_worse_per_tensor_and_off_changes_nothing() {
 fn size_target_meets_the_size_with_ggml_bytes_and_measured_errors() {
     use ggml_qat::model::planner::SizeTarget;
     let d = Tmp::new("plan");
-    let tensors = llama_model(3);
-    let inp = d.p("in.gguf");
-    write_gguf(&inp, &llama_kvs("llama", 3), &tensors, 32);
+    let (inp, tensors) = llama_file(&d, 3);
     let base = d.p("q4_0.gguf");
     let mut p0 = params(Preset::Q4_0);
     // fixed by hand: never planned
@@ -972,8 +1005,7 @@ fn size_target_meets_the_size_with_ggml_bytes_and_measured_errors() {
 #[test]
 fn command_line_size_target_dry_run_shows_the_plan() {
     let d = Tmp::new("plan-cli");
-    let inp = d.p("in.gguf");
-    write_gguf(&inp, &llama_kvs("llama", 2), &llama_model(2), 32);
+    let (inp, _) = llama_file(&d, 2);
     let out = d.p("out.gguf");
     let run = |extra: &[&str]| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ggml-qat-quantize"));

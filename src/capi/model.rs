@@ -165,6 +165,18 @@ unsafe fn c_str<'a>(p: *const c_char, name: &'static str) -> Result<&'a str> {
         .map_err(|_| Error::invalid(name, "not UTF-8"))
 }
 
+/// The caller's array `p` of `n` items (NULL allowed when `n` is 0).
+unsafe fn c_array<'a, T>(p: *const T, n: c_int, name: &'static str) -> Result<&'a [T]> {
+    let n = usize::try_from(n).map_err(|_| Error::invalid(name, "negative count"))?;
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(Error::Null(name));
+    }
+    Ok(std::slice::from_raw_parts(p, n))
+}
+
 fn opt_type(v: c_int, name: &'static str) -> Result<Option<QuantType>> {
     if v < 0 {
         return Ok(None);
@@ -216,14 +228,8 @@ pub unsafe extern "C" fn ggml_qat_quantize_model(
                 Error::invalid("params->target", format!("unknown preset '{target_name}'"))
             })?)
         };
-        let n_over = usize::try_from(cp.n_overrides)
-            .map_err(|_| Error::invalid("params->n_overrides", "negative"))?;
-        if n_over > 0 && cp.overrides.is_null() {
-            return Err(Error::Null("params->overrides"));
-        }
-        let mut overrides = Vec::with_capacity(n_over);
-        for i in 0..n_over {
-            let o = *cp.overrides.add(i);
+        let mut overrides = Vec::new();
+        for o in c_array(cp.overrides, cp.n_overrides, "params->overrides")? {
             let pat = c_str(o.pattern, "params->overrides[i].pattern")?;
             let ty = opt_type(o.type_.0, "params->overrides[i].type")?
                 .ok_or_else(|| Error::invalid("params->overrides[i].type", "negative"))?;
@@ -249,14 +255,9 @@ pub unsafe extern "C" fn ggml_qat_quantize_model(
                 format!("{bpw}: a positive number of bits per weight expected"),
             ));
         };
-        let n_plan = usize::try_from(cp.n_plan_types)
-            .map_err(|_| Error::invalid("params->n_plan_types", "negative"))?;
-        if n_plan > 0 && cp.plan_types.is_null() {
-            return Err(Error::Null("params->plan_types"));
-        }
-        let mut plan_types = Vec::with_capacity(n_plan);
-        for i in 0..n_plan {
-            let t = opt_type(*cp.plan_types.add(i), "params->plan_types[i]")?
+        let mut plan_types = Vec::new();
+        for &t in c_array(cp.plan_types, cp.n_plan_types, "params->plan_types")? {
+            let t = opt_type(t, "params->plan_types[i]")?
                 .filter(|t| t.format().block_size > 1)
                 .ok_or_else(|| {
                     Error::invalid("params->plan_types[i]", "not a block-quantized type")
