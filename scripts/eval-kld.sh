@@ -34,24 +34,28 @@
 #   affine 32-blocks hold a Q4_K grid) is nearly lossless, so those types
 #   are left out of PLAN_TYPES for the blocks; Q8_0 stays (the presets keep
 #   token_embd, Q8_0 in the origin, at Q8_0 too), and token_embd may take
-#   any 32-block type (none is its origin's grid but Q8_0).
+#   any 32-block type (none is its origin's grid but Q8_0). Then the same
+#   for each size of PLAN_SIZES ("200000000": below every preset's size, so
+#   the blocks cannot all stay at Q8_0).
 # Prints one table: file size, bits per weight, mean KLD, same-top-token %,
 # PPL(Q)/PPL(F16); bits per weight = 8 x tensor data bytes / weights. Work
 # files in target/eval-kld/ (the KLD base is ~3.2 GB).
 # Usage: scripts/eval-kld.sh [THREADS]
 set -eu
 . "$(dirname "$0")/env.sh"
+. "$(dirname "$0")/kld-common.sh"
 cd "$root"
 threads=${1:-2}
 ctx=${EVAL_CTX:-512}
 chunks=${EVAL_CHUNKS:-24}
 im_chunks=${IMATRIX_CHUNKS:-24}
-types=${EVAL_TYPES:-Q4_0 Q4_K_M}
-opt_types=${EVAL_OPT_TYPES:-Q4_0}
-presets=${EVAL_PRESETS:-Q3_K_S Q3_K_M Q2_K IQ4_NL IQ4_XS}
+types=${EVAL_TYPES-Q4_0 Q4_K_M}
+opt_types=${EVAL_OPT_TYPES-Q4_0}
+presets=${EVAL_PRESETS-Q3_K_S Q3_K_M Q2_K IQ4_NL IQ4_XS}
 plan=${EVAL_PLAN:-1}
 plan_types=${PLAN_TYPES:-Q2_K,Q3_K,IQ4_XS,IQ4_NL,Q4_0,Q8_0}
 plan_embd_types=${PLAN_EMBD_TYPES:-Q4_0,Q4_1,IQ4_NL,Q5_0,Q5_1,Q8_0}
+plan_sizes=${PLAN_SIZES-200000000}
 q4=$(scripts/fetch-gemma3.sh)
 bin=$(scripts/build-llama-tools.sh)
 tree=$(scripts/fetch-llama-cpp.sh)
@@ -72,14 +76,7 @@ echo "texts (llama-cpp-python 0.3.36 sdist): calibration tools/*/README.md $(wc 
     "evaluation docs/**.md $(wc -c < "$evalt") bytes" >&2
 
 base="$work/f16-$ctx-$chunks.kld"
-if [ ! -f "$base" ]; then
-    "$bin/llama-perplexity" -m "$f16" -f "$evalt" -c "$ctx" --chunks "$chunks" -t "$threads" \
-        --kl-divergence-base "$base.part" > "$work/base.log" 2>&1 || {
-        tail -20 "$work/base.log" >&2
-        exit 1
-    }
-    mv "$base.part" "$base"
-fi
+kld_base "$f16" "$evalt" "$base" "$work/base.log"
 imatrix="$work/imatrix-$ctx-$im_chunks.gguf"
 if [ ! -f "$imatrix" ]; then
     "$bin/llama-imatrix" -m "$f16" -f "$calib" -c "$ctx" --chunks "$im_chunks" -t "$threads" \
@@ -103,17 +100,13 @@ rows="$work/rows.txt"
 : > "$rows"
 kld() {
     log="$work/$1.log"
-    "$bin/llama-perplexity" -m "$2" -f "$evalt" -c "$ctx" --chunks "$chunks" -t "$threads" \
-        --kl-divergence-base "$base" --kl-divergence > "$log" 2>&1 || {
-        tail -20 "$log" >&2
-        exit 1
-    }
-    size=$(stat -c %s "$2")
+    kld_run "$2" "$evalt" "$base" "$log"
+    fbytes=$(stat -c %s "$2")
     bpw=$(bpw "$2")
     k=$(awk '/^Mean +KLD:/ {print $3; exit}' "$log")
     top=$(awk '/^Same top p:/ {print $4; exit}' "$log")
     ratio=$(awk '/^Mean PPL\(Q\)\/PPL\(base\)/ {print $4; exit}' "$log")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$size" "$bpw" "$k" "$top" "$ratio" >> "$rows"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$fbytes" "$bpw" "$k" "$top" "$ratio" >> "$rows"
 }
 same() { # NAME AS FILE: the KLD figures of AS (same tensor bytes), FILE's size
     awk -F'\t' -v n="$1" -v a="$2" -v s="$(stat -c %s "$3")" -v b="$(bpw "$3")" \
@@ -161,16 +154,19 @@ if [ "$plan" = 1 ]; then
         q4_0_size=$(stat -c %s "$work/q4_0-size.gguf")
         rm -f "$work/q4_0-size.gguf"
     fi
-    for im in none imatrix; do
-        if [ $im = none ]; then oopt=""; sfx=""; else oopt="--imatrix $imatrix"; sfx=" +imatrix"; fi
-        ours="$work/plan-$im.ggml-qat.gguf"
-        # shellcheck disable=SC2086
-        "$tool" -q --optimize --target-size "$q4_0_size" \
-            --plan-types "token_embd=$plan_embd_types" --plan-types "$plan_types" \
-            --report "$work/plan-$im.json" $oopt "$f16" "$ours" Q4_0 "$threads" > "$work/plan-$im.txt" 2>&1
-        sed -n '/^plan (/,/measured on/p' "$work/plan-$im.txt" >&2
-        kld "ggml-qat-quantize --target-size $q4_0_size Q4_0 --optimize$sfx" "$ours"
-        rm -f "$ours"
+    for tsize in "$q4_0_size" $plan_sizes; do
+        for im in none imatrix; do
+            if [ $im = none ]; then oopt=""; sfx=""; else oopt="--imatrix $imatrix"; sfx=" +imatrix"; fi
+            ours="$work/plan-$tsize-$im.ggml-qat.gguf"
+            # shellcheck disable=SC2086
+            "$tool" -q --optimize --target-size "$tsize" \
+                --plan-types "token_embd=$plan_embd_types" --plan-types "$plan_types" \
+                --report "$work/plan-$tsize-$im.json" $oopt "$f16" "$ours" Q4_0 "$threads" \
+                > "$work/plan-$tsize-$im.txt" 2>&1
+            sed -n '/^plan (/,/measured on/p' "$work/plan-$tsize-$im.txt" >&2
+            kld "ggml-qat-quantize --target-size $tsize Q4_0 --optimize$sfx" "$ours"
+            rm -f "$ours"
+        done
     done
 fi
 for t in $opt_types; do

@@ -31,6 +31,7 @@
 # Usage: [ROLE_TYPE=Q4_0] [ROLE_CHUNKS=12] [TOOL=...] scripts/measure-roles.sh [THREADS]
 set -eu
 . "$(dirname "$0")/env.sh"
+. "$(dirname "$0")/kld-common.sh"
 cd "$root"
 threads=${1:-2}
 ctx=512
@@ -61,14 +62,7 @@ cat $(ls "$tree"/tools/*/README.md | sort) > "$calib"
 echo "text (llama-cpp-python 0.3.36 sdist): calibration tools/*/README.md $(wc -c < "$calib") bytes" >&2
 
 base="$work/f16-calib-$ctx-$chunks.kld"
-if [ ! -f "$base" ]; then
-    "$bin/llama-perplexity" -m "$f16" -f "$calib" -c "$ctx" --chunks "$chunks" -t "$threads" \
-        --kl-divergence-base "$base.part" > "$work/base.log" 2>&1 || {
-        tail -20 "$work/base.log" >&2
-        exit 1
-    }
-    mv "$base.part" "$base"
-fi
+kld_base "$f16" "$calib" "$base" "$work/base.log"
 
 # stats JSON REGEX TYPE: checks that exactly the 2-D tensors whose names match
 # REGEX are at TYPE (all others F16 or F32); prints "tensors weights meanNSR".
@@ -115,11 +109,7 @@ variant() {
     }
     s=$(stats "$work/$name.json" "$regex" "$type")
     log="$work/$name.log"
-    "$bin/llama-perplexity" -m "$out" -f "$calib" -c "$ctx" --chunks "$chunks" -t "$threads" \
-        --kl-divergence-base "$base" --kl-divergence > "$log" 2>&1 || {
-        tail -20 "$log" >&2
-        exit 1
-    }
+    kld_run "$out" "$calib" "$base" "$log"
     rm -f "$out"
     k=$(awk '/^Mean +KLD:/ {print $3; exit}' "$log")
     pm=$(awk '/^Mean +KLD:/ {print $5; exit}' "$log")
