@@ -25,6 +25,8 @@
 #   tensors of rel_rmse^2 = ||w - q(w)||^2 / ||w||^2, from the report), mean
 #   KLD and its +/- (llama-perplexity's, over tokens), same top token %, KLD / mean NSR (the group's factor) and KLD per
 #   million quantized weights.
+# Also writes target/measure-roles/factors.txt, the planner's factors
+# (ggml-qat-quantize --plan-factors) as measured.
 # Tool: target/release/ggml-qat-quantize built by cargo, or TOOL=/path (no
 # build). Work files in target/measure-roles/ (roles.tsv, logs, JSONs; the KLD
 # base is ~1.6 GB; each variant's .gguf is deleted after its run).
@@ -144,3 +146,11 @@ awk -F'\t' '
     $1 ~ /^blk[0-9]/ {thirds += $5}
     $1 == "all-blocks" {all = $5}
     END {printf "additivity: sum of the 7 block-role KLDs %.6f, of the 3 depth thirds %.6f; all 7 roles together (measured) %.6f = %.2f x the role sum\n", roles, thirds, all, all / roles}' "$tsv"
+# The factors as ggml-qat-quantize --plan-factors reads them.
+factors="$work/factors.txt"
+awk -F'\t' -v t="$type" '
+    BEGIN {print "# ggml-qat-quantize --plan-factors FILE: KLD per unit NSR by role, KLD by depth third (" t ", scripts/measure-roles.sh)"}
+    NR > 1 && $1 !~ /^(blk|all)/ {print $1, $8}
+    $1 ~ /^blk[0-9]/ {d = d " " $5}
+    END {print "depth" d}' "$tsv" > "$factors"
+echo "factors for --plan-factors: $factors" >&2

@@ -993,6 +993,22 @@ fn size_target_meets_the_size_with_ggml_bytes_and_measured_errors() {
         );
     }
 
+    // The role factors steer the plan: a role made very costly gets the
+    // largest type offered, made nearly free the smallest (with room for
+    // the three attn_q at Q8_0: 3 x 4 KiB more than Q4_0).
+    let mut p = params(Preset::Q4_0);
+    p.size_target = Some(SizeTarget::FileBytes(size0 + 3 * 4096));
+    p.plan_types = vec![(None, vec![QuantType::Q4_0, QuantType::Q8_0])];
+    p.dry_run = true;
+    for (role, factor, want) in [("attn_q", 1e6, "q8_0"), ("attn_q", 1e-9, "q4_0")] {
+        p.plan_factors =
+            ggml_qat::model::planner::Factors::parse(&format!("{role} {factor}")).unwrap();
+        let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+        for t in r.tensors.iter().filter(|t| t.name.contains(role)) {
+            assert_eq!(t.chosen_type, want, "{role} {factor}: {}", t.name);
+        }
+    }
+
     // Too small: a clear error, no output.
     let mut p = params(Preset::Q4_0);
     p.size_target = Some(SizeTarget::FileBytes(size0 / 4));

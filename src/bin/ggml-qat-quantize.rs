@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ggml_qat::model::planner::SizeTarget;
+use ggml_qat::model::planner::{Factors, SizeTarget};
 use ggml_qat::model::select::{self, Preset, Target};
 use ggml_qat::model::{quantize_model, Params, Progress, Report};
 use ggml_qat::qat::config::Config;
@@ -103,6 +103,12 @@ struct Args {
     /// preset's own type.
     #[arg(long = "plan-types", value_name = "[NAME=]T1,T2,..")]
     plan_types: Vec<String>,
+    /// The planner's role and depth factors: a file of `ROLE VALUE` lines
+    /// and `depth FIRST MIDDLE LAST` (scripts/measure-roles.sh writes one
+    /// for its model); what it does not name keeps the default, measured on
+    /// Gemma 3 270M.
+    #[arg(long = "plan-factors", value_name = "FILE")]
+    plan_factors: Option<PathBuf>,
     /// Skip the per-tensor error measurement (a little faster).
     #[arg(long = "no-error")]
     no_error: bool,
@@ -182,6 +188,15 @@ fn params(a: &Args) -> Result<Params, String> {
             (None, Some(b)) if b.is_finite() && b > 0.0 => Some(SizeTarget::BitsPerWeight(b)),
             (None, Some(b)) => return Err(format!("--target-bpw {b}: a positive number expected")),
             (None, None) => None,
+        },
+        plan_factors: match &a.plan_factors {
+            None => Factors::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("--plan-factors {}: {e}", path.display()))?;
+                Factors::parse(&text)
+                    .map_err(|e| format!("--plan-factors {}: {e}", path.display()))?
+            }
         },
         plan_types: a
             .plan_types

@@ -297,6 +297,7 @@ pub unsafe extern "C" fn ggml_qat_quantize_model(
             } else {
                 vec![(None, plan_types)]
             },
+            plan_factors: Default::default(),
         };
         let mut cb = |pr: &Progress| -> bool {
             match cp.progress {

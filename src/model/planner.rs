@@ -13,7 +13,7 @@
 //!   produce (ggml's quantizer with the imatrix, or under `optimize` the
 //!   better of it and the search), `a` the tensor's imatrix entry or ones.
 //! - Predicted model error of a plan: `Σ_t f(role_t) · E_t(type_t)`, where
-//!   `f` is the role's factor ([`role_factor`]).
+//!   `f` is the role's and depth's factor ([`Factors`]).
 //! - Search: on each tensor's lower convex hull of (bytes, weighted error),
 //!   the upgrade saving the most error per byte first while it fits; then
 //!   any single change that still fits and lowers the error. The preset's
@@ -133,45 +133,124 @@ pub struct Inputs<'a> {
     pub rules: &'a [TypeRule],
     pub optimize: bool,
     pub target: SizeTarget,
+    pub factors: &'a Factors,
 }
 
-/// How much relative squared error costs, by role: the mean KL divergence
-/// of the model per unit of mean relative squared error when every tensor of
-/// the role (and no other) is quantized. Measured on Gemma 3 270M, each role
-/// at Q4_0, 12 chunks of 512 tokens of a text disjoint from the evaluation
-/// text (scripts/measure-roles.sh); the tensor's share is the role's factor
-/// divided by the number of tensors in the role. Roles that model lacks take
-/// the nearest measured one: `output` that of the tied token embeddings,
-/// fused QKV the mean of Q, K and V, other tensors the median.
-pub fn role_factor(cat: Category) -> f64 {
-    use Category::*;
-    match cat {
-        TokenEmbd | Output => 7.87,
-        AttnQ => 1.69,
-        AttnK => 1.67,
-        AttnV | AttnKvB => 7.01,
-        AttnQkv => (1.69 + 1.67 + 7.01) / 3.0,
-        AttnOutput => 3.25,
-        FfnGate => 2.91,
-        FfnUp => 5.73,
-        FfnDown => 7.12,
-        Other => 3.25,
+/// The roles a factors file names, by llama.cpp's tensor names.
+const ROLE_NAMES: [(&str, Category); 12] = [
+    ("token_embd", Category::TokenEmbd),
+    ("output", Category::Output),
+    ("attn_q", Category::AttnQ),
+    ("attn_k", Category::AttnK),
+    ("attn_v", Category::AttnV),
+    ("attn_qkv", Category::AttnQkv),
+    ("attn_kv_b", Category::AttnKvB),
+    ("attn_output", Category::AttnOutput),
+    ("ffn_gate", Category::FfnGate),
+    ("ffn_up", Category::FfnUp),
+    ("ffn_down", Category::FfnDown),
+    ("other", Category::Other),
+];
+
+/// How much relative squared error costs, by role and depth.
+///
+/// - `roles`: the mean KL divergence of the model per unit of mean relative
+///   squared error when every tensor of the role (and no other) is
+///   quantized; a tensor's share is its role's factor divided by the number
+///   of tensors in the role.
+/// - `depth`: the mean KL divergence with every tensor of the first, middle
+///   and last third of the blocks quantized; a block's factor is its
+///   third's figure over the mean of the three.
+///
+/// The default was measured on Gemma 3 270M, each group at Q4_0, 12 chunks
+/// of 512 tokens of a text disjoint from the evaluation text
+/// (scripts/measure-roles.sh, which also writes such a file for its model).
+/// Roles Gemma lacks take the nearest measured one: `output` that of the
+/// tied token embeddings, fused QKV the mean of Q, K and V, `attn_kv_b`
+/// that of V, other tensors that of attn_output (the median).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Factors {
+    pub roles: [f64; 12],
+    pub depth: [f64; 3],
+}
+
+impl Default for Factors {
+    fn default() -> Factors {
+        let (q, k, v) = (1.69, 1.67, 7.01);
+        Factors {
+            roles: [
+                7.87,
+                7.87,
+                q,
+                k,
+                v,
+                (q + k + v) / 3.0,
+                v,
+                3.25,
+                2.91,
+                5.73,
+                7.12,
+                3.25,
+            ],
+            depth: [0.127598, 0.098814, 0.087137],
+        }
     }
 }
 
-/// The mean KL divergence with all the tensors of the first, middle and
-/// last third of the blocks at Q4_0 (same measurement as [`role_factor`]),
-/// relative to their mean: early blocks cost more.
-const DEPTH_THIRDS: [f64; 3] = [0.127598, 0.098814, 0.087137];
-
-/// The depth factor of block `layer` of `n_layer` (1 outside blocks).
-pub fn depth_factor(layer: i64, n_layer: i64) -> f64 {
-    if layer < 0 || n_layer <= 0 {
-        return 1.0;
+impl Factors {
+    /// Reads a factors file: lines `ROLE VALUE` (ROLE one of token_embd,
+    /// output, attn_q, attn_k, attn_v, attn_qkv, attn_kv_b, attn_output,
+    /// ffn_gate, ffn_up, ffn_down, other) and `depth FIRST MIDDLE LAST`;
+    /// `#` starts a comment. What the file does not name keeps its default.
+    pub fn parse(text: &str) -> Result<Factors, String> {
+        let mut f = Factors::default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let key = words.next().unwrap_or("");
+            let values: Vec<f64> = words
+                .map(|w| w.parse::<f64>().ok().filter(|x| x.is_finite() && *x > 0.0))
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    format!("line {}: positive numbers expected after '{key}'", n + 1)
+                })?;
+            if key == "depth" {
+                f.depth = values
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| format!("line {}: depth takes 3 numbers", n + 1))?;
+                continue;
+            }
+            let i = ROLE_NAMES
+                .iter()
+                .position(|(name, _)| *name == key)
+                .ok_or_else(|| format!("line {}: unknown role '{key}'", n + 1))?;
+            match values[..] {
+                [x] => f.roles[i] = x,
+                _ => return Err(format!("line {}: {key} takes 1 number", n + 1)),
+            }
+        }
+        Ok(f)
     }
-    let mean = DEPTH_THIRDS.iter().sum::<f64>() / 3.0;
-    let third = ((3 * layer.min(n_layer - 1)) / n_layer) as usize;
-    DEPTH_THIRDS[third.min(2)] / mean
+
+    /// The factor of a role (before dividing by the tensors in it).
+    pub fn role(&self, cat: Category) -> f64 {
+        let i = ROLE_NAMES.iter().position(|(_, c)| *c == cat).unwrap_or(11);
+        self.roles[i]
+    }
+
+    /// The depth factor of block `layer` of `n_layer` (1 outside blocks).
+    pub fn depth(&self, layer: i64, n_layer: i64) -> f64 {
+        if layer < 0 || n_layer <= 0 {
+            return 1.0;
+        }
+        let mean = self.depth.iter().sum::<f64>() / 3.0;
+        let third = ((3 * layer.min(n_layer - 1)) / n_layer) as usize;
+        self.depth[third.min(2)] / mean
+    }
 }
 
 fn align(n: u64, a: u64) -> u64 {
@@ -295,8 +374,8 @@ pub fn choose(
         let (rows, errors) =
             pool.install(|| measure(&files[it.shard], path, h, it.info, im, &tys, inp.optimize))?;
         sampled_values += rows * it.info.ne[0];
-        let factor = role_factor(roles[i]) / role_count(roles[i]) as f64
-            * depth_factor(select::layer_of(&it.info.name), n_layer);
+        let factor = inp.factors.role(roles[i]) / role_count(roles[i]) as f64
+            * inp.factors.depth(select::layer_of(&it.info.name), n_layer);
         let mut cands: Vec<Candidate> = tys
             .iter()
             .zip(&errors)
@@ -781,6 +860,33 @@ mod tests {
         // The knapsack on rounded costs: at the optimum here (units far
         // smaller than the costs).
         assert!(worst < 1.0 + 1e-9, "worst ratio to the optimum {worst}");
+    }
+
+    #[test]
+    fn factors_file_overrides_what_it_names() {
+        let d = Factors::default();
+        let f =
+            Factors::parse("# measured\nattn_v 20 # more\n\ndepth 3 2 1\nffn_up\t0.5\n").unwrap();
+        assert_eq!(f.role(Category::AttnV), 20.0);
+        assert_eq!(f.role(Category::FfnUp), 0.5);
+        assert_eq!(f.role(Category::AttnQ), d.role(Category::AttnQ));
+        assert_eq!(f.depth, [3.0, 2.0, 1.0]);
+        assert_eq!(f.depth(0, 18), 1.5);
+        assert_eq!(f.depth(17, 18), 0.5);
+        assert_eq!(f.depth(-1, 18), 1.0);
+        assert_eq!(Factors::parse("").unwrap(), d);
+        for (bad, want) in [
+            ("attn_x 1", "unknown role 'attn_x'"),
+            ("attn_v", "takes 1 number"),
+            ("attn_v 1 2", "takes 1 number"),
+            ("attn_v -1", "positive numbers"),
+            ("attn_v nan", "positive numbers"),
+            ("depth 1 2", "depth takes 3"),
+        ] {
+            let e = Factors::parse(bad).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+            assert!(e.starts_with("line 1:"), "{e}");
+        }
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct Params {
     /// pattern found in a tensor's name wins, `None` matches every tensor;
     /// no match (or empty): [`planner::DEFAULT_TYPES`].
     pub plan_types: Vec<(Option<String>, Vec<QuantType>)>,
+    /// The planner's role and depth factors ([`planner::Factors`]).
+    pub plan_factors: planner::Factors,
 }
 
 impl Default for Params {
@@ -83,6 +85,7 @@ impl Default for Params {
             norm_importance: false,
             size_target: None,
             plan_types: Vec::new(),
+            plan_factors: planner::Factors::default(),
         }
     }
 }
@@ -369,6 +372,7 @@ pub fn quantize_model(
             rules: &rules,
             optimize: params.optimize,
             target,
+            factors: &params.plan_factors,
         };
         let count = all.len();
         let mut cb = |i: usize, name: &str| {
