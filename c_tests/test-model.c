@@ -196,6 +196,27 @@ int main(void) {
         }
     }
     remove(out2);
+    {
+        char factors[300];
+        path(factors, "factors.txt");
+        FILE * f = fopen(factors, "w");
+        CHECK(f != NULL, "factors file");
+        if (f) {
+            fputs("attn_q 2.5\ndepth 1 1 1\n", f);
+            fclose(f);
+        }
+        b.plan_factors_path = factors;
+        CHECK(ggml_qat_quantize_model(NULL, in, out2, &b), "factors file: %s", ggml_qat_last_error());
+        remove(out2);
+        f = fopen(factors, "w");
+        if (f) {
+            fputs("attn_x 1\n", f);
+            fclose(f);
+        }
+        CHECK(!ggml_qat_quantize_model(NULL, in, out2, &b), "bad factors file");
+        CHECK(strstr(ggml_qat_last_error(), "unknown role") != NULL, "message: %s", ggml_qat_last_error());
+        b.plan_factors_path = NULL;
+    }
     b.target_size_bytes = 64;
     CHECK(!ggml_qat_quantize_model(NULL, in, out2, &b), "target too small");
     CHECK(strstr(ggml_qat_last_error(), "target") != NULL, "message: %s", ggml_qat_last_error());

@@ -177,6 +177,10 @@ typedef struct {
   // Q6_K Q8_0).
   const int *plan_types;
   int n_plan_types;
+  // The planner's role and depth factors, a file of `ROLE VALUE` lines
+  // and `depth FIRST MIDDLE LAST` (as ggml-qat-quantize --plan-factors),
+  // or NULL (default) for the factors measured on Gemma 3 270M.
+  const char *plan_factors_path;
 } ggml_qat_model_params_t;
 
 // An AtomSpace: truth values on the 8-bit grid k/255, atom types, and

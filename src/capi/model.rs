@@ -8,7 +8,7 @@ use super::context::QatContext;
 use super::ffi_boundary;
 use super::types::{CBool, GgmlType};
 use crate::error::{Error, Result};
-use crate::model::planner::SizeTarget;
+use crate::model::planner::{Factors, SizeTarget};
 use crate::model::select::{Preset, Target};
 use crate::model::{self, Params, Progress};
 use crate::qat::LayerClass;
@@ -62,7 +62,7 @@ pub struct ggml_qat_model_report_t {
 
 /// Parameters of ggml_qat_quantize_model; start from
 /// ggml_qat_model_default_params().
-/// cbindgen:field-names=[target, overrides, n_overrides, output_tensor_type, token_embedding_type, imatrix_path, allow_requantize, pure, leave_output_tensor, dry_run, keep_split, n_threads, max_buffer_bytes, progress, progress_user_data, report_json_path, report, optimize, target_size_bytes, target_bpw, plan_types, n_plan_types]
+/// cbindgen:field-names=[target, overrides, n_overrides, output_tensor_type, token_embedding_type, imatrix_path, allow_requantize, pure, leave_output_tensor, dry_run, keep_split, n_threads, max_buffer_bytes, progress, progress_user_data, report_json_path, report, optimize, target_size_bytes, target_bpw, plan_types, n_plan_types, plan_factors_path]
 #[repr(C)]
 #[derive(Copy, Clone, Debug)]
 pub struct ggml_qat_model_params_t {
@@ -123,6 +123,10 @@ pub struct ggml_qat_model_params_t {
     /// Q6_K Q8_0).
     pub plan_types: *const c_int,
     pub n_plan_types: c_int,
+    /// The planner's role and depth factors, a file of `ROLE VALUE` lines
+    /// and `depth FIRST MIDDLE LAST` (as ggml-qat-quantize --plan-factors),
+    /// or NULL (default) for the factors measured on Gemma 3 270M.
+    pub plan_factors_path: *const c_char,
 }
 
 /// The default model parameters: Q4_K_M, no overrides, all cores, 32 MiB
@@ -153,6 +157,7 @@ pub extern "C" fn ggml_qat_model_default_params() -> ggml_qat_model_params_t {
         target_bpw: 0.0,
         plan_types: std::ptr::null(),
         n_plan_types: 0,
+        plan_factors_path: std::ptr::null(),
     }
 }
 
@@ -297,7 +302,17 @@ pub unsafe extern "C" fn ggml_qat_quantize_model(
             } else {
                 vec![(None, plan_types)]
             },
-            plan_factors: Default::default(),
+            plan_factors: if cp.plan_factors_path.is_null() {
+                Factors::default()
+            } else {
+                let path = c_str(cp.plan_factors_path, "params->plan_factors_path")?;
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::invalid("params->plan_factors_path", format!("{path}: {e}"))
+                })?;
+                Factors::parse(&text).map_err(|e| {
+                    Error::invalid("params->plan_factors_path", format!("{path}: {e}"))
+                })?
+            },
         };
         let mut cb = |pr: &Progress| -> bool {
             match cp.progress {
