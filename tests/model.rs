@@ -1009,6 +1009,24 @@ fn size_target_meets_the_size_with_ggml_bytes_and_measured_errors() {
         }
     }
 
+    // A source already quantized keeps its type unless requantizing is
+    // allowed (ffn_up is Q8_0 in the file, and Q8_0 in the pure preset).
+    let mut p = params(Preset::Q8_0);
+    p.pure = true;
+    p.allow_requantize = false;
+    p.size_target = Some(SizeTarget::FileBytes(size0 * 2));
+    p.dry_run = true;
+    let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+    for t in &r.tensors {
+        if t.name.contains("ffn_up") {
+            assert!(t.plan.is_none() && t.chosen_type == "q8_0", "{}", t.name);
+        }
+    }
+    assert!(r.tensors.iter().any(|t| t.plan.is_some()));
+    p.size_target = Some(SizeTarget::FileBytes(size0 / 4));
+    let e = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap_err();
+    assert!(e.to_string().contains("requantizing"), "{e}");
+
     // Too small: a clear error, no output.
     let mut p = params(Preset::Q4_0);
     p.size_target = Some(SizeTarget::FileBytes(size0 / 4));

@@ -352,13 +352,13 @@ fn print_plan(r: &Report, p: &ggml_qat::model::planner::PlanSummary) {
         println!("  {role:<28} {list}");
     }
     println!(
-        "  predicted error {:.5} (preset {:.5}, {:.1}%); file {} bytes, {:.3} bpw (preset {} bytes, {:.3} bpw){}",
-        p.chosen_error,
-        p.preset_error,
-        if p.preset_error > 0.0 {
-            100.0 * (p.chosen_error / p.preset_error - 1.0)
+        "  predicted error {:.5} (preset {:.5}{}); file {} bytes, {:.3} bpw (preset {} bytes, {:.3} bpw){}",
+        p.chosen_error.max(0.0),
+        p.preset_error.max(0.0),
+        if p.preset_error > 1e-4 {
+            format!(", {:+.1}%", 100.0 * (p.chosen_error / p.preset_error - 1.0))
         } else {
-            0.0
+            String::new()
         },
         p.chosen_file_bytes,
         p.chosen_bpw,

@@ -309,9 +309,19 @@ pub fn choose(
         SizeTarget::FileBytes(b) => b,
         SizeTarget::BitsPerWeight(x) => (x * n_weights as f64 / 8.0).floor() as u64,
     };
+    // Why a target may be out of reach: sources already quantized are not
+    // planned without allow_requantize.
+    let kept_quantized = if items
+        .iter()
+        .any(|it| !it.free && it.preset == it.info.ty && select::is_quantized_id(it.info.ty))
+    {
+        " (tensors already quantized keep their type unless requantizing is allowed)"
+    } else {
+        ""
+    };
     let budget = budget.checked_sub(fixed).ok_or_else(|| {
         ModelError::Invalid(format!(
-            "target size: the tensors the preset leaves as they are (and the headers) already take {fixed} bytes, more than the target"
+            "target size: the tensors the preset leaves as they are (and the headers) already take {fixed} bytes, more than the target{kept_quantized}"
         ))
     })?;
 
@@ -433,13 +443,14 @@ pub fn choose(
             })
             .sum();
         ModelError::Invalid(format!(
-            "target size: the smallest plan needs {} {}, more than the target allows",
+            "target size: the smallest plan needs {} {}, more than the target allows{}",
             least + fixed,
             if file_target {
                 "file bytes"
             } else {
                 "tensor bytes"
-            }
+            },
+            kept_quantized
         ))
     })?;
     let total = |p: &[usize], k: usize| -> f64 {

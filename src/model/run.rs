@@ -755,7 +755,11 @@ fn plan(
         }
         out[i] = Some(Plan {
             ty,
-            free: free && select::is_quantized_id(ty),
+            // Already block-quantized sources change type only with
+            // allow_requantize, as in the preset's own plan.
+            free: free
+                && select::is_quantized_id(ty)
+                && (params.allow_requantize || !select::is_quantized_id(t.ty)),
             class: select::class_name(class),
             fallback,
         });
