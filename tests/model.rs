@@ -1027,6 +1027,18 @@ fn size_target_meets_the_size_with_ggml_bytes_and_measured_errors() {
     let e = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap_err();
     assert!(e.to_string().contains("requantizing"), "{e}");
 
+    // Classes have no preset rules to plan within.
+    let mut p = params(Preset::Q4_0);
+    p.target = Target::Classes([
+        QuantType::Q8_0,
+        QuantType::Q4_K,
+        QuantType::Q4_K,
+        QuantType::F32,
+    ]);
+    p.size_target = Some(SizeTarget::FileBytes(size0));
+    let e = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap_err();
+    assert!(e.to_string().contains("preset"), "{e}");
+
     // Too small: a clear error, no output.
     let mut p = params(Preset::Q4_0);
     p.size_target = Some(SizeTarget::FileBytes(size0 / 4));

@@ -314,6 +314,11 @@ pub fn quantize_model(
     let mut tensor_plans: Vec<Option<TensorPlan>> = Vec::new();
     let mut plan_summary = None;
     if let Some(target) = params.size_target {
+        if matches!(params.target, Target::Classes(_)) {
+            return Err(ModelError::Invalid(
+                "a size target needs a llama-quantize preset as the type (its rules say which tensors stay as they are), not classes".into(),
+            ));
+        }
         if shards.len() > 1 && !params.keep_split {
             return Err(ModelError::Invalid(
                 "a size target on a split model needs --keep-split (the size is that of all output shards)".into(),
