@@ -378,17 +378,6 @@ fn main() {
         "conversion", "tool", "time s", "peak MiB", "file bytes"
     );
     for r in &rows {
-        println!(
-            "{:<44} {:<26} {:>9.2} {:>11.1} {:>14}",
-            r.what,
-            r.tool,
-            r.secs,
-            r.rss as f64 / 1048576.0,
-            if r.size > 0 {
-                r.size.to_string()
-            } else {
-                "-".into()
-            }
-        );
+        print_row(r);
     }
 }

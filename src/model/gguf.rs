@@ -154,6 +154,15 @@ impl TensorInfo {
     pub fn nrows(&self) -> u64 {
         self.ne[1] * self.ne[2] * self.ne[3]
     }
+    /// Bytes of the data once of type `ty` (its own when unchanged; 0 when
+    /// the rows do not fit the type's blocks).
+    pub fn nbytes_as(&self, ty: i32) -> u64 {
+        if ty == self.ty {
+            self.nbytes
+        } else {
+            type_nbytes(ty, self.ne[0], self.nrows()).unwrap_or(0)
+        }
+    }
     /// ggml_n_dims: the number of dimensions up to the last one above 1 (at least 1).
     pub fn ggml_n_dims(&self) -> u32 {
         (1..4)

@@ -257,10 +257,20 @@ fn align(n: u64, a: u64) -> u64 {
     n.div_ceil(a.max(1)) * a.max(1)
 }
 
-/// The options of one free tensor: (type id, raw bytes, cost in target
-/// units, weighted error), cheapest first.
+/// One option of a free tensor.
+#[derive(Clone, Copy, Debug)]
+struct Opt {
+    /// ggml type id.
+    ty: i32,
+    /// Bytes in target units (file bytes aligned, or tensor data bytes).
+    cost: u64,
+    /// Measured error × the tensor's factor.
+    error: f64,
+}
+
+/// The options of one free tensor, cheapest first.
 struct Options {
-    opts: Vec<(i32, u64, u64, f64)>,
+    opts: Vec<Opt>,
 }
 
 /// The planner's result.
@@ -284,13 +294,7 @@ pub fn choose(
     let file_target = matches!(inp.target, SizeTarget::FileBytes(_));
     let alignment = |it: &Item| inp.shards[it.shard].1.alignment;
     let n_weights: u64 = items.iter().map(|it| it.info.nelements()).sum();
-    let nbytes = |it: &Item, ty: i32| -> u64 {
-        if ty == it.info.ty {
-            it.info.nbytes
-        } else {
-            gguf::type_nbytes(ty, it.info.ne[0], it.info.nrows()).unwrap_or(0)
-        }
-    };
+    let nbytes = |it: &Item, ty: i32| it.info.nbytes_as(ty);
     let cost = |it: &Item, raw: u64| {
         if file_target {
             align(raw, alignment(it))
@@ -348,13 +352,13 @@ pub fn choose(
         .map(|it| select::layer_of(&it.info.name) + 1)
         .max()
         .unwrap_or(0);
-    let mut options: Vec<Option<Options>> = Vec::with_capacity(items.len());
-    let mut plans: Vec<Option<TensorPlan>> = Vec::with_capacity(items.len());
+    // The free items' indices, their options and plans (item order).
+    let mut free: Vec<usize> = Vec::new();
+    let mut options: Vec<Options> = Vec::new();
+    let mut plans: Vec<Option<TensorPlan>> = (0..items.len()).map(|_| None).collect();
     let mut sampled_values = 0u64;
     for (i, it) in items.iter().enumerate() {
         if !it.free {
-            options.push(None);
-            plans.push(None);
             continue;
         }
         if !progress(i, &it.info.name) {
@@ -399,48 +403,38 @@ pub fn choose(
         cands.sort_by_key(|c| (c.bytes, c.type_id));
         let opts = cands
             .iter()
-            .map(|c| (c.type_id, c.bytes, cost(it, c.bytes), factor * c.error))
+            .map(|c| Opt {
+                ty: c.type_id,
+                cost: cost(it, c.bytes),
+                error: factor * c.error,
+            })
             .collect();
-        options.push(Some(Options { opts }));
-        plans.push(Some(TensorPlan {
+        free.push(i);
+        options.push(Options { opts });
+        plans[i] = Some(TensorPlan {
             preset_type: crate::ggml::tensor::type_name(it.preset),
             factor,
             sampled_rows: rows,
             candidates: cands,
             predicted_error: 0.0,
-        }));
+        });
     }
 
     // The preset's plan, on the same scale.
-    let pick_of = |i: usize, ty: i32| -> usize {
-        let o = options[i].as_ref().expect("free item");
-        o.opts
+    let preset_pick: Vec<usize> = free
+        .iter()
+        .zip(&options)
+        .map(|(&i, o)| {
+            o.opts
+                .iter()
+                .position(|x| x.ty == items[i].preset)
+                .expect("preset type is a candidate")
+        })
+        .collect();
+    let mut pick = allocate(&options, budget).ok_or_else(|| {
+        let least: u64 = options
             .iter()
-            .position(|x| x.0 == ty)
-            .expect("preset type is a candidate")
-    };
-    let free: Vec<usize> = (0..items.len()).filter(|&i| items[i].free).collect();
-    let preset_pick: Vec<usize> = free.iter().map(|&i| pick_of(i, items[i].preset)).collect();
-    let mut pick = allocate(
-        &free
-            .iter()
-            .map(|&i| options[i].as_ref().unwrap())
-            .collect::<Vec<_>>(),
-        budget,
-    )
-    .ok_or_else(|| {
-        let least: u64 = free
-            .iter()
-            .map(|&i| {
-                options[i]
-                    .as_ref()
-                    .unwrap()
-                    .opts
-                    .iter()
-                    .map(|o| o.2)
-                    .min()
-                    .unwrap_or(0)
-            })
+            .map(|o| o.opts.iter().map(|x| x.cost).min().unwrap_or(0))
             .sum();
         ModelError::Invalid(format!(
             "target size: the smallest plan needs {} {}, more than the target allows{}",
@@ -453,34 +447,25 @@ pub fn choose(
             kept_quantized
         ))
     })?;
-    let total = |p: &[usize], k: usize| -> f64 {
-        free.iter()
-            .zip(p)
-            .map(|(&i, &j)| {
-                let o = &options[i].as_ref().unwrap().opts[j];
-                if k == 2 {
-                    o.2 as f64
-                } else {
-                    o.3
-                }
-            })
-            .sum()
-    };
-    let preset_cost = total(&preset_pick, 2) as u64;
-    let preset_error = total(&preset_pick, 3);
+    fn picked<'a>(options: &'a [Options], pick: &'a [usize]) -> impl Iterator<Item = Opt> + 'a {
+        options.iter().zip(pick).map(|(o, &j)| o.opts[j])
+    }
+    let preset_cost: u64 = picked(&options, &preset_pick).map(|o| o.cost).sum();
+    let preset_error: f64 = picked(&options, &preset_pick).map(|o| o.error).sum();
     let mut kept_preset = false;
-    if preset_cost <= budget && preset_error <= total(&pick, 3) {
-        pick = preset_pick.clone();
+    if preset_cost <= budget
+        && preset_error <= picked(&options, &pick).map(|o| o.error).sum::<f64>()
+    {
+        pick = preset_pick;
         kept_preset = true;
     }
 
     // Types in item order, and the figures in both units.
     let mut types: Vec<i32> = items.iter().map(|it| it.preset).collect();
-    for (&i, &j) in free.iter().zip(&pick) {
-        let o = &options[i].as_ref().unwrap().opts[j];
-        types[i] = o.0;
+    for (&i, o) in free.iter().zip(picked(&options, &pick)) {
+        types[i] = o.ty;
         if let Some(p) = plans[i].as_mut() {
-            p.predicted_error = o.3;
+            p.predicted_error = o.error;
         }
     }
     let figures = |tys: &[i32]| -> (u64, f64) {
@@ -508,7 +493,7 @@ pub fn choose(
         preset_error,
         chosen_file_bytes,
         chosen_bpw,
-        chosen_error: total(&pick, 3),
+        chosen_error: picked(&options, &pick).map(|o| o.error).sum(),
         kept_preset,
         seconds: start.elapsed().as_secs_f64(),
     };
@@ -524,9 +509,9 @@ pub fn choose(
 /// better of an exact knapsack on costs rounded up to units of the budget
 /// and the greedy search on convex hulls, each then completed by single
 /// changes that still fit.
-fn allocate(items: &[&Options], budget: u64) -> Option<Vec<usize>> {
+fn allocate(items: &[Options], budget: u64) -> Option<Vec<usize>> {
     let greedy = allocate_greedy(items, budget)?;
-    let err = |p: &[usize]| -> f64 { items.iter().zip(p).map(|(o, &j)| o.opts[j].3).sum() };
+    let err = |p: &[usize]| -> f64 { items.iter().zip(p).map(|(o, &j)| o.opts[j].error).sum() };
     match allocate_knapsack(items, budget) {
         Some(k) if err(&k) < err(&greedy) => Some(k),
         _ => Some(greedy),
@@ -536,7 +521,7 @@ fn allocate(items: &[&Options], budget: u64) -> Option<Vec<usize>> {
 /// Multiple-choice knapsack by dynamic programming over the budget in at
 /// most 2^15 units (costs rounded up, so the result fits), memory bounded
 /// to 64 MiB of choices.
-fn allocate_knapsack(items: &[&Options], budget: u64) -> Option<Vec<usize>> {
+fn allocate_knapsack(items: &[Options], budget: u64) -> Option<Vec<usize>> {
     let n = items.len();
     if n == 0 {
         return Some(Vec::new());
@@ -553,9 +538,9 @@ fn allocate_knapsack(items: &[&Options], budget: u64) -> Option<Vec<usize>> {
         let mut next = vec![f64::INFINITY; cap + 1];
         let row = &mut choice[i * (cap + 1)..(i + 1) * (cap + 1)];
         for (j, opt) in o.opts.iter().enumerate().take(NONE as usize) {
-            let c = cost(opt.2);
+            let c = cost(opt.cost);
             for u in c..=cap {
-                let e = best[u - c] + opt.3;
+                let e = best[u - c] + opt.error;
                 if e < next[u] {
                     next[u] = e;
                     row[u] = j as u8;
@@ -576,30 +561,30 @@ fn allocate_knapsack(items: &[&Options], budget: u64) -> Option<Vec<usize>> {
             return None;
         }
         pick[i] = j as usize;
-        u -= cost(items[i].opts[pick[i]].2);
+        u -= cost(items[i].opts[pick[i]].cost);
     }
-    let used: u64 = items.iter().zip(&pick).map(|(o, &j)| o.opts[j].2).sum();
+    let used: u64 = items.iter().zip(&pick).map(|(o, &j)| o.opts[j].cost).sum();
     improve(items, budget, &mut pick, used);
     Some(pick)
 }
 
 /// Greedy upgrades on each item's lower convex hull, the most error saved
 /// per byte first, while they fit.
-fn allocate_greedy(items: &[&Options], budget: u64) -> Option<Vec<usize>> {
+fn allocate_greedy(items: &[Options], budget: u64) -> Option<Vec<usize>> {
     // Cheapest option of each (lowest error among equal costs).
     let mut pick: Vec<usize> = items
         .iter()
         .map(|o| {
             (0..o.opts.len())
                 .min_by(|&a, &b| {
-                    (o.opts[a].2, o.opts[a].3)
-                        .partial_cmp(&(o.opts[b].2, o.opts[b].3))
+                    (o.opts[a].cost, o.opts[a].error)
+                        .partial_cmp(&(o.opts[b].cost, o.opts[b].error))
                         .unwrap_or(std::cmp::Ordering::Equal)
                 })
                 .unwrap_or(0)
         })
         .collect();
-    let mut used: u64 = items.iter().zip(&pick).map(|(o, &j)| o.opts[j].2).sum();
+    let mut used: u64 = items.iter().zip(&pick).map(|(o, &j)| o.opts[j].cost).sum();
     if used > budget {
         return None;
     }
@@ -610,7 +595,7 @@ fn allocate_greedy(items: &[&Options], budget: u64) -> Option<Vec<usize>> {
     let slope = |i: usize, k: usize| -> Option<f64> {
         let h = &hulls[i];
         let (a, b) = (&items[i].opts[h[k]], &items[i].opts[*h.get(k + 1)?]);
-        Some((a.3 - b.3) / (b.2 - a.2).max(1) as f64)
+        Some((a.error - b.error) / (b.cost - a.cost).max(1) as f64)
     };
     let mut active: Vec<usize> = (0..items.len()).filter(|&i| hulls[i].len() > 1).collect();
     while !active.is_empty() {
@@ -625,7 +610,7 @@ fn allocate_greedy(items: &[&Options], budget: u64) -> Option<Vec<usize>> {
             .expect("not empty");
         let h = &hulls[i];
         let (from, to) = (&items[i].opts[h[at[i]]], &items[i].opts[h[at[i] + 1]]);
-        let extra = to.2 - from.2;
+        let extra = to.cost - from.cost;
         if used + extra <= budget {
             used += extra;
             at[i] += 1;
@@ -643,14 +628,14 @@ fn allocate_greedy(items: &[&Options], budget: u64) -> Option<Vec<usize>> {
 
 /// Any single change that fits and lowers the error, the largest gain
 /// first, until none is left. `used`: the cost of `pick`.
-fn improve(items: &[&Options], budget: u64, pick: &mut [usize], mut used: u64) {
+fn improve(items: &[Options], budget: u64, pick: &mut [usize], mut used: u64) {
     loop {
         let mut best: Option<(usize, usize, f64)> = None;
         for (i, o) in items.iter().enumerate() {
             let cur = &o.opts[pick[i]];
             for (j, c) in o.opts.iter().enumerate() {
-                if c.3 < cur.3 && used - cur.2 + c.2 <= budget {
-                    let gain = cur.3 - c.3;
+                if c.error < cur.error && used - cur.cost + c.cost <= budget {
+                    let gain = cur.error - c.error;
                     if best.map_or(true, |b| gain > b.2) {
                         best = Some((i, j, gain));
                     }
@@ -658,7 +643,7 @@ fn improve(items: &[&Options], budget: u64, pick: &mut [usize], mut used: u64) {
             }
         }
         let Some((i, j, _)) = best else { break };
-        used = used - items[i].opts[pick[i]].2 + items[i].opts[j].2;
+        used = used - items[i].opts[pick[i]].cost + items[i].opts[j].cost;
         pick[i] = j;
     }
 }
@@ -667,26 +652,29 @@ fn improve(items: &[&Options], budget: u64, pick: &mut [usize], mut used: u64) {
 /// indices with strictly rising cost and falling error, convex.
 fn hull(o: &Options, start: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..o.opts.len())
-        .filter(|&j| o.opts[j].2 >= o.opts[start].2 && o.opts[j].3 < o.opts[start].3 || j == start)
+        .filter(|&j| {
+            o.opts[j].cost >= o.opts[start].cost && o.opts[j].error < o.opts[start].error
+                || j == start
+        })
         .collect();
     idx.sort_by(|&a, &b| {
-        (o.opts[a].2, o.opts[a].3)
-            .partial_cmp(&(o.opts[b].2, o.opts[b].3))
+        (o.opts[a].cost, o.opts[a].error)
+            .partial_cmp(&(o.opts[b].cost, o.opts[b].error))
             .unwrap_or(std::cmp::Ordering::Equal)
     });
     let mut h: Vec<usize> = Vec::new();
     for j in idx {
-        let p = (o.opts[j].2 as f64, o.opts[j].3);
+        let p = (o.opts[j].cost as f64, o.opts[j].error);
         if let Some(&last) = h.last() {
             // Same cost or no lower error: not on the hull.
-            if o.opts[last].2 == o.opts[j].2 || o.opts[j].3 >= o.opts[last].3 {
+            if o.opts[last].cost == o.opts[j].cost || o.opts[j].error >= o.opts[last].error {
                 continue;
             }
         }
         while h.len() >= 2 {
             let a = &o.opts[h[h.len() - 2]];
             let b = &o.opts[h[h.len() - 1]];
-            let (ax, ay, bx, by) = (a.2 as f64, a.3, b.2 as f64, b.3);
+            let (ax, ay, bx, by) = (a.cost as f64, a.error, b.cost as f64, b.error);
             // b is above the segment a → p: drop it.
             if (by - ay) * (p.0 - ax) >= (p.1 - ay) * (bx - ax) {
                 h.pop();
@@ -774,10 +762,15 @@ fn measure(
             let xs = &x[first * row_len..(first + count) * row_len];
             let mut dst = vec![0u8; count * dst_row];
             let a = weights(e);
-            chunk::quantize_chunk(ty, xs, row_len, &mut dst, a, a, optimize)
-                .map_err(|err| ModelError::Invalid(format!("tensor '{}': {err}", t.name)))?;
-            err += crate::qat::optimize::weighted_error(ty, &dst, xs, row_len, a)
-                .map_err(|err| ModelError::Invalid(format!("tensor '{}': {err}", t.name)))?;
+            let in_tensor = |err| ModelError::Invalid(format!("tensor '{}': {err}", t.name));
+            // Under optimize the search already measured the bytes it kept.
+            err += match chunk::quantize_chunk(ty, xs, row_len, &mut dst, a, a, optimize)
+                .map_err(in_tensor)?
+            {
+                Some(searched) => searched.kept,
+                None => crate::qat::optimize::weighted_error(ty, &dst, xs, row_len, a)
+                    .map_err(in_tensor)?,
+            };
         }
         errors.push(if signal > 0.0 { err / signal } else { 0.0 });
     }
@@ -807,7 +800,11 @@ mod tests {
                 let mut e = 1.0 + (next(&mut s) % 1000) as f64 / 100.0;
                 let opts = (0..k)
                     .map(|j| {
-                        let o = (j as i32, c, c, e);
+                        let o = Opt {
+                            ty: j as i32,
+                            cost: c,
+                            error: e,
+                        };
                         c += 1 + next(&mut s) % 40;
                         // now and then an option that saves nothing
                         if next(&mut s) % 5 != 0 {
@@ -821,13 +818,13 @@ mod tests {
             .collect()
     }
 
-    fn brute(items: &[&Options], budget: u64) -> f64 {
+    fn brute(items: &[Options], budget: u64) -> f64 {
         let mut best = f64::INFINITY;
         let mut idx = vec![0usize; items.len()];
         loop {
-            let cost: u64 = items.iter().zip(&idx).map(|(o, &j)| o.opts[j].2).sum();
+            let cost: u64 = items.iter().zip(&idx).map(|(o, &j)| o.opts[j].cost).sum();
             if cost <= budget {
-                let err: f64 = items.iter().zip(&idx).map(|(o, &j)| o.opts[j].3).sum();
+                let err: f64 = items.iter().zip(&idx).map(|(o, &j)| o.opts[j].error).sum();
                 best = best.min(err);
             }
             let mut k = 0;
@@ -850,20 +847,17 @@ mod tests {
         let mut worst = 1.0f64;
         for seed in 1..200u64 {
             let inst = instance(seed, 5);
-            let items: Vec<&Options> = inst.iter().collect();
-            let least: u64 = items.iter().map(|o| o.opts[0].2).sum();
-            let most: u64 = items.iter().map(|o| o.opts.last().unwrap().2).sum();
-            assert!(
-                allocate(&items, least - 1).is_none(),
-                "below the least plan"
-            );
+            let items = &inst[..];
+            let least: u64 = items.iter().map(|o| o.opts[0].cost).sum();
+            let most: u64 = items.iter().map(|o| o.opts.last().unwrap().cost).sum();
+            assert!(allocate(items, least - 1).is_none(), "below the least plan");
             for frac in [0.0, 0.2, 0.5, 0.8, 1.0] {
                 let budget = least + ((most - least) as f64 * frac) as u64;
-                let pick = allocate(&items, budget).expect("the least plan fits");
-                let cost: u64 = items.iter().zip(&pick).map(|(o, &j)| o.opts[j].2).sum();
+                let pick = allocate(items, budget).expect("the least plan fits");
+                let cost: u64 = items.iter().zip(&pick).map(|(o, &j)| o.opts[j].cost).sum();
                 assert!(cost <= budget, "seed {seed}: {cost} > {budget}");
-                let err: f64 = items.iter().zip(&pick).map(|(o, &j)| o.opts[j].3).sum();
-                let opt = brute(&items, budget);
+                let err: f64 = items.iter().zip(&pick).map(|(o, &j)| o.opts[j].error).sum();
+                let opt = brute(items, budget);
                 assert!(err >= opt - 1e-12);
                 worst = worst.max(err / opt);
             }
@@ -907,14 +901,14 @@ mod tests {
                 let h = hull(&o, 0);
                 assert_eq!(h[0], 0);
                 for w in h.windows(2) {
-                    assert!(o.opts[w[1]].2 > o.opts[w[0]].2);
-                    assert!(o.opts[w[1]].3 < o.opts[w[0]].3);
+                    assert!(o.opts[w[1]].cost > o.opts[w[0]].cost);
+                    assert!(o.opts[w[1]].error < o.opts[w[0]].error);
                 }
                 for w in h.windows(3) {
-                    let s1 = (o.opts[w[0]].3 - o.opts[w[1]].3)
-                        / (o.opts[w[1]].2 - o.opts[w[0]].2) as f64;
-                    let s2 = (o.opts[w[1]].3 - o.opts[w[2]].3)
-                        / (o.opts[w[2]].2 - o.opts[w[1]].2) as f64;
+                    let s1 = (o.opts[w[0]].error - o.opts[w[1]].error)
+                        / (o.opts[w[1]].cost - o.opts[w[0]].cost) as f64;
+                    let s2 = (o.opts[w[1]].error - o.opts[w[2]].error)
+                        / (o.opts[w[2]].cost - o.opts[w[1]].cost) as f64;
                     assert!(s1 > s2, "slopes must fall: {s1} {s2}");
                 }
             }

@@ -330,17 +330,7 @@ pub fn quantize_model(
             .enumerate()
             .map(|(si, (_, h))| {
                 let first = all.iter().position(|(s, _)| *s == si).unwrap_or(0);
-                let out: Vec<OutTensor> = h
-                    .tensors
-                    .iter()
-                    .zip(&plans[first..first + h.tensors.len()])
-                    .map(|(t, p)| OutTensor {
-                        name: t.name.clone(),
-                        ne: t.ne,
-                        ty: p.ty,
-                        nbytes: 0,
-                    })
-                    .collect();
+                let out = out_tensors(h, &plans[first..first + h.tensors.len()]);
                 gguf::encode_header(&output_kvs(h, shards.len(), params), &out, h.alignment)
                     .0
                     .len() as u64
@@ -439,21 +429,7 @@ pub fn quantize_model(
         let first = all.iter().position(|(s, _)| *s == si).unwrap_or(0);
         let shard_plans = &plans[first..first + h.tensors.len()];
         let kvs = output_kvs(h, shards.len(), params);
-        let out_tensors: Vec<OutTensor> = h
-            .tensors
-            .iter()
-            .zip(shard_plans)
-            .map(|(t, p)| OutTensor {
-                name: t.name.clone(),
-                ne: t.ne,
-                ty: p.ty,
-                nbytes: if p.ty == t.ty {
-                    t.nbytes
-                } else {
-                    gguf::type_nbytes(p.ty, t.ne[0], t.nrows()).unwrap_or(0)
-                },
-            })
-            .collect();
+        let out_tensors = out_tensors(h, shard_plans);
         let (head_bytes, _offsets) = gguf::encode_header(&kvs, &out_tensors, h.alignment);
         report.file_bytes_in += h.file_len;
         report.file_bytes_out += out_tensors
@@ -558,6 +534,20 @@ pub fn quantize_model(
     report.seconds = start.elapsed().as_secs_f64();
     report.peak_rss_bytes = super::peak_rss().unwrap_or(0);
     Ok(report)
+}
+
+/// The tensor infos written for shard `h` under its `plans`.
+fn out_tensors(h: &Header, plans: &[Plan]) -> Vec<OutTensor> {
+    h.tensors
+        .iter()
+        .zip(plans)
+        .map(|(t, p)| OutTensor {
+            name: t.name.clone(),
+            ne: t.ne,
+            ty: p.ty,
+            nbytes: t.nbytes_as(p.ty),
+        })
+        .collect()
 }
 
 /// The key/values written for shard `h`: the input's, with the
