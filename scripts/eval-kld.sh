@@ -5,7 +5,8 @@
 #
 # - llama-quantize, llama-perplexity and llama-imatrix are built once into
 #   .deps/ (scripts/build-llama-tools.sh); the model comes from
-#   scripts/fetch-gemma3.sh and its F16 copy is made by ggml-qat-quantize.
+#   scripts/fetch-gemma3.sh and its F16 copy is made by ggml-qat-quantize
+#   (scripts/gemma3-f16.sh).
 # - Texts: both from the llama.cpp tree vendored in the PyPI sdist
 #   llama-cpp-python 0.3.36 (scripts/fetch-llama-cpp.sh), disjoint files:
 #   calibration (for llama-imatrix) = tools/*/README.md, evaluation =
@@ -56,15 +57,13 @@ plan=${EVAL_PLAN:-1}
 plan_types=${PLAN_TYPES:-Q2_K,Q3_K,IQ4_XS,IQ4_NL,Q4_0,Q8_0}
 plan_embd_types=${PLAN_EMBD_TYPES:-Q4_0,Q4_1,IQ4_NL,Q5_0,Q5_1,Q8_0}
 plan_sizes=${PLAN_SIZES-200000000}
-q4=$(scripts/fetch-gemma3.sh)
 bin=$(scripts/build-llama-tools.sh)
 tree=$(scripts/fetch-llama-cpp.sh)
 cargo build -j "$jobs" --release --bin ggml-qat-quantize >&2
 tool="$root/target/release/ggml-qat-quantize"
 work="$root/target/eval-kld"
 mkdir -p "$work"
-f16="$work/gemma-3-270m-f16.gguf"
-[ -f "$f16" ] || "$tool" -q --allow-requantize "$q4" "$f16" F16 >&2
+f16=$(scripts/gemma3-f16.sh "$tool")
 
 calib="$work/calibration.txt"
 evalt="$work/evaluation.txt"

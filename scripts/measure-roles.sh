@@ -3,9 +3,9 @@
 # model's mean KL divergence when quantized (not in the default test run;
 # ~5 minutes on 2 cores with the defaults). Input for a bit planner.
 #
-# - Model: the F16 copy of Gemma 3 270M that scripts/eval-kld.sh makes
-#   (target/eval-kld/gemma-3-270m-f16.gguf, from scripts/fetch-gemma3.sh's
-#   Q4_K_M download through ggml-qat-quantize F16).
+# - Model: the F16 copy of Gemma 3 270M that eval-kld.sh also uses
+#   (scripts/gemma3-f16.sh: target/gemma3/gemma-3-270m-f16.gguf, the
+#   Q4_K_M download of scripts/fetch-gemma3.sh through ggml-qat-quantize F16).
 # - Text: the CALIBRATION text only (tools/*/README.md of the llama.cpp tree in
 #   the llama-cpp-python 0.3.36 sdist, scripts/fetch-llama-cpp.sh, in name
 #   order), never eval-kld.sh's evaluation text (docs/*.md): a planner tuned on
@@ -42,7 +42,6 @@ type=${ROLE_TYPE:-Q4_0}
 # the preset only has to be a quantized one (overrides are ignored under F16):
 # every tensor is set by --tensor-type / --token-embedding-type below.
 preset=${ROLE_PRESET:-$type}
-q4=$(scripts/fetch-gemma3.sh)
 bin=$(scripts/build-llama-tools.sh)
 tree=$(scripts/fetch-llama-cpp.sh)
 if [ -n "${TOOL:-}" ]; then
@@ -51,9 +50,7 @@ else
     cargo build -j "$jobs" --release --bin ggml-qat-quantize >&2
     tool="$root/target/release/ggml-qat-quantize"
 fi
-mkdir -p "$root/target/eval-kld"
-f16="$root/target/eval-kld/gemma-3-270m-f16.gguf"
-[ -f "$f16" ] || "$tool" -q --allow-requantize "$q4" "$f16" F16 >&2
+f16=$(scripts/gemma3-f16.sh "$tool")
 work="$root/target/measure-roles"
 mkdir -p "$work"
 start=$(date +%s)

@@ -11,14 +11,12 @@ set -eu
 . "$(dirname "$0")/env.sh"
 cd "$root"
 threads=${1:-2}
-q4=$(scripts/fetch-gemma3.sh)
 bin=$(scripts/build-llama-tools.sh)
 cargo build -j "$jobs" --release --bin ggml-qat-quantize >&2
 tool="$root/target/release/ggml-qat-quantize"
 work="$root/target/real-model"
 mkdir -p "$work"
-f16="$work/gemma-3-270m-f16.gguf"
-[ -f "$f16" ] || "$tool" -q --allow-requantize "$q4" "$f16" F16
+f16=$(scripts/gemma3-f16.sh "$tool")
 status=0
 for t in Q4_K_M Q8_0 Q4_0; do
     ours="$work/gemma-3-270m-$t.ggml-qat.gguf"
