@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ggml_qat::ggml::reference;
 use ggml_qat::model::gguf::{self, Kv, OutTensor};
-use ggml_qat::model::select::{Preset, Target};
+use ggml_qat::model::preset::{Preset, Target};
 use ggml_qat::model::{quantize_model, ModelError, Params, Progress};
 use ggml_qat::quant::QuantType;
 
@@ -193,13 +193,12 @@ fn llama_file(d: &Tmp, n_layer: u32) -> (PathBuf, Vec<Src>) {
 }
 
 fn params(p: Preset) -> Params {
-    Params {
-        target: Target::Preset(p),
-        threads: 2,
-        allow_requantize: true,
-        max_buffer: 4096, // many chunks per tensor
-        ..Params::default()
-    }
+    let mut params = Params::default();
+    params.what.target = Target::Preset(p);
+    params.what.allow_requantize = true;
+    params.how.threads = 2;
+    params.how.max_buffer = 4096; // many chunks per tensor
+    params
 }
 
 fn no_progress() -> impl FnMut(&Progress) -> bool {
@@ -269,7 +268,7 @@ fn llama_q4_k_m_matches_ggml_and_llama_quantize_types() {
     let mut want = Vec::new();
     for t in &tensors {
         let n = &t.name;
-        let l = ggml_qat::model::select::layer_of(n);
+        let l = ggml_qat::model::roles::layer_of(n);
         let ty = if n.ends_with("norm.weight") {
             t.ty
         } else if n == "token_embd.weight" {
@@ -312,7 +311,7 @@ fn llama_q4_k_m_matches_ggml_and_llama_quantize_types() {
         .all(|t| t.rel_rmse.is_some_and(|e| e > 0.0 && e < 0.2)));
     // The dry run reports the same sizes and types, and writes nothing.
     let mut p = params(Preset::Q4_K_M);
-    p.dry_run = true;
+    p.how.dry_run = true;
     let dry = quantize_model(&inp, &d.p("dry.gguf"), &p, &mut no_progress()).unwrap();
     assert_eq!(dry.file_bytes_out, r.file_bytes_out);
     assert_eq!(dry.bytes_out, r.bytes_out);
@@ -342,37 +341,41 @@ fn presets_overrides_pure_and_classes() {
             .collect();
         check_output(&out, &tensors, &want);
     }
-    // --pure, overrides (first match wins), output and token types
+    // overrides (first match wins), output and token types
     let mut p = params(Preset::Q4_K_M);
-    p.pure = true;
-    p.overrides = vec![("attn_q".into(), Q8_0), ("attn_.*".into(), Q5_1)];
-    p.output_type = Some(F16);
-    p.token_embd_type = Some(Q4_0);
+    p.what.overrides = vec![("attn_q".into(), Q8_0), ("attn_.*".into(), Q5_1)];
+    p.what.output_type = Some(F16);
+    p.what.token_embd_type = Some(Q4_0);
     let out = d.p("o.gguf");
     let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
-    let ty = |n: &str| {
-        r.tensors
-            .iter()
-            .find(|t| t.name == n)
-            .unwrap()
-            .chosen_type
-            .clone()
+    let ty = |r: &ggml_qat::model::Report, n: &str| {
+        let t = r.tensors.iter().find(|t| t.name == n).unwrap();
+        (t.chosen_type.clone(), t.origin)
     };
-    assert_eq!(ty("blk.0.attn_q.weight"), "q8_0");
-    assert_eq!(ty("blk.0.attn_v.weight"), "q5_1");
-    assert_eq!(ty("blk.0.ffn_gate.weight"), "q4_K");
-    assert_eq!(ty("blk.0.ffn_down.weight"), "q5_0");
-    assert_eq!(ty("output.weight"), "f16");
-    assert_eq!(ty("token_embd.weight"), "q4_0");
-    assert_eq!(ty("blk.0.attn_norm.weight"), "f32");
+    assert_eq!(ty(&r, "blk.0.attn_q.weight"), ("q8_0".into(), "manual"));
+    assert_eq!(ty(&r, "blk.0.attn_v.weight"), ("q5_1".into(), "manual"));
+    assert_eq!(ty(&r, "output.weight"), ("f16".into(), "manual"));
+    assert_eq!(ty(&r, "token_embd.weight"), ("q4_0".into(), "manual"));
+    assert_eq!(ty(&r, "blk.0.attn_norm.weight"), ("f32".into(), "kept"));
+    // --pure: the default type everywhere (with llama.cpp's fallback)
+    let mut p = params(Preset::Q4_K_M);
+    p.what.pure = true;
+    let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+    assert_eq!(ty(&r, "blk.0.ffn_gate.weight"), ("q4_K".into(), "preset"));
+    assert_eq!(ty(&r, "blk.0.ffn_down.weight"), ("q5_0".into(), "fallback"));
+    assert_eq!(ty(&r, "blk.0.attn_v.weight").0, "q4_K");
+    // --pure with --tensor-type contradict each other
+    p.what.overrides = vec![("attn_q".into(), Q8_0)];
+    let e = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap_err();
+    assert!(e.to_string().contains("--pure and --tensor-type"), "{e}");
     // --leave-output-tensor
     let mut p = params(Preset::Q4_0);
-    p.leave_output = true;
+    p.what.leave_output = true;
     let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
     assert_eq!(r.tensors[2].chosen_type, "bf16");
     // classes: embedding / attention / ffn / layernorm types
     let mut p = params(Preset::Q4_0);
-    p.target = Target::Classes([Q8_0, Q4_K, Q6_K, F32]);
+    p.what.target = Target::Classes([Q8_0, Q4_K, Q6_K, F32]);
     let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
     let want: Vec<(String, i32)> = r
         .tensors
@@ -485,7 +488,7 @@ fn imatrix_legacy_and_gguf_are_used_and_checked() {
     );
     for im in [&dat, &gim] {
         let mut p = params(Preset::Q4_K_M);
-        p.imatrix = Some(im.to_path_buf());
+        p.what.imatrix = Some(im.to_path_buf());
         let out = d.p("out.gguf");
         quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
         let h = gguf::read_header(&out).unwrap();
@@ -515,7 +518,7 @@ fn imatrix_legacy_and_gguf_are_used_and_checked() {
     ggml_qat::model::imatrix::write_legacy(&other, &[("blk.0.attn_q.weight", 1, &w0[..128])])
         .unwrap();
     let mut p = params(Preset::Q4_K_M);
-    p.imatrix = Some(other.clone());
+    p.what.imatrix = Some(other.clone());
     let e = quantize_model(&inp, &d.p("x.gguf"), &p, &mut no_progress()).unwrap_err();
     assert!(e.to_string().contains("another model"), "{e}");
     ggml_qat::model::imatrix::write_legacy(&other, &[("blk.7.foo.weight", 1, &w0)]).unwrap();
@@ -602,7 +605,7 @@ fn bad_inputs_give_clear_errors_and_no_output() {
     std::fs::remove_file(&link).unwrap();
     // requantizing without permission
     let mut p2 = p.clone();
-    p2.allow_requantize = false;
+    p2.what.allow_requantize = false;
     fails(
         &d,
         &inp,
@@ -703,7 +706,7 @@ fn split_shards_quantize_alone_or_together() {
     assert_eq!(kv_u32(&h, "split.count"), Some(2));
     // the whole set with keep_split: the same types as the unsplit model
     let mut p = params(Preset::Q4_K_M);
-    p.keep_split = true;
+    p.what.keep_split = true;
     let r = quantize_model(
         &d.p("m-00001-of-00002.gguf"),
         &d.p("q.gguf"),
@@ -738,7 +741,7 @@ fn split_shards_quantize_alone_or_together() {
             .sum()
     };
     let target = shard_bytes(&r) * 9 / 10;
-    p.size_target = Some(ggml_qat::model::planner::SizeTarget::FileBytes(target));
+    p.what.size_target = Some(ggml_qat::model::planner::SizeTarget::FileBytes(target));
     let r = quantize_model(
         &d.p("m-00001-of-00002.gguf"),
         &d.p("q.gguf"),
@@ -749,7 +752,7 @@ fn split_shards_quantize_alone_or_together() {
     assert_eq!(r.outputs.len(), 2);
     assert!(shard_bytes(&r) <= target, "{} > {target}", shard_bytes(&r));
     assert_eq!(shard_bytes(&r), r.file_bytes_out);
-    p.keep_split = false;
+    p.what.keep_split = false;
     let e = quantize_model(
         &d.p("m-00001-of-00002.gguf"),
         &d.p("one.gguf"),
@@ -815,12 +818,12 @@ fn optimize_is_never_worse_per_tensor_and_off_changes_nothing() {
     for preset in [Preset::Q4_0, Preset::Q4_K_M, Preset::Q2_K] {
         for (with_im, norms) in cases {
             let mut p = params(preset);
-            p.imatrix = with_im.then(|| dat.clone());
+            p.what.imatrix = with_im.then(|| dat.clone());
             let plain = d.p("plain.gguf");
             let rp = quantize_model(&inp, &plain, &p, &mut no_progress()).unwrap();
             assert!(rp.tensors.iter().all(|t| t.objective.is_none()));
-            p.optimize = true;
-            p.norm_importance = norms;
+            p.what.optimize = true;
+            p.what.norm_importance = norms;
             let opt = d.p("opt.gguf");
             let ro = quantize_model(&inp, &opt, &p, &mut no_progress()).unwrap();
             let (hp, ho) = (
@@ -888,14 +891,14 @@ fn size_target_meets_the_size_with_ggml_bytes_and_measured_errors() {
     let base = d.p("q4_0.gguf");
     let mut p0 = params(Preset::Q4_0);
     // fixed by hand: never planned
-    p0.overrides = vec![("ffn_up".into(), QuantType::Q5_0)];
+    p0.what.overrides = vec![("ffn_up".into(), QuantType::Q5_0)];
     quantize_model(&inp, &base, &p0, &mut no_progress()).unwrap();
     let size0 = std::fs::metadata(&base).unwrap().len();
     let mut last_error = f64::INFINITY;
     for frac in [0.8, 1.0, 1.3] {
         let target = (size0 as f64 * frac) as u64;
         let mut p = p0.clone();
-        p.size_target = Some(SizeTarget::FileBytes(target));
+        p.what.size_target = Some(SizeTarget::FileBytes(target));
         let out = d.p("plan.gguf");
         let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
         let size = std::fs::metadata(&out).unwrap().len();
@@ -961,8 +964,8 @@ fn size_target_meets_the_size_with_ggml_bytes_and_measured_errors() {
 
     // Bits per weight, as llama.cpp counts them; a dry run writes nothing.
     let mut p = params(Preset::Q4_K_M);
-    p.size_target = Some(SizeTarget::BitsPerWeight(5.0));
-    p.dry_run = true;
+    p.what.size_target = Some(SizeTarget::BitsPerWeight(5.0));
+    p.how.dry_run = true;
     let out = d.p("dry.gguf");
     let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
     assert!(r.bits_per_weight_out <= 5.0, "{}", r.bits_per_weight_out);
@@ -971,12 +974,12 @@ fn size_target_meets_the_size_with_ggml_bytes_and_measured_errors() {
 
     // Restricted types, per name pattern.
     let mut p = params(Preset::Q4_0);
-    p.size_target = Some(SizeTarget::FileBytes(size0));
-    p.plan_types = vec![
+    p.what.size_target = Some(SizeTarget::FileBytes(size0));
+    p.what.plan_types = vec![
         (Some("attn_".into()), vec![QuantType::Q4_0, QuantType::Q8_0]),
         (None, vec![QuantType::IQ4_NL, QuantType::Q8_0]),
     ];
-    p.dry_run = true;
+    p.how.dry_run = true;
     let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
     for t in r.tensors.iter().filter(|t| t.plan.is_some()) {
         let ok: &[&str] = if t.name.contains("attn_") {
@@ -997,11 +1000,11 @@ fn size_target_meets_the_size_with_ggml_bytes_and_measured_errors() {
     // largest type offered, made nearly free the smallest (with room for
     // the three attn_q at Q8_0: 3 x 4 KiB more than Q4_0).
     let mut p = params(Preset::Q4_0);
-    p.size_target = Some(SizeTarget::FileBytes(size0 + 3 * 4096));
-    p.plan_types = vec![(None, vec![QuantType::Q4_0, QuantType::Q8_0])];
-    p.dry_run = true;
+    p.what.size_target = Some(SizeTarget::FileBytes(size0 + 3 * 4096));
+    p.what.plan_types = vec![(None, vec![QuantType::Q4_0, QuantType::Q8_0])];
+    p.how.dry_run = true;
     for (role, factor, want) in [("attn_q", 1e6, "q8_0"), ("attn_q", 1e-9, "q4_0")] {
-        p.plan_factors =
+        p.what.plan_factors =
             ggml_qat::model::planner::Factors::parse(&format!("{role} {factor}")).unwrap();
         let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
         for t in r.tensors.iter().filter(|t| t.name.contains(role)) {
@@ -1012,10 +1015,10 @@ fn size_target_meets_the_size_with_ggml_bytes_and_measured_errors() {
     // A source already quantized keeps its type unless requantizing is
     // allowed (ffn_up is Q8_0 in the file, and Q8_0 in the pure preset).
     let mut p = params(Preset::Q8_0);
-    p.pure = true;
-    p.allow_requantize = false;
-    p.size_target = Some(SizeTarget::FileBytes(size0 * 2));
-    p.dry_run = true;
+    p.what.pure = true;
+    p.what.allow_requantize = false;
+    p.what.size_target = Some(SizeTarget::FileBytes(size0 * 2));
+    p.how.dry_run = true;
     let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
     for t in &r.tensors {
         if t.name.contains("ffn_up") {
@@ -1023,25 +1026,25 @@ fn size_target_meets_the_size_with_ggml_bytes_and_measured_errors() {
         }
     }
     assert!(r.tensors.iter().any(|t| t.plan.is_some()));
-    p.size_target = Some(SizeTarget::FileBytes(size0 / 4));
+    p.what.size_target = Some(SizeTarget::FileBytes(size0 / 4));
     let e = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap_err();
     assert!(e.to_string().contains("requantizing"), "{e}");
 
     // Classes have no preset rules to plan within.
     let mut p = params(Preset::Q4_0);
-    p.target = Target::Classes([
+    p.what.target = Target::Classes([
         QuantType::Q8_0,
         QuantType::Q4_K,
         QuantType::Q4_K,
         QuantType::F32,
     ]);
-    p.size_target = Some(SizeTarget::FileBytes(size0));
+    p.what.size_target = Some(SizeTarget::FileBytes(size0));
     let e = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap_err();
     assert!(e.to_string().contains("preset"), "{e}");
 
     // Too small: a clear error, no output.
     let mut p = params(Preset::Q4_0);
-    p.size_target = Some(SizeTarget::FileBytes(size0 / 4));
+    p.what.size_target = Some(SizeTarget::FileBytes(size0 / 4));
     let out = d.p("small.gguf");
     let e = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap_err();
     assert!(e.to_string().contains("target"), "{e}");

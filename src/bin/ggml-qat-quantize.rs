@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ggml_qat::model::planner::{Factors, SizeTarget};
-use ggml_qat::model::select::{self, Preset, Target};
-use ggml_qat::model::{quantize_model, Params, Progress, Report};
+use ggml_qat::model::preset::{self, Preset, Target};
+use ggml_qat::model::{quantize_model, How, Params, Progress, Report, ReportParams, What};
 use ggml_qat::qat::config::Config;
 use ggml_qat::qat::layer::LayerClass;
 use ggml_qat::quant::QuantType;
@@ -118,69 +118,24 @@ struct Args {
 }
 
 fn parse_type(what: &str, s: &str) -> Result<QuantType, String> {
-    select::parse_type(s).ok_or_else(|| format!("{what}: unknown type '{s}'"))
+    preset::parse_type(s).ok_or_else(|| format!("{what}: unknown type '{s}'"))
 }
 
+/// The model parameters of the arguments (checked further, with the C
+/// API's, by `Params::validate`).
 fn params(a: &Args) -> Result<Params, String> {
-    let target = if a.ty.eq_ignore_ascii_case("classes") {
-        let c = match &a.class_types {
-            Some(s) => {
-                let v = s
-                    .split(',')
-                    .map(|t| parse_type("--class-types", t.trim()))
-                    .collect::<Result<Vec<_>, _>>()?;
-                <[QuantType; 4]>::try_from(v)
-                    .map_err(|_| "--class-types needs four types".to_string())?
-            }
-            None => {
-                let c = Config::default();
-                [
-                    c.qtype_for(LayerClass::Embedding),
-                    c.qtype_for(LayerClass::Attention),
-                    c.qtype_for(LayerClass::Ffn),
-                    c.qtype_for(LayerClass::LayerNorm),
-                ]
-            }
-        };
-        Target::Classes(c)
-    } else {
-        Target::Preset(
-            Preset::parse(&a.ty)
-                .ok_or_else(|| format!("unknown TYPE '{}' (see --help for the presets)", a.ty))?,
-        )
-    };
-    let overrides = a
-        .tensor_type
-        .iter()
-        .map(|s| {
-            let (n, t) = s
-                .rsplit_once('=')
-                .ok_or_else(|| format!("--tensor-type {s}: NAME=TYPE expected"))?;
-            Ok((n.to_string(), parse_type("--tensor-type", t)?))
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    Ok(Params {
-        target,
+    let type_of =
+        |opt: &str, v: &Option<String>| v.as_deref().map(|t| parse_type(opt, t)).transpose();
+    let what = What {
+        target: target(a)?,
         pure: a.pure,
-        overrides,
-        output_type: a
-            .output_tensor_type
-            .as_deref()
-            .map(|t| parse_type("--output-tensor-type", t))
-            .transpose()?,
-        token_embd_type: a
-            .token_embedding_type
-            .as_deref()
-            .map(|t| parse_type("--token-embedding-type", t))
-            .transpose()?,
+        overrides: overrides(a)?,
+        output_type: type_of("--output-tensor-type", &a.output_tensor_type)?,
+        token_embd_type: type_of("--token-embedding-type", &a.token_embedding_type)?,
         leave_output: a.leave_output_tensor,
         imatrix: a.imatrix.clone(),
         allow_requantize: a.allow_requantize,
-        dry_run: a.dry_run,
-        threads: a.nthreads.unwrap_or(0),
-        max_buffer: a.max_buffer_size.max(1) << 20,
         keep_split: a.keep_split,
-        measure_error: !a.no_error && !a.dry_run,
         optimize: a.optimize,
         norm_importance: a.norm_importance,
         size_target: match (&a.target_size, a.target_bpw) {
@@ -201,26 +156,87 @@ fn params(a: &Args) -> Result<Params, String> {
         plan_types: a
             .plan_types
             .iter()
-            .map(|arg| {
-                let (pattern, list) = match arg.split_once('=') {
-                    Some((p, l)) => (Some(p.to_string()), l),
-                    None => (None, arg.as_str()),
-                };
-                let types = list
-                    .split(',')
-                    .map(|t| {
-                        let ty = parse_type("--plan-types", t.trim())?;
-                        if ty.format().block_size > 1 {
-                            Ok(ty)
-                        } else {
-                            Err(format!("--plan-types: {t} is not a block-quantized type"))
-                        }
-                    })
-                    .collect::<Result<Vec<_>, String>>()?;
-                Ok((pattern, types))
-            })
+            .map(|arg| plan_types(arg))
             .collect::<Result<Vec<_>, String>>()?,
-    })
+    };
+    let how = How {
+        threads: a.nthreads.unwrap_or(0),
+        max_buffer: a
+            .max_buffer_size
+            .max(1)
+            .checked_mul(1 << 20)
+            .ok_or_else(|| format!("--max-buffer-size {}: too large", a.max_buffer_size))?,
+        dry_run: a.dry_run,
+    };
+    let report = ReportParams {
+        measure_error: !a.no_error && !a.dry_run,
+        json_path: a.report.clone(),
+    };
+    Ok(Params { what, how, report })
+}
+
+/// The preset, or the classes (with `--class-types`).
+fn target(a: &Args) -> Result<Target, String> {
+    if !a.ty.eq_ignore_ascii_case("classes") {
+        if a.class_types.is_some() {
+            return Err(format!(
+                "--class-types and TYPE {} cannot be used together: the class types are for TYPE classes",
+                a.ty
+            ));
+        }
+        return Preset::parse(&a.ty)
+            .map(Target::Preset)
+            .ok_or_else(|| format!("unknown TYPE '{}' (see --help for the presets)", a.ty));
+    }
+    let Some(s) = &a.class_types else {
+        let c = Config::default();
+        return Ok(Target::Classes([
+            c.qtype_for(LayerClass::Embedding),
+            c.qtype_for(LayerClass::Attention),
+            c.qtype_for(LayerClass::Ffn),
+            c.qtype_for(LayerClass::LayerNorm),
+        ]));
+    };
+    let v = s
+        .split(',')
+        .map(|t| parse_type("--class-types", t.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    <[QuantType; 4]>::try_from(v)
+        .map(Target::Classes)
+        .map_err(|_| "--class-types needs four types".to_string())
+}
+
+/// `--tensor-type NAME=TYPE`, each.
+fn overrides(a: &Args) -> Result<Vec<(String, QuantType)>, String> {
+    a.tensor_type
+        .iter()
+        .map(|s| {
+            let (n, t) = s
+                .rsplit_once('=')
+                .ok_or_else(|| format!("--tensor-type {s}: NAME=TYPE expected"))?;
+            Ok((n.to_string(), parse_type("--tensor-type", t)?))
+        })
+        .collect()
+}
+
+/// One `--plan-types [NAME=]T1,T2,..`.
+fn plan_types(arg: &str) -> Result<(Option<String>, Vec<QuantType>), String> {
+    let (pattern, list) = match arg.split_once('=') {
+        Some((p, l)) => (Some(p.to_string()), l),
+        None => (None, arg),
+    };
+    let types = list
+        .split(',')
+        .map(|t| {
+            let ty = parse_type("--plan-types", t.trim())?;
+            if ty.format().block_size > 1 {
+                Ok(ty)
+            } else {
+                Err(format!("--plan-types: {t} is not a block-quantized type"))
+            }
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok((pattern, types))
 }
 
 /// BYTES with an optional K, M or G suffix (powers of 1024).
@@ -429,16 +445,6 @@ fn main() -> ExitCode {
     match result {
         Ok(r) => {
             print_report(&r, !args.quiet);
-            if let Some(path) = &args.report {
-                let json = serde_json::to_string_pretty(&r).unwrap_or_default();
-                if let Err(e) = std::fs::write(path, json) {
-                    eprintln!(
-                        "ggml-qat-quantize: cannot write the report {}: {e}",
-                        path.display()
-                    );
-                    return ExitCode::from(1);
-                }
-            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -9,8 +9,8 @@ use super::ffi_boundary;
 use super::types::{CBool, GgmlType};
 use crate::error::{Error, Result};
 use crate::model::planner::{Factors, SizeTarget};
-use crate::model::select::{Preset, Target};
-use crate::model::{self, Params, Progress};
+use crate::model::preset::{Preset, Target};
+use crate::model::{self, How, Params, Progress, ReportParams, What};
 use crate::qat::LayerClass;
 use crate::quant::QuantType;
 
@@ -211,109 +211,7 @@ pub unsafe extern "C" fn ggml_qat_quantize_model(
             .as_ref()
             .copied()
             .unwrap_or_else(|| ggml_qat_model_default_params());
-        let target_name = if cp.target.is_null() {
-            "Q4_K_M"
-        } else {
-            c_str(cp.target, "params->target")?
-        };
-        let target = if target_name.eq_ignore_ascii_case("classes") {
-            let s = ctx
-                .as_ref()
-                .map(|c| &c.session)
-                .ok_or(Error::Null("ctx (needed by the \"classes\" target)"))?;
-            let c = s.config();
-            Target::Classes([
-                c.qtype_for(LayerClass::Embedding),
-                c.qtype_for(LayerClass::Attention),
-                c.qtype_for(LayerClass::Ffn),
-                c.qtype_for(LayerClass::LayerNorm),
-            ])
-        } else {
-            Target::Preset(Preset::parse(target_name).ok_or_else(|| {
-                Error::invalid("params->target", format!("unknown preset '{target_name}'"))
-            })?)
-        };
-        let mut overrides = Vec::new();
-        for o in c_array(cp.overrides, cp.n_overrides, "params->overrides")? {
-            let pat = c_str(o.pattern, "params->overrides[i].pattern")?;
-            let ty = opt_type(o.type_.0, "params->overrides[i].type")?
-                .ok_or_else(|| Error::invalid("params->overrides[i].type", "negative"))?;
-            overrides.push((pat.to_string(), ty));
-        }
-        let threads = usize::try_from(cp.n_threads)
-            .map_err(|_| Error::invalid("params->n_threads", "negative"))?;
-        let (size, bpw) = (cp.target_size_bytes, cp.target_bpw);
-        let size_target = if size != 0 && bpw != 0.0 {
-            return Err(Error::invalid(
-                "params->target_bpw",
-                "set together with target_size_bytes: give one of them",
-            ));
-        } else if size != 0 {
-            Some(SizeTarget::FileBytes(size))
-        } else if bpw == 0.0 {
-            None
-        } else if bpw.is_finite() && bpw > 0.0 {
-            Some(SizeTarget::BitsPerWeight(bpw))
-        } else {
-            return Err(Error::invalid(
-                "params->target_bpw",
-                format!("{bpw}: a positive number of bits per weight expected"),
-            ));
-        };
-        let mut plan_types = Vec::new();
-        for &t in c_array(cp.plan_types, cp.n_plan_types, "params->plan_types")? {
-            let t = opt_type(t, "params->plan_types[i]")?
-                .filter(|t| t.format().block_size > 1)
-                .ok_or_else(|| {
-                    Error::invalid("params->plan_types[i]", "not a block-quantized type")
-                })?;
-            plan_types.push(t);
-        }
-        let p = Params {
-            target,
-            pure: cp.pure_.get(),
-            overrides,
-            output_type: opt_type(cp.output_tensor_type, "params->output_tensor_type")?,
-            token_embd_type: opt_type(cp.token_embedding_type, "params->token_embedding_type")?,
-            leave_output: cp.leave_output_tensor.get(),
-            imatrix: if cp.imatrix_path.is_null() {
-                None
-            } else {
-                Some(PathBuf::from(c_str(
-                    cp.imatrix_path,
-                    "params->imatrix_path",
-                )?))
-            },
-            allow_requantize: cp.allow_requantize.get(),
-            dry_run: cp.dry_run.get(),
-            threads,
-            max_buffer: if cp.max_buffer_bytes == 0 {
-                32 << 20
-            } else {
-                cp.max_buffer_bytes
-            },
-            keep_split: cp.keep_split.get(),
-            measure_error: !cp.dry_run.get(),
-            optimize: cp.optimize.get(),
-            norm_importance: false,
-            size_target,
-            plan_types: if plan_types.is_empty() {
-                Vec::new()
-            } else {
-                vec![(None, plan_types)]
-            },
-            plan_factors: if cp.plan_factors_path.is_null() {
-                Factors::default()
-            } else {
-                let path = c_str(cp.plan_factors_path, "params->plan_factors_path")?;
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    Error::invalid("params->plan_factors_path", format!("{path}: {e}"))
-                })?;
-                Factors::parse(&text).map_err(|e| {
-                    Error::invalid("params->plan_factors_path", format!("{path}: {e}"))
-                })?
-            },
-        };
+        let p = params_from_c(ctx, &cp)?;
         let mut cb = |pr: &Progress| -> bool {
             match cp.progress {
                 None => true,
@@ -332,13 +230,6 @@ pub unsafe extern "C" fn ggml_qat_quantize_model(
         };
         let r = model::quantize_model(&input, &output, &p, &mut cb)
             .map_err(|e| Error::Unsupported(e.to_string()))?;
-        if !cp.report_json_path.is_null() {
-            let path = c_str(cp.report_json_path, "params->report_json_path")?;
-            let json = serde_json::to_string_pretty(&r)
-                .map_err(|e| Error::Unsupported(format!("report: {e}")))?;
-            std::fs::write(path, json)
-                .map_err(|e| Error::Unsupported(format!("cannot write the report {path}: {e}")))?;
-        }
         if let Some(out) = cp.report.as_mut() {
             *out = ggml_qat_model_report_t {
                 n_tensors: r.tensors.len() as c_int,
@@ -355,4 +246,134 @@ pub unsafe extern "C" fn ggml_qat_quantize_model(
         }
         Ok(true)
     })
+}
+
+/// The model parameters of the C struct (checked further, with the command
+/// line's, by `Params::validate`).
+unsafe fn params_from_c(ctx: *mut QatContext, cp: &ggml_qat_model_params_t) -> Result<Params> {
+    let what = What {
+        target: target_from_c(ctx, cp)?,
+        pure: cp.pure_.get(),
+        overrides: overrides_from_c(cp)?,
+        output_type: opt_type(cp.output_tensor_type, "params->output_tensor_type")?,
+        token_embd_type: opt_type(cp.token_embedding_type, "params->token_embedding_type")?,
+        leave_output: cp.leave_output_tensor.get(),
+        imatrix: opt_path(cp.imatrix_path, "params->imatrix_path")?,
+        allow_requantize: cp.allow_requantize.get(),
+        keep_split: cp.keep_split.get(),
+        optimize: cp.optimize.get(),
+        norm_importance: false,
+        size_target: size_target_from_c(cp)?,
+        plan_types: plan_types_from_c(cp)?,
+        plan_factors: factors_from_c(cp)?,
+    };
+    let how = How {
+        threads: usize::try_from(cp.n_threads)
+            .map_err(|_| Error::invalid("params->n_threads", "negative"))?,
+        max_buffer: if cp.max_buffer_bytes == 0 {
+            How::default().max_buffer
+        } else {
+            cp.max_buffer_bytes
+        },
+        dry_run: cp.dry_run.get(),
+    };
+    let report = ReportParams {
+        measure_error: !cp.dry_run.get(),
+        json_path: opt_path(cp.report_json_path, "params->report_json_path")?,
+    };
+    Ok(Params { what, how, report })
+}
+
+unsafe fn opt_path(p: *const c_char, name: &'static str) -> Result<Option<PathBuf>> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    Ok(Some(PathBuf::from(c_str(p, name)?)))
+}
+
+/// The preset, or the context's classes for "classes".
+unsafe fn target_from_c(ctx: *mut QatContext, cp: &ggml_qat_model_params_t) -> Result<Target> {
+    let name = if cp.target.is_null() {
+        "Q4_K_M"
+    } else {
+        c_str(cp.target, "params->target")?
+    };
+    if !name.eq_ignore_ascii_case("classes") {
+        return Preset::parse(name)
+            .map(Target::Preset)
+            .ok_or_else(|| Error::invalid("params->target", format!("unknown preset '{name}'")));
+    }
+    let s = ctx
+        .as_ref()
+        .map(|c| &c.session)
+        .ok_or(Error::Null("ctx (needed by the \"classes\" target)"))?;
+    let c = s.config();
+    Ok(Target::Classes([
+        c.qtype_for(LayerClass::Embedding),
+        c.qtype_for(LayerClass::Attention),
+        c.qtype_for(LayerClass::Ffn),
+        c.qtype_for(LayerClass::LayerNorm),
+    ]))
+}
+
+unsafe fn overrides_from_c(cp: &ggml_qat_model_params_t) -> Result<Vec<(String, QuantType)>> {
+    let mut overrides = Vec::new();
+    for o in c_array(cp.overrides, cp.n_overrides, "params->overrides")? {
+        let pat = c_str(o.pattern, "params->overrides[i].pattern")?;
+        let ty = opt_type(o.type_.0, "params->overrides[i].type")?
+            .ok_or_else(|| Error::invalid("params->overrides[i].type", "negative"))?;
+        overrides.push((pat.to_string(), ty));
+    }
+    Ok(overrides)
+}
+
+fn size_target_from_c(cp: &ggml_qat_model_params_t) -> Result<Option<SizeTarget>> {
+    let (size, bpw) = (cp.target_size_bytes, cp.target_bpw);
+    if size != 0 && bpw != 0.0 {
+        return Err(Error::invalid(
+            "params->target_bpw",
+            "set together with target_size_bytes: give one of them",
+        ));
+    }
+    if size != 0 {
+        return Ok(Some(SizeTarget::FileBytes(size)));
+    }
+    if bpw == 0.0 {
+        return Ok(None);
+    }
+    if bpw.is_finite() && bpw > 0.0 {
+        return Ok(Some(SizeTarget::BitsPerWeight(bpw)));
+    }
+    Err(Error::invalid(
+        "params->target_bpw",
+        format!("{bpw}: a positive number of bits per weight expected"),
+    ))
+}
+
+type PlanTypes = Vec<(Option<String>, Vec<QuantType>)>;
+
+unsafe fn plan_types_from_c(cp: &ggml_qat_model_params_t) -> Result<PlanTypes> {
+    let mut plan_types = Vec::new();
+    for &t in c_array(cp.plan_types, cp.n_plan_types, "params->plan_types")? {
+        let t = opt_type(t, "params->plan_types[i]")?
+            .filter(|t| t.format().block_size > 1)
+            .ok_or_else(|| Error::invalid("params->plan_types[i]", "not a block-quantized type"))?;
+        plan_types.push(t);
+    }
+    Ok(if plan_types.is_empty() {
+        Vec::new()
+    } else {
+        vec![(None, plan_types)]
+    })
+}
+
+unsafe fn factors_from_c(cp: &ggml_qat_model_params_t) -> Result<Factors> {
+    if cp.plan_factors_path.is_null() {
+        return Ok(Factors::default());
+    }
+    let path = c_str(cp.plan_factors_path, "params->plan_factors_path")?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::invalid("params->plan_factors_path", format!("{path}: {e}")))?;
+    Factors::parse(&text)
+        .map_err(|e| Error::invalid("params->plan_factors_path", format!("{path}: {e}")))
 }

@@ -1,21 +1,48 @@
-//! Whole model files: GGUF in, GGUF out.
+//! Whole model files: GGUF in, GGUF out, as a pipeline of small stages.
 //!
-//! [`quantize_model`] reads a GGUF header ([`gguf`]), picks a type per tensor
-//! ([`select`]: llama-quantize's preset rules, or the ggml-qat layer classes,
-//! per-tensor overrides, llama.cpp's fallbacks), then streams every tensor in
-//! bounded chunks of rows (read at an offset, converted to F32, quantized by
-//! [`crate::quant::quantize_rows`], written) into a temporary file beside the
-//! target, renamed over it at the end. Peak memory is the chunk buffers plus
-//! the header, whatever the model's size.
+//! [`quantize_model`] ([`run`]) wires them:
+//!
+//! 1. [`params`]: what to produce, how to run, what to report; one
+//!    validation for the command line and the C API;
+//! 2. [`source`]: the model's shards opened once ([`gguf`] reads each
+//!    header, every size bounded by the file), tensors by shard and index,
+//!    rows as F32;
+//! 3. [`assign`]: a type per tensor and where it came from — the preset's
+//!    rules ([`preset`]) over the tensors' roles ([`roles`]), the manual
+//!    options, llama.cpp's fallbacks;
+//! 4. [`planner`] (under a size target): measure each free tensor's
+//!    candidates, then allocate the bytes;
+//! 5. [`layout`]: the output files' headers and sizes, computed once;
+//! 6. [`convert`]: each tensor read, converted ([`chunk`], with the column
+//!    weights of [`weights`] and [`imatrix`]) and written, the three
+//!    overlapping, into a temporary file ([`sink`]);
+//! 7. [`report`]: what was done, built at the end, written before the
+//!    outputs are committed.
+//!
+//! Peak memory is a few chunk buffers plus the headers, whatever the
+//! model's size.
 
+pub mod assign;
 pub mod chunk;
+pub mod convert;
+pub mod factors;
 pub mod gguf;
 pub mod imatrix;
+pub mod layout;
+pub mod params;
 pub mod planner;
+pub mod preset;
+pub mod report;
+pub mod roles;
 pub mod run;
-pub mod select;
+pub mod sink;
+pub mod source;
+pub mod weights;
 
-pub use run::{quantize_model, Objective, Params, Progress, Report, TensorReport};
+pub use convert::Objective;
+pub use params::{How, Params, ReportParams, What};
+pub use report::{Progress, Report, TensorReport};
+pub use run::quantize_model;
 
 use std::path::Path;
 
