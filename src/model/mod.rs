@@ -5,7 +5,8 @@
 //! per-tensor overrides, llama.cpp's fallbacks), then streams every tensor in
 //! bounded chunks of rows (read at an offset, converted to F32, quantized by
 //! [`crate::quant::quantize_rows`], written) into a temporary file beside the
-//! target, renamed over it at the end. Peak memory is the chunk buffers plus
+//! target, renamed over it at the end ([`sink`]: which paths may be written,
+//! the temporary file, the report, cleanup on a signal). Peak memory is the chunk buffers plus
 //! the header, whatever the model's size.
 
 pub mod chunk;
@@ -14,6 +15,7 @@ pub mod imatrix;
 pub mod planner;
 pub mod run;
 pub mod select;
+pub mod sink;
 
 pub use run::{quantize_model, Objective, Params, Progress, Report, TensorReport};
 

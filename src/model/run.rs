@@ -1,6 +1,6 @@
 //! The streaming quantization of a whole GGUF file.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -11,6 +11,7 @@ use super::gguf::{self, Header, Kv, OutTensor};
 use super::imatrix::{self, Imatrix};
 use super::planner::{self, PlanSummary, SizeTarget, TensorPlan};
 use super::select::{self, Category, Counters, ModelFacts, Target};
+use super::sink::{check_output, TempOut};
 use super::ModelError;
 use crate::quant::{self, QuantType};
 
@@ -572,34 +573,6 @@ fn set_kv(kvs: &mut Vec<Kv>, kv: Kv) {
     kvs.push(kv);
 }
 
-/// The output may not be the input, and its folder must exist.
-fn check_output(input: &Path, output: &Path) -> Result<(), ModelError> {
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !parent.is_dir() {
-        return Err(ModelError::Invalid(format!(
-            "output folder {} does not exist",
-            parent.display()
-        )));
-    }
-    let same = match (std::fs::metadata(input), std::fs::metadata(output)) {
-        (Ok(a), Ok(b)) => {
-            use std::os::unix::fs::MetadataExt;
-            a.dev() == b.dev() && a.ino() == b.ino()
-        }
-        _ => false,
-    };
-    if same {
-        return Err(ModelError::Invalid(format!(
-            "output {} is the input file: choose another name (the input is never modified)",
-            output.display()
-        )));
-    }
-    Ok(())
-}
-
 /// The imatrix must belong to this model: some names in common and every
 /// common name of the right size.
 fn check_imatrix(im: &Imatrix, all: &[(usize, &gguf::TensorInfo)]) -> Result<(), ModelError> {
@@ -992,55 +965,4 @@ fn error_sums(x: &[f32], y: &[f32]) -> (f64, f64) {
             (e, s)
         })
         .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
-}
-
-/// A temporary file beside the target, removed unless committed.
-struct TempOut {
-    tmp: PathBuf,
-    target: PathBuf,
-    file: Option<File>,
-    committed: bool,
-}
-
-impl TempOut {
-    fn create(target: &Path) -> Result<TempOut, ModelError> {
-        let name = target.file_name().ok_or_else(|| {
-            ModelError::Invalid(format!("output {} has no file name", target.display()))
-        })?;
-        let tmp = target.with_file_name(format!(
-            ".{}.{}.tmp",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| ModelError::io(&tmp, "cannot create the temporary output", e))?;
-        Ok(TempOut {
-            tmp,
-            target: target.to_path_buf(),
-            file: Some(file),
-            committed: false,
-        })
-    }
-    fn file(&mut self) -> Result<File, ModelError> {
-        self.file
-            .take()
-            .ok_or_else(|| ModelError::Invalid("output already taken".into()))
-    }
-    fn commit(mut self) -> Result<(), ModelError> {
-        std::fs::rename(&self.tmp, &self.target)
-            .map_err(|e| ModelError::io(&self.target, "cannot rename the finished output to", e))?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempOut {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
 }
