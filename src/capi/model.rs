@@ -2,7 +2,7 @@
 #![allow(non_camel_case_types)]
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::context::QatContext;
 use super::ffi_boundary;
@@ -10,7 +10,7 @@ use super::types::{CBool, GgmlType};
 use crate::error::{Error, Result};
 use crate::model::planner::{Factors, SizeTarget};
 use crate::model::select::{Preset, Target};
-use crate::model::{self, Params, Progress};
+use crate::model::{self, sink, Params, Progress};
 use crate::qat::LayerClass;
 use crate::quant::QuantType;
 
@@ -92,14 +92,15 @@ pub struct ggml_qat_model_params_t {
     pub dry_run: CBool,
     /// Quantize every shard of a split input, each to OUT-0000i-of-0000N.gguf.
     pub keep_split: CBool,
-    /// Threads; 0 (default): all cores.
+    /// Threads; 0 (default): all cores; at most 1024.
     pub n_threads: c_int,
     /// Bound on the working buffers in bytes; 0 (default): 32 MiB.
     pub max_buffer_bytes: usize,
     /// Progress callback, or NULL.
     pub progress: ggml_qat_progress_callback,
     pub progress_user_data: *mut c_void,
-    /// When not NULL, the per-tensor report is written there as JSON.
+    /// When not NULL, the per-tensor report is written there as JSON (through
+    /// a temporary file; never over the input, the output or a non-file).
     pub report_json_path: *const c_char,
     /// When not NULL, receives the totals.
     pub report: *mut ggml_qat_model_report_t,
@@ -242,6 +243,8 @@ pub unsafe extern "C" fn ggml_qat_quantize_model(
         }
         let threads = usize::try_from(cp.n_threads)
             .map_err(|_| Error::invalid("params->n_threads", "negative"))?;
+        let threads = sink::check_threads(threads)
+            .map_err(|e| Error::invalid("params->n_threads", e.to_string()))?;
         let (size, bpw) = (cp.target_size_bytes, cp.target_bpw);
         let size_target = if size != 0 && bpw != 0.0 {
             return Err(Error::invalid(
@@ -330,14 +333,21 @@ pub unsafe extern "C" fn ggml_qat_quantize_model(
                 }
             }
         };
+        let report_path = if cp.report_json_path.is_null() {
+            None
+        } else {
+            Some(Path::new(c_str(cp.report_json_path, "params->report_json_path")?))
+        };
+        let outputs: &[&Path] = if p.dry_run { &[] } else { &[&output] };
+        sink::check_paths(&[&input], outputs, report_path)
+            .map_err(|e| Error::Unsupported(e.to_string()))?;
         let r = model::quantize_model(&input, &output, &p, &mut cb)
             .map_err(|e| Error::Unsupported(e.to_string()))?;
-        if !cp.report_json_path.is_null() {
-            let path = c_str(cp.report_json_path, "params->report_json_path")?;
+        if let Some(path) = report_path {
             let json = serde_json::to_string_pretty(&r)
                 .map_err(|e| Error::Unsupported(format!("report: {e}")))?;
-            std::fs::write(path, json)
-                .map_err(|e| Error::Unsupported(format!("cannot write the report {path}: {e}")))?;
+            sink::write_report(path, json.as_bytes())
+                .map_err(|e| Error::Unsupported(e.to_string()))?;
         }
         if let Some(out) = cp.report.as_mut() {
             *out = ggml_qat_model_report_t {

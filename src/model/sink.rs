@@ -274,9 +274,8 @@ pub fn write_report(path: &Path, json: &[u8]) -> Result<(), ModelError> {
 /// handler.
 pub fn install_signal_cleanup() -> Result<(), ModelError> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let fail = |e: std::io::Error| {
-        ModelError::Invalid(format!("cannot install the signal cleanup: {e}"))
-    };
+    let fail =
+        |e: std::io::Error| ModelError::Invalid(format!("cannot install the signal cleanup: {e}"));
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(fail)?;
     std::thread::Builder::new()
