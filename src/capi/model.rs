@@ -336,7 +336,10 @@ pub unsafe extern "C" fn ggml_qat_quantize_model(
         let report_path = if cp.report_json_path.is_null() {
             None
         } else {
-            Some(Path::new(c_str(cp.report_json_path, "params->report_json_path")?))
+            Some(Path::new(c_str(
+                cp.report_json_path,
+                "params->report_json_path",
+            )?))
         };
         let outputs: &[&Path] = if p.dry_run { &[] } else { &[&output] };
         sink::check_paths(&[&input], outputs, report_path)
