@@ -288,3 +288,36 @@ fn absurd_thread_counts_are_refused() {
     assert!(err.contains("100000 threads: at most 1024"), "{err}");
     assert_eq!(d.files(), ["in.gguf"]);
 }
+
+#[test]
+fn c_api_checks_paths_and_threads() {
+    use ggml_qat::capi::model::{ggml_qat_model_default_params, ggml_qat_quantize_model};
+    use std::ffi::{CStr, CString};
+    let d = Dir::new("capi");
+    let inp = d.p("in.gguf");
+    model(&inp, 4);
+    let before = std::fs::read(&inp).unwrap();
+    let (ci, co) = (
+        CString::new(s(&inp)).unwrap(),
+        CString::new(s(&d.p("o.gguf"))).unwrap(),
+    );
+    let last = || {
+        unsafe { CStr::from_ptr(ggml_qat::capi::error::ggml_qat_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let mut p = ggml_qat_model_default_params();
+    p.report_json_path = ci.as_ptr();
+    assert!(!unsafe {
+        ggml_qat_quantize_model(std::ptr::null_mut(), ci.as_ptr(), co.as_ptr(), &p)
+    });
+    assert!(last().contains("is the input"), "{}", last());
+    let mut p = ggml_qat_model_default_params();
+    p.n_threads = 100_000;
+    assert!(!unsafe {
+        ggml_qat_quantize_model(std::ptr::null_mut(), ci.as_ptr(), co.as_ptr(), &p)
+    });
+    assert!(last().contains("at most 1024"), "{}", last());
+    assert_eq!(std::fs::read(&inp).unwrap(), before);
+    assert_eq!(d.files(), ["in.gguf"]);
+}
