@@ -152,7 +152,7 @@ pub fn check_paths(
         let id = check_target(p, what)?;
         if let Some((i, _)) = ins.iter().find(|(_, i)| *i == id) {
             return Err(ModelError::Invalid(format!(
-                "{what} {} is the input {}: choose another name (the input is never modified)",
+                "{what} {} is the input file {}: choose another name (the input is never modified)",
                 p.display(),
                 i.display()
             )));
