@@ -321,3 +321,40 @@ fn c_api_checks_paths_and_threads() {
     assert_eq!(std::fs::read(&inp).unwrap(), before);
     assert_eq!(d.files(), ["in.gguf"]);
 }
+
+#[test]
+fn symlink_outputs_are_written_through_or_refused() {
+    let d = Dir::new("symlink");
+    let inp = d.p("in.gguf");
+    model(&inp, 4);
+    std::fs::write(d.p("real.gguf"), b"old").unwrap();
+    std::os::unix::fs::symlink("real.gguf", d.p("link.gguf")).unwrap();
+    let o = run(&inp, &d.p("link.gguf"), &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = std::fs::symlink_metadata(d.p("link.gguf")).unwrap();
+    assert!(m.file_type().is_symlink(), "the link stays");
+    assert!(std::fs::read(d.p("real.gguf"))
+        .unwrap()
+        .starts_with(b"GGUF"));
+    std::os::unix::fs::symlink("missing.gguf", d.p("dangling.gguf")).unwrap();
+    refused(
+        &run(&inp, &d.p("dangling.gguf"), &[]),
+        &["symbolic link to a missing file"],
+    );
+    // A link to the input is the input.
+    std::os::unix::fs::symlink("in.gguf", d.p("in-link.gguf")).unwrap();
+    refused(
+        &run(&inp, &d.p("in-link.gguf"), &[]),
+        &["is the input file"],
+    );
+    assert_eq!(
+        d.files(),
+        [
+            "dangling.gguf",
+            "in-link.gguf",
+            "in.gguf",
+            "link.gguf",
+            "real.gguf"
+        ]
+    );
+}
