@@ -245,45 +245,51 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-fn print_report(o: &mut dyn Write, r: &Report, table: bool) -> std::io::Result<()> {
-    if table {
+/// The per-tensor table.
+fn print_table(o: &mut dyn Write, r: &Report) -> std::io::Result<()> {
+    writeln!(
+        o,
+        "{:>5}  {:<40} {:<10} {:<22} {:>7} {:>7} {:>10} {:>10} {:>9}",
+        "#", "tensor", "class", "shape", "from", "to", "MiB in", "MiB out", "rel.err"
+    )?;
+    for (i, t) in r.tensors.iter().enumerate() {
+        let shape = t
+            .shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
         writeln!(
             o,
-            "{:>5}  {:<40} {:<10} {:<22} {:>7} {:>7} {:>10} {:>10} {:>9}",
-            "#", "tensor", "class", "shape", "from", "to", "MiB in", "MiB out", "rel.err"
+            "{:>5}  {:<40} {:<10} {:<22} {:>7} {:>7} {:>10.3} {:>10.3} {:>9}{}",
+            i + 1,
+            t.name,
+            t.class,
+            shape,
+            t.source_type,
+            t.chosen_type,
+            mib(t.bytes_in),
+            mib(t.bytes_out),
+            t.rel_rmse.map_or("-".into(), |e| format!("{e:.5}")),
+            t.fallback
+                .as_ref()
+                .map_or(String::new(), |f| format!("  fallback: {f}"))
+                + &t.objective.map_or(String::new(), |o| format!(
+                    "  optimize: weights {} error {:.4e} -> {:.4e} ({:+.2}%, {} rows changed)",
+                    o.weights,
+                    o.ggml,
+                    o.ours,
+                    -100.0 * o.gain(),
+                    o.rows_changed
+                ))
         )?;
-        for (i, t) in r.tensors.iter().enumerate() {
-            let shape = t
-                .shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("x");
-            writeln!(
-                o,
-                "{:>5}  {:<40} {:<10} {:<22} {:>7} {:>7} {:>10.3} {:>10.3} {:>9}{}",
-                i + 1,
-                t.name,
-                t.class,
-                shape,
-                t.source_type,
-                t.chosen_type,
-                mib(t.bytes_in),
-                mib(t.bytes_out),
-                t.rel_rmse.map_or("-".into(), |e| format!("{e:.5}")),
-                t.fallback
-                    .as_ref()
-                    .map_or(String::new(), |f| format!("  fallback: {f}"))
-                    + &t.objective.map_or(String::new(), |o| format!(
-                        "  optimize: weights {} error {:.4e} -> {:.4e} ({:+.2}%, {} rows changed)",
-                        o.weights,
-                        o.ggml,
-                        o.ours,
-                        -100.0 * o.gain(),
-                        o.rows_changed
-                    ))
-            )?;
-        }
+    }
+    Ok(())
+}
+
+fn print_report(o: &mut dyn Write, r: &Report, table: bool) -> std::io::Result<()> {
+    if table {
+        print_table(o, r)?;
     }
     writeln!(
         o,
