@@ -146,14 +146,15 @@ typedef struct {
   bool dry_run;
   // Quantize every shard of a split input, each to OUT-0000i-of-0000N.gguf.
   bool keep_split;
-  // Threads; 0 (default): all cores.
+  // Threads; 0 (default): all cores; at most 1024.
   int n_threads;
   // Bound on the working buffers in bytes; 0 (default): 32 MiB.
   size_t max_buffer_bytes;
   // Progress callback, or NULL.
   ggml_qat_progress_callback progress;
   void *progress_user_data;
-  // When not NULL, the per-tensor report is written there as JSON.
+  // When not NULL, the per-tensor report is written there as JSON (through
+  // a temporary file; never over the input, the output or a non-file).
   const char *report_json_path;
   // When not NULL, receives the totals.
   ggml_qat_model_report_t *report;

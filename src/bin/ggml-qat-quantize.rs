@@ -1,13 +1,14 @@
 //! ggml-qat-quantize: a GGUF model in, a quantized GGUF model out, in
 //! llama-quantize's shape: `ggml-qat-quantize [options] in.gguf out.gguf TYPE [nthreads]`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use ggml_qat::model::planner::{Factors, SizeTarget};
 use ggml_qat::model::preset::{self, Preset, Target};
+use ggml_qat::model::sink;
 use ggml_qat::model::{quantize_model, How, Params, Progress, Report, ReportParams, What};
 use ggml_qat::qat::config::Config;
 use ggml_qat::qat::layer::LayerClass;
@@ -31,7 +32,7 @@ struct Args {
     /// Preset, or `classes`.
     #[arg(value_name = "TYPE")]
     ty: String,
-    /// Threads (default: all cores).
+    /// Threads (default: all cores; at most 1024).
     nthreads: Option<usize>,
     /// Importance matrix (llama-imatrix's GGUF or legacy .dat).
     #[arg(long, value_name = "FILE")]
@@ -260,45 +261,54 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-fn print_report(r: &Report, table: bool) {
-    if table {
-        println!(
-            "{:>5}  {:<40} {:<10} {:<22} {:>7} {:>7} {:>10} {:>10} {:>9}",
-            "#", "tensor", "class", "shape", "from", "to", "MiB in", "MiB out", "rel.err"
-        );
-        for (i, t) in r.tensors.iter().enumerate() {
-            let shape = t
-                .shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("x");
-            println!(
-                "{:>5}  {:<40} {:<10} {:<22} {:>7} {:>7} {:>10.3} {:>10.3} {:>9}{}",
-                i + 1,
-                t.name,
-                t.class,
-                shape,
-                t.source_type,
-                t.chosen_type,
-                mib(t.bytes_in),
-                mib(t.bytes_out),
-                t.rel_rmse.map_or("-".into(), |e| format!("{e:.5}")),
-                t.fallback
-                    .as_ref()
-                    .map_or(String::new(), |f| format!("  fallback: {f}"))
-                    + &t.objective.map_or(String::new(), |o| format!(
-                        "  optimize: weights {} error {:.4e} -> {:.4e} ({:+.2}%, {} rows changed)",
-                        o.weights,
-                        o.ggml,
-                        o.ours,
-                        -100.0 * o.gain(),
-                        o.rows_changed
-                    ))
-            );
-        }
+/// The per-tensor table.
+fn print_table(o: &mut dyn Write, r: &Report) -> std::io::Result<()> {
+    writeln!(
+        o,
+        "{:>5}  {:<40} {:<10} {:<22} {:>7} {:>7} {:>10} {:>10} {:>9}",
+        "#", "tensor", "class", "shape", "from", "to", "MiB in", "MiB out", "rel.err"
+    )?;
+    for (i, t) in r.tensors.iter().enumerate() {
+        let shape = t
+            .shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
+        writeln!(
+            o,
+            "{:>5}  {:<40} {:<10} {:<22} {:>7} {:>7} {:>10.3} {:>10.3} {:>9}{}",
+            i + 1,
+            t.name,
+            t.class,
+            shape,
+            t.source_type,
+            t.chosen_type,
+            mib(t.bytes_in),
+            mib(t.bytes_out),
+            t.rel_rmse.map_or("-".into(), |e| format!("{e:.5}")),
+            t.fallback
+                .as_ref()
+                .map_or(String::new(), |f| format!("  fallback: {f}"))
+                + &t.objective.map_or(String::new(), |o| format!(
+                    "  optimize: weights {} error {:.4e} -> {:.4e} ({:+.2}%, {} rows changed)",
+                    o.weights,
+                    o.ggml,
+                    o.ours,
+                    -100.0 * o.gain(),
+                    o.rows_changed
+                ))
+        )?;
     }
-    println!(
+    Ok(())
+}
+
+fn print_report(o: &mut dyn Write, r: &Report, table: bool) -> std::io::Result<()> {
+    if table {
+        print_table(o, r)?;
+    }
+    writeln!(
+        o,
         "target {}{}: {} tensors, {} fell back",
         r.target,
         if r.dry_run {
@@ -308,8 +318,9 @@ fn print_report(r: &Report, table: bool) {
         },
         r.tensors.len(),
         r.n_fallback
-    );
-    println!(
+    )?;
+    writeln!(
+        o,
         "model size: {:.2} MiB ({:.2} bpw) -> {:.2} MiB ({:.2} bpw); files {} -> {} bytes",
         mib(r.bytes_in),
         r.bits_per_weight_in,
@@ -317,32 +328,39 @@ fn print_report(r: &Report, table: bool) {
         r.bits_per_weight_out,
         r.file_bytes_in,
         r.file_bytes_out
-    );
+    )?;
     if let Some(p) = &r.plan {
-        print_plan(r, p);
+        print_plan(o, r, p)?;
     }
     let objs: Vec<_> = r.tensors.iter().filter_map(|t| t.objective).collect();
     if !objs.is_empty() {
         let better = objs.iter().filter(|o| o.ours < o.ggml).count();
         let mean_gain = objs.iter().map(|o| o.gain()).sum::<f64>() / objs.len() as f64;
         let rows: u64 = objs.iter().map(|o| o.rows_changed).sum();
-        println!(
+        writeln!(
+        o,
             "optimize: {} tensors searched, {better} improved on their objective, mean gain {:.2}%, {rows} rows changed",
             objs.len(),
             100.0 * mean_gain
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        o,
         "time {:.3} s on {} threads, peak memory {:.1} MiB",
         r.seconds,
         r.threads,
         mib(r.peak_rss_bytes)
-    );
+    )?;
+    o.flush()
 }
 
 /// The planner's choice: types per role, and the preset's figures beside
 /// the chosen ones.
-fn print_plan(r: &Report, p: &ggml_qat::model::planner::PlanSummary) {
+fn print_plan(
+    o: &mut dyn Write,
+    r: &Report,
+    p: &ggml_qat::model::planner::PlanSummary,
+) -> std::io::Result<()> {
     use std::collections::BTreeMap;
     let mut roles: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for t in r.tensors.iter().filter(|t| t.plan.is_some()) {
@@ -358,16 +376,17 @@ fn print_plan(r: &Report, p: &ggml_qat::model::planner::PlanSummary) {
             .entry(t.chosen_type.clone())
             .or_default() += 1;
     }
-    println!("plan ({}), {} tensors planned:", p.target, p.n_planned);
+    writeln!(o, "plan ({}), {} tensors planned:", p.target, p.n_planned)?;
     for (role, types) in &roles {
         let list = types
             .iter()
             .map(|(ty, n)| format!("{n} x {ty}"))
             .collect::<Vec<_>>()
             .join(", ");
-        println!("  {role:<28} {list}");
+        writeln!(o, "  {role:<28} {list}")?;
     }
-    println!(
+    writeln!(
+        o,
         "  predicted error {:.5} (preset {:.5}{}); file {} bytes, {:.3} bpw (preset {} bytes, {:.3} bpw){}",
         p.chosen_error.max(0.0),
         p.preset_error.max(0.0),
@@ -385,11 +404,13 @@ fn print_plan(r: &Report, p: &ggml_qat::model::planner::PlanSummary) {
         } else {
             ""
         }
-    );
-    println!(
+    )?;
+    writeln!(
+        o,
         "  measured on {} sampled values in {:.1} s",
         p.sampled_values, p.seconds
-    );
+    )?;
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -398,11 +419,19 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    if let Err(e) = sink::install_signal_cleanup() {
+        say(format_args!("{e}"));
+    }
     let args = Args::parse();
-    let p = match params(&args) {
+    let p = match params(&args).and_then(|p| {
+        p.validate()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+            .map(|_| p)
+    }) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("ggml-qat-quantize: {e}");
+            say(format_args!("{e}"));
             return ExitCode::from(2);
         }
     };
@@ -431,7 +460,13 @@ fn main() -> ExitCode {
             }
             None => {
                 if !quiet && pr.index != last && !pr.name.is_empty() {
-                    eprintln!("[{:4}/{:4}] {}", pr.index, pr.count, pr.name);
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "[{:4}/{:4}] {}",
+                        pr.index,
+                        pr.count,
+                        pr.name
+                    );
                 }
             }
         }
@@ -443,13 +478,24 @@ fn main() -> ExitCode {
         b.finish_and_clear();
     }
     match result {
-        Ok(r) => {
-            print_report(&r, !args.quiet);
-            ExitCode::SUCCESS
-        }
+        Ok(r) => finish(&r, &args),
         Err(e) => {
-            eprintln!("ggml-qat-quantize: error: {e}");
+            say(format_args!("error: {e}"));
             ExitCode::from(1)
         }
     }
+}
+
+/// A message on stderr; a closed stderr is not an error worth a panic.
+fn say(msg: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr(), "ggml-qat-quantize: {msg}");
+}
+
+/// After the model (and the report) is written: the table on stdout. A
+/// closed stdout is reported on stderr; the model is written (status 0).
+fn finish(r: &Report, args: &Args) -> ExitCode {
+    if let Err(e) = print_report(&mut std::io::stdout().lock(), r, !args.quiet) {
+        say(format_args!("cannot print the summary: {e}"));
+    }
+    ExitCode::SUCCESS
 }

@@ -92,14 +92,15 @@ pub struct ggml_qat_model_params_t {
     pub dry_run: CBool,
     /// Quantize every shard of a split input, each to OUT-0000i-of-0000N.gguf.
     pub keep_split: CBool,
-    /// Threads; 0 (default): all cores.
+    /// Threads; 0 (default): all cores; at most 1024.
     pub n_threads: c_int,
     /// Bound on the working buffers in bytes; 0 (default): 32 MiB.
     pub max_buffer_bytes: usize,
     /// Progress callback, or NULL.
     pub progress: ggml_qat_progress_callback,
     pub progress_user_data: *mut c_void,
-    /// When not NULL, the per-tensor report is written there as JSON.
+    /// When not NULL, the per-tensor report is written there as JSON (through
+    /// a temporary file; never over the input, the output or a non-file).
     pub report_json_path: *const c_char,
     /// When not NULL, receives the totals.
     pub report: *mut ggml_qat_model_report_t,

@@ -12,8 +12,10 @@ use super::preset::{Preset, Target};
 use super::ModelError;
 use crate::quant::QuantType;
 
-/// The most worker threads a conversion may ask for. More would only cost
-/// memory (each thread holds a chunk buffer) on any machine this runs on.
+/// The most threads a run may ask for. The same on every machine (so a
+/// script behaves the same everywhere) and above the hardware threads of any
+/// current two-socket server; a larger count is a typo, not a wish, and used
+/// to spawn threads until the process was killed.
 pub const MAX_THREADS: usize = 1024;
 
 /// What to do with a model.
@@ -170,7 +172,7 @@ impl Params {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n if n > MAX_THREADS => {
                 return Err(ModelError::Invalid(format!(
-                    "{n} threads: at most {MAX_THREADS} are allowed"
+                    "{n} threads: at most {MAX_THREADS} (0 means one per core)"
                 )))
             }
             n => n,

@@ -32,17 +32,14 @@ pub fn quantize_model(
         .num_threads(p.threads)
         .build()
         .map_err(|e| ModelError::Invalid(format!("cannot start {} threads: {e}", p.threads)))?;
+    // The paths as given first, then with every shard and output known.
+    let given: &[&Path] = if p.how.dry_run { &[] } else { &[output] };
+    sink::check_paths(&[input], given, p.report.json_path.as_deref())?;
     let src = Source::open(input, p.what.keep_split)?;
     let imatrix = load_imatrix(&src, p.what.imatrix.as_deref())?;
     let mut a = assign::assign(&src, &p, imatrix.is_some())?;
     let paths = layout::output_paths(&src, output, p.what.keep_split);
-    if !p.how.dry_run {
-        for o in &paths {
-            for s in &src.shards {
-                sink::check_output(&s.path, o)?;
-            }
-        }
-    }
+    check_paths(&src, &paths, &p)?;
     let planned = match p.what.size_target {
         Some(target) => Some(plan(&src, &mut a, &p, &pool, target, &imatrix, progress)?),
         None => None,
@@ -59,7 +56,9 @@ pub fn quantize_model(
     report.add_tensors(&src, &files, &a, &converted, planned);
     report.finish(start);
     if let Some(path) = &p.report.json_path {
-        write_json(path, &report)?;
+        let json = serde_json::to_string_pretty(&report)
+            .map_err(|e| ModelError::Invalid(format!("report: {e}")))?;
+        sink::write_report(path, json.as_bytes())?;
     }
     for s in sinks {
         s.commit()?;
@@ -73,6 +72,18 @@ pub fn quantize_model(
         bytes_total: total,
     });
     Ok(report)
+}
+
+/// Nothing is written over an input, a device, a folder or each other:
+/// checked before any work.
+fn check_paths(src: &Source, outputs: &[PathBuf], p: &Checked) -> Result<(), ModelError> {
+    let inputs: Vec<&Path> = src.shards.iter().map(|s| s.path.as_path()).collect();
+    let outputs: Vec<&Path> = if p.how.dry_run {
+        Vec::new()
+    } else {
+        outputs.iter().map(|o| o.as_path()).collect()
+    };
+    sink::check_paths(&inputs, &outputs, p.report.json_path.as_deref())
 }
 
 /// The importance matrix, checked against the model.
@@ -183,11 +194,4 @@ fn jobs<'a>(
             Ok(Job { r, to, weights })
         })
         .collect()
-}
-
-/// The report as JSON at `path`.
-fn write_json(path: &PathBuf, report: &Report) -> Result<(), ModelError> {
-    let json = serde_json::to_string_pretty(report)
-        .map_err(|e| ModelError::Invalid(format!("report: {e}")))?;
-    std::fs::write(path, json).map_err(|e| ModelError::io(path, "cannot write the report", e))
 }
