@@ -9,7 +9,10 @@
 //! heads, ffn 11008, 32000-token vocabulary, 5 layers: 2.3 GB) to Q4_K_M on
 //! 2 threads; and the real Gemma 3 270M (scripts/fetch-gemma3.sh; its F16
 //! copy made with this tool) to Q4_K_M, Q8_0 and Q4_0 on 1 and 2 threads.
-//! GGML_QAT_BENCH_SKIP_SYNTH=1 / GGML_QAT_BENCH_SKIP_GEMMA=1 skip either.
+//! GGML_QAT_BENCH_SKIP_SYNTH=1 / GGML_QAT_BENCH_SKIP_GEMMA=1 skip either,
+//! GGML_QAT_BENCH_SKIP_LOOP=1 the chunk loop; GGML_QAT_BENCH_PRESETS picks the
+//! Gemma presets ("all": every block preset). Ours runs as a user runs it
+//! (defaults: the per-tensor error is measured), output on disk.
 //! Each figure: the best time of GGML_QAT_BENCH_REPEAT runs (default 3) and
 //! the largest peak RSS. Run: cargo bench --bench model
 
@@ -255,7 +258,6 @@ fn compare(
         &t,
         "--report",
         report.to_str().unwrap(),
-        "--no-error",
     ]));
     let size = std::fs::metadata(&out).unwrap().len();
     std::fs::remove_file(&out).unwrap();
@@ -270,21 +272,23 @@ fn compare(
         },
     );
     let exe = std::env::current_exe().unwrap();
-    let (secs, rss) = run(Command::new(exe)
-        .env("GGML_QAT_BENCH_CHILD", "chunkloop")
-        .env("GGML_QAT_BENCH_IN", input)
-        .env("GGML_QAT_BENCH_REPORT", &report)
-        .env("GGML_QAT_BENCH_THREADS", &t));
-    push(
-        rows,
-        Row {
-            what: what.clone(),
-            tool: "ggml_quantize_chunk loop",
-            secs,
-            rss,
-            size: 0,
-        },
-    );
+    if std::env::var_os("GGML_QAT_BENCH_SKIP_LOOP").is_none() {
+        let (secs, rss) = run(Command::new(exe)
+            .env("GGML_QAT_BENCH_CHILD", "chunkloop")
+            .env("GGML_QAT_BENCH_IN", input)
+            .env("GGML_QAT_BENCH_REPORT", &report)
+            .env("GGML_QAT_BENCH_THREADS", &t));
+        push(
+            rows,
+            Row {
+                what: what.clone(),
+                tool: "ggml_quantize_chunk loop",
+                secs,
+                rss,
+                size: 0,
+            },
+        );
+    }
     if let Some(lq) = llama {
         let (secs, rss) = run(Command::new(lq).args([
             input.to_str().unwrap(),
@@ -303,6 +307,54 @@ fn compare(
                 rss,
                 size,
             },
+        );
+    }
+}
+
+/// GGML_QAT_BENCH_PRESETS: presets for Gemma, space-separated, or "all"
+/// (default: Q4_K_M Q8_0 Q4_0).
+fn presets() -> Vec<String> {
+    let v = std::env::var("GGML_QAT_BENCH_PRESETS").unwrap_or("Q4_K_M Q8_0 Q4_0".into());
+    if v.trim() == "all" {
+        return [
+            "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S",
+            "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS",
+        ]
+        .map(String::from)
+        .to_vec();
+    }
+    v.split_whitespace().map(String::from).collect()
+}
+
+/// Per Gemma preset: 2 threads against 1 for ggml-qat-quantize, and
+/// llama-quantize's time over ours at each thread count.
+fn ratios(rows: &[Row]) {
+    let time = |what: &str, tool: &str| {
+        rows.iter()
+            .find(|r| r.what == what && r.tool == tool)
+            .map(|r| r.secs)
+    };
+    println!(
+        "\n{:<36} {:>12} {:>16} {:>16}",
+        "gemma preset", "ours 1t/2t", "llama/ours 1t", "llama/ours 2t"
+    );
+    for p in presets() {
+        let w = |t: usize| format!("gemma-3-270m-f16.gguf -> {p}, {t}t");
+        let (o1, o2) = (
+            time(&w(1), "ggml-qat-quantize"),
+            time(&w(2), "ggml-qat-quantize"),
+        );
+        let (l1, l2) = (time(&w(1), "llama-quantize"), time(&w(2), "llama-quantize"));
+        let f = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{:.2}x", a / b),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<36} {:>12} {:>16} {:>16}",
+            p,
+            f(o1, o2),
+            f(l1, o1),
+            f(l2, o2)
         );
     }
 }
@@ -339,11 +391,12 @@ fn main() {
                     "--allow-requantize",
                 ]));
             }
-            for preset in ["Q4_K_M", "Q8_0", "Q4_0"] {
+            for preset in presets() {
                 for threads in [1, 2] {
-                    compare(&f16, preset, threads, &work, &mut rows, llama.as_deref());
+                    compare(&f16, &preset, threads, &work, &mut rows, llama.as_deref());
                 }
             }
+            ratios(&rows);
         } else {
             eprintln!("(no Gemma 3 270M: run scripts/fetch-gemma3.sh)");
         }

@@ -1,7 +1,8 @@
 //! The per-tensor conversion of one output file, as a pipeline of three
 //! threads so that reading, converting and writing overlap: a reader reads
 //! the next chunk of rows while the calling thread converts the current
-//! one on the worker pool and a writer writes the previous one.
+//! one on the worker pool and a writer writes the previous one. With one
+//! thread asked for, the three take turns on the calling thread.
 //!
 //! A chunk is at most `max_buffer` bytes of work buffers (source, F32,
 //! output and, when measuring, the dequantized output), whole rows, and
@@ -125,18 +126,32 @@ pub fn convert_file(
     file: &OutFile,
     jobs: &[Job],
     set: &Settings,
-    w: DataWriter,
+    mut w: DataWriter,
     progress: &mut dyn FnMut(usize, u64) -> bool,
 ) -> Result<(Vec<Converted>, DataWriter), ModelError> {
     let spans = spans(src, jobs, set);
     let pool = Pool(Mutex::new(Vec::new()));
+    if set.pool.current_num_threads() == 1 {
+        // One thread asked for: the stages take turns on it.
+        let input = spans.iter().map(|&sp| read_span(src, jobs, sp, &pool));
+        let mut out =
+            |b: Buf, len: usize, pad: bool| write_piece(&mut w, &pool, b, len, pad, &file.path);
+        let done = convert_stage(src, jobs, set, &pool, input, &mut out, progress)?;
+        return Ok((done, w));
+    }
     std::thread::scope(|s| {
         let (to_conv, from_read) = sync_channel::<Result<(Span, Buf), ModelError>>(1);
         let (to_write, from_conv) = sync_channel::<(Buf, usize, bool)>(1);
         let pool = &pool;
         s.spawn(move || read_stage(src, jobs, &spans, pool, to_conv));
         let writer = s.spawn(move || write_stage(w, pool, from_conv, &file.path));
-        let done = convert_stage(src, jobs, set, pool, from_read, to_write, progress);
+        let mut out = move |b: Buf, len: usize, pad: bool| {
+            to_write
+                .send((b, len, pad))
+                .map_err(|_| ModelError::Invalid("the writer stopped".into()))
+        };
+        let done = convert_stage(src, jobs, set, pool, from_read, &mut out, progress);
+        drop(out);
         let w = writer.join().map_err(|_| panicked("writer"))?;
         // A failed write closes the writer's end: its error comes first.
         let w = w?;
@@ -187,6 +202,14 @@ fn spans(src: &Source, jobs: &[Job], set: &Settings) -> Vec<Span> {
     out
 }
 
+/// Reads one span's source bytes.
+fn read_span(src: &Source, jobs: &[Job], sp: Span, pool: &Pool) -> Result<(Span, Buf), ModelError> {
+    let mut b = pool.take();
+    let len = sp.n * src.row_bytes(jobs[sp.job].r);
+    src.read_rows(jobs[sp.job].r, sp.row, bytes_mut(&mut b, len))?;
+    Ok((sp, b))
+}
+
 /// Reads every span's source bytes, in order.
 fn read_stage(
     src: &Source,
@@ -196,14 +219,51 @@ fn read_stage(
     out: SyncSender<Result<(Span, Buf), ModelError>>,
 ) {
     for &sp in spans {
-        let mut b = pool.take();
-        let len = sp.n * src.row_bytes(jobs[sp.job].r);
-        let r = src.read_rows(jobs[sp.job].r, sp.row, bytes_mut(&mut b, len));
+        let r = read_span(src, jobs, sp, pool);
         let failed = r.is_err();
-        if out.send(r.map(|_| (sp, b))).is_err() || failed {
+        if out.send(r).is_err() || failed {
             return;
         }
     }
+}
+
+/// Writes one piece (`len` bytes of `b`), padding after a tensor's last.
+fn write_piece(
+    w: &mut DataWriter,
+    pool: &Pool,
+    b: Buf,
+    len: usize,
+    pad: bool,
+    path: &std::path::Path,
+) -> Result<(), ModelError> {
+    let wio = |e| ModelError::io(path, "cannot write", e);
+    let before = w.written;
+    w.write(bytes(&b, len)).map_err(wio)?;
+    if pad {
+        w.pad().map_err(wio)?;
+    }
+    pool.give(b);
+    if before / WRITEBACK != w.written / WRITEBACK {
+        start_writeback(w).map_err(wio)?;
+    }
+    Ok(())
+}
+
+/// Bytes between two starts of the kernel's writeback.
+const WRITEBACK: u64 = 32 << 20;
+
+/// Starts writing what is written so far to the disk without waiting
+/// (`sync_file_range`), so that the final `fsync` has little left to wait
+/// for and the page cache does not fill with dirty pages.
+fn start_writeback(w: &mut DataWriter) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    w.w.flush()?;
+    let fd = w.w.get_ref().as_raw_fd();
+    // SAFETY: a valid descriptor of an open file; no memory is passed.
+    // A file system without it (ENOSYS, EINVAL) only loses the head start.
+    unsafe { libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    Ok(())
 }
 
 /// Writes the pieces `(buffer, length, pad after)` in order.
@@ -213,32 +273,26 @@ fn write_stage(
     input: Receiver<(Buf, usize, bool)>,
     path: &std::path::Path,
 ) -> Result<DataWriter, ModelError> {
-    let wio = |e| ModelError::io(path, "cannot write", e);
     for (b, len, pad) in input {
-        w.write(bytes(&b, len)).map_err(wio)?;
-        if pad {
-            w.pad().map_err(wio)?;
-        }
-        pool.give(b);
+        write_piece(&mut w, pool, b, len, pad, path)?;
     }
     Ok(w)
 }
 
 /// Converts the spans as they arrive (on the calling thread, with the
-/// worker pool) and hands the bytes to the writer.
+/// worker pool) and hands the bytes to `out`.
 fn convert_stage(
     src: &Source,
     jobs: &[Job],
     set: &Settings,
     pool: &Pool,
-    input: Receiver<Result<(Span, Buf), ModelError>>,
-    out: SyncSender<(Buf, usize, bool)>,
+    input: impl IntoIterator<Item = Result<(Span, Buf), ModelError>>,
+    out: &mut dyn FnMut(Buf, usize, bool) -> Result<(), ModelError>,
     progress: &mut dyn FnMut(usize, u64) -> bool,
 ) -> Result<Vec<Converted>, ModelError> {
     let mut done: Vec<Converted> = jobs.iter().map(|_| Converted::default()).collect();
     let mut acc: Vec<(f64, f64)> = vec![(0.0, 0.0); jobs.len()];
     let mut work = Work::default();
-    let closed = || ModelError::Invalid("the writer stopped".into());
     for msg in input {
         let (sp, raw) = msg?;
         let job = &jobs[sp.job];
@@ -253,8 +307,7 @@ fn convert_stage(
                 (dst, len)
             }
         };
-        out.send((piece.0, piece.1, sp.last))
-            .map_err(|_| closed())?;
+        out(piece.0, piece.1, sp.last)?;
         if sp.last && set.measure_error && job.to.is_some() {
             let (e, s) = acc[sp.job];
             done[sp.job].rel_rmse = Some(if s > 0.0 { (e / s).sqrt() } else { 0.0 });
