@@ -206,8 +206,21 @@ int main(void) {
             fclose(f);
         }
         b.plan_factors_path = factors;
+        b.report_json_path = json;
         CHECK(ggml_qat_quantize_model(NULL, in, out2, &b), "factors file: %s", ggml_qat_last_error());
+        b.report_json_path = NULL;
         remove(out2);
+        /* The file's factor (2.5, depth neutral) is the one the plan used. */
+        char text[1 << 16] = { 0 };
+        FILE * jf = fopen(json, "rb");
+        CHECK(jf != NULL, "report written");
+        if (jf) {
+            size_t got = fread(text, 1, sizeof text - 1, jf);
+            text[got] = 0;
+            fclose(jf);
+        }
+        CHECK(strstr(text, "\"factor\": 2.5,") != NULL, "the factors file is used");
+        remove(json);
         f = fopen(factors, "w");
         if (f) {
             fputs("attn_x 1\n", f);

@@ -26,9 +26,10 @@ for t in Q4_K_M Q8_0 Q4_0; do
     a=$(stat -c %s "$ours"); b=$(stat -c %s "$theirs")
     echo "$t: ggml-qat-quantize $a bytes, llama-quantize $b bytes"
     python3 scripts/compare-gguf.py "$ours" "$theirs" --ignore-kv || status=1
-    # llama-quantize writes its header with ggml's gguf code; where its tensor
-    # order (layer, then name) is the input's, the whole files are equal.
-    if cmp -s "$ours" "$theirs"; then echo "$t: whole files byte-identical"; else echo "$t: files differ (tensor order?)"; fi
+    # llama-quantize writes its header with ggml's gguf code; Gemma's tensor
+    # order (layer, then name) is the input's, so the whole files are equal:
+    # a difference fails the check.
+    if cmp "$ours" "$theirs"; then echo "$t: whole files byte-identical"; else echo "$t: FILES DIFFER"; status=1; fi
     scripts/perplexity.sh "$ours" || status=1
     rm -f "$theirs"
 done
