@@ -37,7 +37,10 @@
 #   token_embd, Q8_0 in the origin, at Q8_0 too), and token_embd may take
 #   any 32-block type (none is its origin's grid but Q8_0). Then the same
 #   for each size of PLAN_SIZES ("200000000": below every preset's size, so
-#   the blocks cannot all stay at Q8_0).
+#   the blocks cannot all stay at Q8_0). Each plan with each factor set of
+#   PLAN_FACTORS ("measured uniform"): the default factors (measured on
+#   Gemma by measure-roles.sh) and uniform ones (every role and depth 1), so
+#   the table shows what the measured factors are worth.
 # Prints one table: file size, bits per weight, mean KLD, same-top-token %,
 # PPL(Q)/PPL(F16); bits per weight = 8 x tensor data bytes / weights. Work
 # files in target/eval-kld/ (the KLD base is ~3.2 GB).
@@ -57,6 +60,7 @@ plan=${EVAL_PLAN:-1}
 plan_types=${PLAN_TYPES:-Q2_K,Q3_K,IQ4_XS,IQ4_NL,Q4_0,Q8_0}
 plan_embd_types=${PLAN_EMBD_TYPES:-Q4_0,Q4_1,IQ4_NL,Q5_0,Q5_1,Q8_0}
 plan_sizes=${PLAN_SIZES-200000000}
+plan_factors=${PLAN_FACTORS-measured uniform}
 bin=$(scripts/build-llama-tools.sh)
 tree=$(scripts/fetch-llama-cpp.sh)
 cargo build -j "$jobs" --release --bin ggml-qat-quantize >&2
@@ -153,18 +157,23 @@ if [ "$plan" = 1 ]; then
         q4_0_size=$(stat -c %s "$work/q4_0-size.gguf")
         rm -f "$work/q4_0-size.gguf"
     fi
+    uniform="$work/uniform-factors.txt"
+    printf 'token_embd 1\noutput 1\nattn_q 1\nattn_k 1\nattn_v 1\nattn_qkv 1\nattn_kv_b 1\nattn_output 1\nffn_gate 1\nffn_up 1\nffn_down 1\nother 1\ndepth 1 1 1\n' > "$uniform"
     for tsize in "$q4_0_size" $plan_sizes; do
-        for im in none imatrix; do
-            if [ $im = none ]; then oopt=""; sfx=""; else oopt="--imatrix $imatrix"; sfx=" +imatrix"; fi
-            ours="$work/plan-$tsize-$im.ggml-qat.gguf"
-            # shellcheck disable=SC2086
-            "$tool" -q --optimize --target-size "$tsize" \
-                --plan-types "token_embd=$plan_embd_types" --plan-types "$plan_types" \
-                --report "$work/plan-$tsize-$im.json" $oopt "$f16" "$ours" Q4_0 "$threads" \
-                > "$work/plan-$tsize-$im.txt" 2>&1
-            sed -n '/^plan (/,/measured on/p' "$work/plan-$tsize-$im.txt" >&2
-            kld "ggml-qat-quantize --target-size $tsize Q4_0 --optimize$sfx" "$ours"
-            rm -f "$ours"
+        for fac in $plan_factors; do
+            if [ "$fac" = uniform ]; then fopt="--plan-factors $uniform"; fsfx=" (uniform factors)"; else fopt=""; fsfx=""; fi
+            for im in none imatrix; do
+                if [ $im = none ]; then oopt=""; sfx=""; else oopt="--imatrix $imatrix"; sfx=" +imatrix"; fi
+                ours="$work/plan-$tsize-$fac-$im.ggml-qat.gguf"
+                # shellcheck disable=SC2086
+                "$tool" -q --optimize --target-size "$tsize" $fopt \
+                    --plan-types "token_embd=$plan_embd_types" --plan-types "$plan_types" \
+                    --report "$work/plan-$tsize-$fac-$im.json" $oopt "$f16" "$ours" Q4_0 "$threads" \
+                    > "$work/plan-$tsize-$fac-$im.txt" 2>&1
+                sed -n '/^plan (/,/measured on/p' "$work/plan-$tsize-$fac-$im.txt" >&2
+                kld "ggml-qat-quantize --target-size $tsize Q4_0 --optimize$sfx$fsfx" "$ours"
+                rm -f "$ours"
+            done
         done
     done
 fi

@@ -1112,3 +1112,187 @@ fn command_line_size_target_dry_run_shows_the_plan() {
         assert_eq!(d.files(), ["in.gguf"], "{args:?}");
     }
 }
+
+/// A one-block model whose rows (96) fit no 256-value block.
+fn narrow_model(d: &Tmp) -> (PathBuf, Vec<Src>) {
+    use QuantType::*;
+    let tensors = vec![
+        src("token_embd.weight", &[96, 16], F16, 1),
+        src("output.weight", &[96, 16], F16, 2),
+        src("blk.0.attn_q.weight", &[96, 8], F16, 3),
+    ];
+    let inp = d.p("narrow.gguf");
+    write_gguf(&inp, &llama_kvs("llama", 1), &tensors, 32);
+    (inp, tensors)
+}
+
+#[test]
+fn manual_types_fall_back_like_the_rules() {
+    use QuantType::*;
+    let d = Tmp::new("manual-fallback");
+    let (inp, tensors) = narrow_model(&d);
+    let mut p = params(Preset::Q8_0);
+    p.what.token_embd_type = Some(Q4_K);
+    p.what.output_type = Some(Q6_K);
+    p.how.dry_run = true;
+    let dry = quantize_model(&inp, &d.p("dry.gguf"), &p, &mut no_progress()).unwrap();
+    p.how.dry_run = false;
+    let out = d.p("out.gguf");
+    let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+    // The dry run's sizes are the real file's (it once counted 0 bytes).
+    assert_eq!(dry.file_bytes_out, std::fs::metadata(&out).unwrap().len());
+    assert_eq!(dry.bytes_out, r.bytes_out);
+    let t = |n: &str| r.tensors.iter().find(|t| t.name == n).unwrap().clone();
+    assert_eq!(
+        (
+            t("token_embd.weight").chosen_type.as_str(),
+            t("token_embd.weight").origin
+        ),
+        ("q5_0", "fallback")
+    );
+    assert_eq!(t("output.weight").chosen_type, "q8_0");
+    assert!(t("output.weight").fallback.is_some());
+    let want: Vec<(String, i32)> = r
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.chosen_type_id))
+        .collect();
+    check_output(&out, &tensors, &want);
+}
+
+#[test]
+fn huge_numbers_in_names_and_shapes_are_no_panic() {
+    use QuantType::*;
+    let d = Tmp::new("huge-numbers");
+    // A layer number beyond i64 arithmetic, an empty tensor whose other
+    // dimensions overflow when multiplied.
+    let mut tensors = llama_model(1);
+    tensors.push(src(
+        "blk.9223372036854775807.attn_q.weight",
+        &[256, 8],
+        F16,
+        9,
+    ));
+    let empty = Src {
+        name: "blk.0.ffn_up_exps.weight".into(),
+        ne: [32, 0, 1 << 60, 1],
+        ty: F32,
+        f32: Vec::new(),
+        bytes: Vec::new(),
+    };
+    tensors.push(empty);
+    let inp = d.p("in.gguf");
+    write_gguf(&inp, &llama_kvs("llama", 1), &tensors, 32);
+    let dat = d.p("im.dat");
+    let ones = vec![1f32; 256];
+    ggml_qat::model::imatrix::write_legacy(
+        &dat,
+        &[
+            ("blk.0.attn_q.weight", 1, &ones),
+            ("blk.0.ffn_up_exps.weight", 1, &ones[..32]),
+        ],
+    )
+    .unwrap();
+    let mut p = params(Preset::Q4_0);
+    p.what.size_target = Some(ggml_qat::model::planner::SizeTarget::BitsPerWeight(6.0));
+    p.what.optimize = true;
+    p.what.norm_importance = true;
+    p.how.dry_run = true;
+    // Refused or converted, never a panic or an abort.
+    let _ = quantize_model(&inp, &d.p("o.gguf"), &p, &mut no_progress());
+    p.what.imatrix = Some(dat);
+    p.what.size_target = None;
+    p.how.dry_run = false;
+    let _ = quantize_model(&inp, &d.p("o.gguf"), &p, &mut no_progress());
+}
+
+#[test]
+fn a_missing_shard_is_an_error() {
+    let d = Tmp::new("missing-shard");
+    let t = llama_model(1);
+    let mut kvs = llama_kvs("llama", 1);
+    kvs.push(Kv::u16("split.no", 0));
+    kvs.push(Kv::u16("split.count", 2));
+    let first = d.p("m-00001-of-00002.gguf");
+    write_gguf(&first, &kvs, &t, 32);
+    let e = quantize_model(
+        &first,
+        &d.p("o.gguf"),
+        &params(Preset::Q4_0),
+        &mut no_progress(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("m-00002-of-00002.gguf"), "{e}");
+    assert!(!d.p("o.gguf").exists());
+}
+
+#[test]
+fn token_embd_imatrix_of_another_size_is_ignored_as_llama_cpp_does() {
+    let d = Tmp::new("embd-imatrix");
+    let (inp, tensors) = llama_file(&d, 1);
+    // Twice the row: llama.cpp quantizes token_embd without it. (Its first
+    // row of weights was once used as if it fitted.)
+    let skewed: Vec<f32> = (0..512)
+        .map(|i| if i % 7 == 0 { 100.0 } else { 0.01 })
+        .collect();
+    let dat = d.p("im.dat");
+    ggml_qat::model::imatrix::write_legacy(&dat, &[("token_embd.weight", 1, &skewed)]).unwrap();
+    let mut p = params(Preset::Q4_0);
+    p.what.imatrix = Some(dat);
+    let out = d.p("o.gguf");
+    let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+    let want: Vec<(String, i32)> = r
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.chosen_type_id))
+        .collect();
+    check_output(&out, &tensors, &want);
+}
+
+#[test]
+fn conflicting_options_are_refused_naming_both() {
+    use QuantType::*;
+    let d = Tmp::new("conflicts");
+    let (inp, _) = llama_file(&d, 1);
+    let cases: Vec<(Box<dyn Fn(&mut Params)>, [&str; 2])> = vec![
+        (
+            Box::new(|p| {
+                p.what.leave_output = true;
+                p.what.output_type = Some(Q8_0);
+            }),
+            ["--leave-output-tensor", "--output-tensor-type"],
+        ),
+        (
+            Box::new(|p| {
+                p.what.pure = true;
+                p.what.overrides = vec![("attn".into(), Q8_0)];
+            }),
+            ["--pure", "--tensor-type"],
+        ),
+        (
+            Box::new(|p| p.what.norm_importance = true),
+            ["--norm-importance", "--optimize"],
+        ),
+        (
+            Box::new(|p| p.what.plan_types = vec![(None, vec![Q4_0])]),
+            ["--plan-types", "--target-size"],
+        ),
+        (
+            Box::new(|p| p.what.keep_split = true),
+            ["--keep-split", "split"],
+        ),
+        (
+            Box::new(|p| p.how.threads = 100_000),
+            ["100000 threads", "1024"],
+        ),
+    ];
+    for (set, words) in cases {
+        let mut p = params(Preset::Q4_0);
+        set(&mut p);
+        let e = quantize_model(&inp, &d.p("o.gguf"), &p, &mut no_progress()).unwrap_err();
+        for w in words {
+            assert!(e.to_string().contains(w), "'{e}' does not name {w}");
+        }
+        assert!(!d.p("o.gguf").exists());
+    }
+}

@@ -171,6 +171,14 @@ fn write_file(
         })
     };
     let (done, w) = convert::convert_file(src, f, &jobs, &set, w, &mut cb)?;
+    if w.written != f.file_bytes {
+        return Err(ModelError::Invalid(format!(
+            "{}: {} bytes written where the layout has {} (a bug: please report it)",
+            f.path.display(),
+            w.written,
+            f.file_bytes
+        )));
+    }
     w.finish()
         .map_err(|e| ModelError::io(&out.tmp, "cannot write", e))?;
     Ok((done, Some(out)))

@@ -47,7 +47,8 @@ impl<'a> ColumnWeights<'a> {
                 im = None;
             }
         }
-        let norm = if im.is_none() && norm {
+        // (An empty tensor needs no weights: `ne[2]` may then be anything.)
+        let norm = if im.is_none() && norm && t.nelements() > 0 {
             norm_importance(src, r)?
         } else {
             None
