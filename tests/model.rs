@@ -1254,7 +1254,8 @@ fn conflicting_options_are_refused_naming_both() {
     use QuantType::*;
     let d = Tmp::new("conflicts");
     let (inp, _) = llama_file(&d, 1);
-    let cases: Vec<(Box<dyn Fn(&mut Params)>, [&str; 2])> = vec![
+    type Case = (Box<dyn Fn(&mut Params)>, [&'static str; 2]);
+    let cases: Vec<Case> = vec![
         (
             Box::new(|p| {
                 p.what.leave_output = true;
