@@ -244,7 +244,8 @@ pub struct OutTensor {
 
 /// The header bytes and tensor offsets of an output file, laid out as
 /// ggml's gguf writer does (version 3, `ggml_n_dims` dimensions, tensor
-/// data padded to the alignment, the data section aligned).
+/// data padded to the alignment, the data section aligned). An empty tensor
+/// keeps its zero dimensions (ggml's writer may drop them).
 pub fn encode_header(kvs: &[Kv], tensors: &[OutTensor], alignment: u64) -> (Vec<u8>, Vec<u64>) {
     let mut b = Vec::new();
     b.extend_from_slice(GGUF_MAGIC);
@@ -262,7 +263,10 @@ pub fn encode_header(kvs: &[Kv], tensors: &[OutTensor], alignment: u64) -> (Vec<
     for t in tensors {
         b.extend((t.name.len() as u64).to_le_bytes());
         b.extend(t.name.as_bytes());
-        let n_dims = (1..4).rev().find(|&i| t.ne[i] > 1).map_or(1, |i| i + 1);
+        // ggml_n_dims, except that a zero dimension is kept: ggml's writer
+        // drops it when no later dimension is above 1, and the empty tensor
+        // then reads back with data
+        let n_dims = (1..4).rev().find(|&i| t.ne[i] != 1).map_or(1, |i| i + 1);
         b.extend((n_dims as u32).to_le_bytes());
         for d in &t.ne[..n_dims] {
             b.extend(d.to_le_bytes());
