@@ -605,3 +605,55 @@ fn write_fuzz_seeds() {
     )
     .unwrap();
 }
+
+#[path = "../fuzz/fuzz_targets/common/model.rs"]
+mod fuzz_model;
+
+/// Every committed input of the model fuzz targets (seeds and the
+/// reproducers of the crashes fuzzing found, `regress-*`) through the same
+/// cases as the targets: no panic.
+#[test]
+fn fuzz_corpora_replay_cleanly() {
+    let d = Tmp::new("replay");
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let files = |t: &str| {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(corpus.join(t))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        assert!(!v.is_empty(), "{t}: no corpus");
+        v
+    };
+    for p in files("gguf_header") {
+        fuzz_model::gguf_header(&p, &d.p("back.gguf"));
+    }
+    for p in files("imatrix_file") {
+        fuzz_model::imatrix_file(&p);
+    }
+    for p in files("quantize_model") {
+        let data = std::fs::read(&p).unwrap();
+        let input = d.p("in.gguf");
+        std::fs::write(&input, &data[2..]).unwrap();
+        fuzz_model::quantize(&input, &d.p("out.gguf"), data[0], data[1]);
+    }
+}
+
+#[test]
+fn empty_tensors_keep_their_shape_through_the_writer() {
+    let d = Tmp::new("empty");
+    let p = d.p("m.gguf");
+    let t = |name: &str, ne: [u64; 4], nbytes: u64| OutTensor {
+        name: name.into(),
+        ne,
+        ty: 0,
+        nbytes,
+    };
+    let out = [t("e", [512, 1, 0, 1], 0), t("f", [8, 1, 1, 1], 32)];
+    let (mut b, offsets) = gguf::encode_header(&[], &out, 32);
+    b.resize(b.len() + offsets[1] as usize + 32, 0);
+    std::fs::write(&p, b).unwrap();
+    let h = gguf::read_header(&p).unwrap();
+    assert_eq!(h.tensors[0].ne, [512, 1, 0, 1]);
+    assert_eq!(h.tensors[0].nbytes, 0);
+}

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod model;
+
 use ggml_qat::quant::QuantType;
 
 /// Reads little-endian values from the fuzz input; past the end it yields
