@@ -114,7 +114,7 @@ fn normalise(
     sums: &[f32],
     counts: &[f32],
 ) -> Result<Vec<f32>, ModelError> {
-    if counts.is_empty() || sums.len() % counts.len() != 0 {
+    if counts.is_empty() || sums.is_empty() || sums.len() % counts.len() != 0 {
         return Err(fail(
             path,
             format!(
