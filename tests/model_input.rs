@@ -212,12 +212,15 @@ fn tensors_file(path: &Path, kvs: &[Kv], ts: &[(&str, u64, u64)], data: u64) {
     std::fs::write(path, b).unwrap();
 }
 
+/// Key/values, tensors `(name, ne, offset)`, data bytes, error words.
+type StructCase<'a> = (Vec<Kv>, Vec<(&'a str, u64, u64)>, u64, &'a [&'a str]);
+
 #[test]
 fn structural_errors_are_refused_with_their_cause() {
     let d = Tmp::new("struct");
     let p = d.p("m.gguf");
     let kv = |k: &str| Kv::u32(k, 1);
-    let cases: Vec<(Vec<Kv>, Vec<(&str, u64, u64)>, u64, &[&str])> = vec![
+    let cases: Vec<StructCase> = vec![
         (vec![kv("")], vec![], 0, &["empty key"]),
         (vec![kv("a"), kv("a")], vec![], 0, &["duplicate key 'a'"]),
         (

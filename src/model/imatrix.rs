@@ -132,7 +132,7 @@ fn normalise(
         if count > 0.0 {
             e.extend(s.iter().map(|x| x / count));
         } else if s.iter().all(|&x| x == 0.0) {
-            e.extend(std::iter::repeat_n(1.0, ne0));
+            e.extend(std::iter::repeat(1.0).take(ne0));
         } else {
             return Err(fail(
                 path,

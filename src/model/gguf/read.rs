@@ -345,7 +345,7 @@ fn check_data(path: &Path, tensors: &[TensorInfo], base: u64, len: u64) -> Resul
                 )));
             }
         }
-        if last.is_none_or(|(e, _)| end > e) {
+        if last.map_or(true, |(e, _)| end > e) {
             last = Some((end, name));
         }
     }
