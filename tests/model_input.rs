@@ -222,6 +222,18 @@ fn structural_errors_are_refused_with_their_cause() {
     let kv = |k: &str| Kv::u32(k, 1);
     let cases: Vec<StructCase> = vec![
         (vec![kv("")], vec![], 0, &["empty key"]),
+        (
+            vec![Kv::u32("general.alignment", 1 << 29)],
+            vec![],
+            0,
+            &["alignment"],
+        ),
+        (
+            vec![Kv::u32("general.alignment", 48)],
+            vec![],
+            0,
+            &["alignment"],
+        ),
         (vec![kv("a"), kv("a")], vec![], 0, &["duplicate key 'a'"]),
         (
             vec![],

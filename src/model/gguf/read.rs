@@ -225,6 +225,12 @@ pub fn read_header(path: &Path) -> Result<Header, ModelError> {
     )?;
     let kvs = r.kvs(n_kv)?;
     let alignment = alignment(&kvs).map_err(|e| r.err(e))?;
+    // the writer pads to it: never more than the file's own length
+    if alignment > len.max(DEFAULT_ALIGNMENT) {
+        return Err(r.err(format!(
+            "alignment {alignment} is larger than the file ({len} bytes)"
+        )));
+    }
     let mut tensors: Vec<TensorInfo> = Vec::with_capacity(n_tensors.min(RESERVE) as usize);
     let mut names = HashSet::new();
     for _ in 0..n_tensors {
