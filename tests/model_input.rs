@@ -672,3 +672,25 @@ fn empty_tensors_keep_their_shape_through_the_writer() {
     assert_eq!(h.tensors[0].ne, [512, 1, 0, 1]);
     assert_eq!(h.tensors[0].nbytes, 0);
 }
+
+#[test]
+fn kv_accessors_never_index_past_their_bytes() {
+    assert_eq!(Kv::i32("k", 7).as_u64(), Some(7));
+    assert_eq!(Kv::i32("k", -3).as_u64(), None);
+    assert_eq!(Kv::u16("k", 65535).as_u64(), Some(65535));
+    let kv = |ty: u32, raw: &[u8]| Kv {
+        key: "k".into(),
+        ty,
+        raw: raw.to_vec(),
+    };
+    assert_eq!(kv(1, &[0xff]).as_u64(), None); // i8 -1
+    assert_eq!(kv(1, &[0x7f]).as_u64(), Some(127));
+    for ty in 0..13 {
+        assert_eq!(kv(ty, &[]).as_u64(), None);
+        assert_eq!(kv(ty, &[]).as_str(), None);
+    }
+    let mut arr = 4u32.to_le_bytes().to_vec(); // u32 array, first element 9
+    arr.extend(2u64.to_le_bytes());
+    arr.extend(9u32.to_le_bytes());
+    assert_eq!(kv(9, &arr).as_u64(), Some(9));
+}
