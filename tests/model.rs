@@ -118,6 +118,7 @@ fn llama_kvs(arch: &str, n_layer: u32) -> Vec<Kv> {
         Kv::string("general.architecture", arch),
         Kv::string("general.name", "synthetic"),
         Kv::u32(&format!("{arch}.block_count"), n_layer),
+        Kv::u32(&format!("{arch}.embedding_length"), 256),
         Kv::u32(&format!("{arch}.attention.head_count"), 8),
         Kv::u32(&format!("{arch}.attention.head_count_kv"), 2),
         Kv::u32("general.file_type", 1),

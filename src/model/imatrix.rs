@@ -1,9 +1,16 @@
 //! Importance matrices in llama.cpp's two formats: the GGUF imatrix
 //! (`NAME.in_sum2` and `NAME.counts` tensors, llama-imatrix's default) and
 //! the legacy `.dat` file. Values are normalised as llama-quantize does.
+//!
+//! Only regular files are read (a FIFO or a device is refused without
+//! blocking), every size is bounded by the bytes the file still holds, and
+//! values llama-quantize cannot use are refused with the entry's name:
+//! negative or non-finite sums, counts that are negative, non-finite, or 0
+//! beside non-zero sums, a legacy entry given twice.
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 use super::gguf;
@@ -12,129 +19,203 @@ use super::ModelError;
 /// Per-weight importance: tensor name → `ne[0] * n_experts` weights.
 pub type Imatrix = HashMap<String, Vec<f32>>;
 
+fn fail(path: &Path, what: impl std::fmt::Display) -> ModelError {
+    ModelError::Imatrix(format!("{}: {what}", path.display()))
+}
+
+/// Reads the imatrix file `path` (GGUF or legacy `.dat`).
 pub fn load(path: &Path) -> Result<Imatrix, ModelError> {
+    let (file, len) = gguf::open_regular(path, ModelError::Imatrix)?;
     let mut magic = [0u8; 4];
-    {
-        use std::io::Read;
-        let mut f = File::open(path).map_err(|e| ModelError::io(path, "cannot open imatrix", e))?;
-        f.read_exact(&mut magic)
-            .map_err(|_| ModelError::Imatrix(format!("{}: file too short", path.display())))?;
-    }
+    (&file)
+        .read_exact(&mut magic)
+        .map_err(|_| fail(path, "file too short"))?;
     let m = if &magic == gguf::GGUF_MAGIC {
+        drop(file);
         load_gguf(path)?
     } else {
-        load_legacy(path)?
+        load_legacy(path, file, len)?
     };
     for (name, v) in &m {
-        if v.iter().any(|x| !x.is_finite()) {
-            return Err(ModelError::Imatrix(format!(
-                "{}: entry '{name}' has non-finite values",
-                path.display()
-            )));
+        if let Some(x) = v.iter().find(|x| !x.is_finite()) {
+            return Err(fail(path, format!("entry '{name}' has the value {x}")));
         }
     }
     Ok(m)
 }
 
+/// `n` little-endian f32 of `bytes`.
+fn floats(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Sums must be finite and not negative; `what` names them in the error.
+fn check_sums(path: &Path, name: &str, what: &str, v: &[f32]) -> Result<(), ModelError> {
+    match v
+        .iter()
+        .enumerate()
+        .find(|(_, x)| !(x.is_finite() && **x >= 0.0))
+    {
+        None => Ok(()),
+        Some((i, x)) => Err(fail(
+            path,
+            format!("entry '{name}': {what}[{i}] is {x} (negative or not finite)"),
+        )),
+    }
+}
+
 fn load_gguf(path: &Path) -> Result<Imatrix, ModelError> {
     let h = gguf::read_header(path)?;
-    let file = File::open(path).map_err(|e| ModelError::io(path, "cannot open imatrix", e))?;
+    let (file, _) = gguf::open_regular(path, ModelError::Imatrix)?;
+    let by_name: HashMap<&str, &gguf::TensorInfo> =
+        h.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
     let read_f32 = |t: &gguf::TensorInfo| -> Result<Vec<f32>, ModelError> {
         if t.ty != 0 {
-            return Err(ModelError::Imatrix(format!(
-                "{}: tensor '{}' is not F32",
-                path.display(),
-                t.name
-            )));
+            return Err(fail(path, format!("tensor '{}' is not F32", t.name)));
         }
-        let mut b = vec![0u8; t.nbytes as usize];
+        // inside the file (read_header checked it)
+        let mut b = Vec::new();
+        b.try_reserve_exact(t.nbytes as usize)
+            .map_err(|_| fail(path, format!("tensor '{}': out of memory", t.name)))?;
+        b.resize(t.nbytes as usize, 0);
         gguf::read_at(&file, h.data_offset + t.offset, &mut b)
             .map_err(|e| ModelError::io(path, "cannot read imatrix", e))?;
-        Ok(b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect())
+        Ok(floats(&b))
     };
     let mut out = Imatrix::new();
     for t in &h.tensors {
         let Some(name) = t.name.strip_suffix(".in_sum2") else {
             continue;
         };
-        let counts = h
-            .tensors
-            .iter()
-            .find(|c| c.name == format!("{name}.counts"))
-            .ok_or_else(|| {
-                ModelError::Imatrix(format!("{}: '{name}' has no .counts", path.display()))
-            })?;
+        let counts = by_name
+            .get(format!("{name}.counts").as_str())
+            .ok_or_else(|| fail(path, format!("'{name}' has no .counts")))?;
         let sums = read_f32(t)?;
         let counts = read_f32(counts)?;
-        if counts.is_empty() || sums.len() % counts.len() != 0 {
-            return Err(ModelError::Imatrix(format!(
-                "{}: '{name}': {} sums for {} counts",
-                path.display(),
-                sums.len(),
-                counts.len()
-            )));
-        }
-        let ne0 = sums.len() / counts.len();
-        let mut e = vec![0f32; sums.len()];
-        for (j, &count) in counts.iter().enumerate() {
-            for i in 0..ne0 {
-                e[j * ne0 + i] = if count > 0.0 {
-                    sums[j * ne0 + i] / count
-                } else {
-                    1.0
-                };
-            }
-        }
-        out.insert(name.to_string(), e);
+        out.insert(name.to_string(), normalise(path, name, &sums, &counts)?);
     }
     if out.is_empty() {
-        return Err(ModelError::Imatrix(format!(
-            "{}: a GGUF file without imatrix entries (*.in_sum2)",
-            path.display()
-        )));
+        return Err(fail(
+            path,
+            "a GGUF file without imatrix entries (*.in_sum2)",
+        ));
     }
     Ok(out)
 }
 
-fn load_legacy(path: &Path) -> Result<Imatrix, ModelError> {
-    let data = std::fs::read(path).map_err(|e| ModelError::io(path, "cannot read imatrix", e))?;
-    let bad = |what: &str| ModelError::Imatrix(format!("{}: {what}", path.display()));
-    let mut pos = 0usize;
-    let i32_at = |pos: &mut usize| -> Result<i32, ModelError> {
-        let b = data
-            .get(*pos..*pos + 4)
-            .ok_or_else(|| bad("truncated legacy imatrix"))?;
-        *pos += 4;
-        Ok(i32::from_le_bytes(b.try_into().unwrap()))
-    };
-    let n = i32_at(&mut pos)?;
-    if n <= 0 || n as usize > data.len() / 12 {
-        return Err(bad(&format!("not an imatrix file ({n} entries)")));
+/// `sums / count` per matrix (expert), 1 where a matrix had no input (as
+/// llama-quantize).
+fn normalise(
+    path: &Path,
+    name: &str,
+    sums: &[f32],
+    counts: &[f32],
+) -> Result<Vec<f32>, ModelError> {
+    if counts.is_empty() || sums.is_empty() || sums.len() % counts.len() != 0 {
+        return Err(fail(
+            path,
+            format!(
+                "entry '{name}': {} in_sum2 values for {} counts",
+                sums.len(),
+                counts.len()
+            ),
+        ));
+    }
+    check_sums(path, name, "in_sum2", sums)?;
+    check_sums(path, name, "counts", counts)?;
+    let ne0 = sums.len() / counts.len();
+    let mut e = Vec::with_capacity(sums.len());
+    for (j, (&count, s)) in counts.iter().zip(sums.chunks_exact(ne0)).enumerate() {
+        if count > 0.0 {
+            e.extend(s.iter().map(|x| x / count));
+        } else if s.iter().all(|&x| x == 0.0) {
+            e.extend(std::iter::repeat(1.0).take(ne0));
+        } else {
+            return Err(fail(
+                path,
+                format!("entry '{name}': counts[{j}] is 0 but its in_sum2 values are not"),
+            ));
+        }
+    }
+    Ok(e)
+}
+
+/// A legacy file read in order, every length bounded by what is left.
+struct Legacy<'a> {
+    f: BufReader<File>,
+    left: u64,
+    path: &'a Path,
+}
+
+impl Legacy<'_> {
+    fn bytes(&mut self, n: u64, what: &str) -> Result<Vec<u8>, ModelError> {
+        if n > self.left {
+            return Err(fail(
+                self.path,
+                format!(
+                    "truncated legacy imatrix: {what} needs {n} bytes, {} left",
+                    self.left
+                ),
+            ));
+        }
+        let mut b = Vec::new();
+        b.try_reserve_exact(n as usize)
+            .map_err(|_| fail(self.path, format!("{what}: out of memory for {n} bytes")))?;
+        b.resize(n as usize, 0);
+        self.f
+            .read_exact(&mut b)
+            .map_err(|e| ModelError::io(self.path, "cannot read imatrix", e))?;
+        self.left -= n;
+        Ok(b)
+    }
+    fn i32(&mut self, what: &str) -> Result<i32, ModelError> {
+        let b = self.bytes(4, what)?;
+        Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    /// One entry: name, call count, values (divided by the call count).
+    fn entry(&mut self) -> Result<(String, Vec<f32>), ModelError> {
+        let len = self.i32("entry name length")?;
+        if len <= 0 {
+            return Err(fail(self.path, format!("bad entry name length {len}")));
+        }
+        let name = String::from_utf8(self.bytes(len as u64, "entry name")?)
+            .map_err(|_| fail(self.path, "entry name is not UTF-8"))?;
+        let ncall = self.i32("call count")?;
+        let nval = self.i32("value count")?;
+        if nval <= 0 {
+            return Err(fail(self.path, format!("entry '{name}': {nval} values")));
+        }
+        let v = floats(&self.bytes(4 * nval as u64, &format!("entry '{name}'"))?);
+        check_sums(self.path, &name, "value", &v)?;
+        let v = if ncall > 0 {
+            v.into_iter().map(|x| x / ncall as f32).collect()
+        } else {
+            v
+        };
+        Ok((name, v))
+    }
+}
+
+fn load_legacy(path: &Path, file: File, len: u64) -> Result<Imatrix, ModelError> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = BufReader::new(file);
+    f.seek(SeekFrom::Start(0))
+        .map_err(|e| ModelError::io(path, "cannot read imatrix", e))?;
+    let mut r = Legacy { f, left: len, path };
+    let n = r.i32("entry count")?;
+    // an entry takes at least 4 + 1 + 4 + 4 + 4 bytes
+    if n <= 0 || n as u64 > r.left / 17 {
+        return Err(fail(path, format!("not an imatrix file ({n} entries)")));
     }
     let mut out = Imatrix::new();
     for _ in 0..n {
-        let len = i32_at(&mut pos)?;
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|&l| l > 0 && pos + l <= data.len())
-            .ok_or_else(|| bad("bad entry name length"))?;
-        let name = String::from_utf8(data[pos..pos + len].to_vec())
-            .map_err(|_| bad("entry name is not UTF-8"))?;
-        pos += len;
-        let ncall = i32_at(&mut pos)?;
-        let nval = i32_at(&mut pos)?;
-        let nval = usize::try_from(nval)
-            .ok()
-            .filter(|&v| v > 0 && pos + 4 * v <= data.len())
-            .ok_or_else(|| bad(&format!("entry '{name}': bad value count")))?;
-        let v: Vec<f32> = data[pos..pos + 4 * nval]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .map(|x| if ncall > 0 { x / ncall as f32 } else { x })
-            .collect();
-        pos += 4 * nval;
+        let (name, v) = r.entry()?;
+        if out.contains_key(&name) {
+            return Err(fail(path, format!("duplicate entry '{name}'")));
+        }
         out.insert(name, v);
     }
     Ok(out)

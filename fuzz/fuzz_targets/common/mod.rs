@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod model;
+
 use ggml_qat::quant::QuantType;
 
 /// Reads little-endian values from the fuzz input; past the end it yields
@@ -230,4 +232,18 @@ pub fn is_k_quant(ty: QuantType) -> bool {
         ty,
         QuantType::Q2_K | QuantType::Q3_K | QuantType::Q4_K | QuantType::Q5_K | QuantType::Q6_K
     )
+}
+
+/// Writes `data` to this process's file `tag` (in /dev/shm when there is
+/// one) and returns its path: the model readers take paths.
+pub fn input_file(tag: &str, data: &[u8]) -> std::path::PathBuf {
+    let dir = std::path::Path::new("/dev/shm");
+    let dir = if dir.is_dir() {
+        dir.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let p = dir.join(format!("ggml-qat-fuzz-{tag}-{}", std::process::id()));
+    std::fs::write(&p, data).expect("write the fuzz input");
+    p
 }

@@ -167,7 +167,8 @@ impl<'a> State<'a> {
             }
             let lm0 = (num / sum_h / ms as f64).round();
             let lm0 = if lm0.is_finite() { lm0 as i32 } else { cur_lm };
-            for lm in [lm0 - 1, lm0, lm0 + 1, cur_lm] {
+            // lm0 saturates at i32::MIN/MAX for extreme inputs
+            for lm in [lm0.saturating_sub(1), lm0, lm0.saturating_add(1), cur_lm] {
                 if lm < 0 || lm > hi {
                     continue;
                 }
