@@ -29,6 +29,7 @@ static void write_model(const char * fname) {
     struct gguf_context * g = gguf_init_empty();
     gguf_set_val_str(g, "general.architecture", "llama");
     gguf_set_val_u32(g, "llama.block_count", 1);
+    gguf_set_val_u32(g, "llama.embedding_length", 256);
     gguf_set_val_str(g, "general.name", "c-test");
     struct { const char * name; int64_t ne0, ne1; enum ggml_type ty; } spec[] = {
         { "token_embd.weight", 256, 16, GGML_TYPE_F16 },

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ggml_qat::model::gguf::{self, Kv, OutTensor};
 use ggml_qat::model::imatrix;
-use ggml_qat::model::select::Preset;
+use ggml_qat::model::preset::Preset;
 
 const GIB: u64 = 1 << 30;
 const CHILD: &str = "MODEL_INPUT_CHILD";

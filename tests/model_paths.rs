@@ -45,6 +45,7 @@ fn model(path: &Path, rows: u64) {
     let kvs = vec![
         Kv::string("general.architecture", "llama"),
         Kv::u32("llama.block_count", 1),
+        Kv::u32("llama.embedding_length", 256),
         Kv::u32("llama.attention.head_count", 8),
         Kv::u32("llama.attention.head_count_kv", 2),
     ];

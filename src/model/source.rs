@@ -59,7 +59,7 @@ impl Source {
                     input.display()
                 )))
             }
-            _ => return Ok(Source::single(first)),
+            _ => return Source::single(first).checked(),
         };
         let mut shards = Vec::with_capacity(paths.len());
         let mut given = 0;
@@ -83,11 +83,20 @@ impl Source {
         } else {
             vec![given]
         };
-        Ok(Source {
+        Source {
             shards,
             selected,
             meta,
-        })
+        }
+        .checked()
+    }
+
+    /// The metadata must be a model llama.cpp loads (its architecture,
+    /// block count, embedding length).
+    fn checked(self) -> Result<Source, ModelError> {
+        let m = &self.shards[self.meta];
+        gguf::check_model_header(&m.header, &m.path)?;
+        Ok(self)
     }
 
     fn single(shard: Shard) -> Source {
@@ -178,7 +187,7 @@ impl Source {
 
 fn open_shard(path: &Path) -> Result<Shard, ModelError> {
     let header = gguf::read_header(path)?;
-    let file = File::open(path).map_err(|e| ModelError::io(path, "cannot open", e))?;
+    let (file, _) = gguf::open_regular(path, ModelError::Format)?;
     Ok(Shard {
         path: path.to_path_buf(),
         header,

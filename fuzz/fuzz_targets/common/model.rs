@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use ggml_qat::model::gguf::{self, OutTensor};
-use ggml_qat::model::select::{Preset, Target};
-use ggml_qat::model::{imatrix, quantize_model, Params};
+use ggml_qat::model::preset::{Preset, Target};
+use ggml_qat::model::{imatrix, quantize_model, How, Params, ReportParams, What};
 
 /// The header reader: an error is fine. An accepted header survives the
 /// model checks, every accessor, and a round trip through the writer
@@ -73,15 +73,23 @@ pub fn imatrix_file(path: &Path) {
 /// optimize, one-row chunks) from two bytes. Any `Err` is fine.
 pub fn quantize(input: &Path, output: &Path, preset: u8, flags: u8) {
     let params = Params {
-        threads: 1,
-        target: Target::Preset(Preset::ALL[preset as usize % Preset::ALL.len()]),
-        pure: flags & 1 != 0,
-        measure_error: flags & 2 != 0,
-        leave_output: flags & 4 != 0,
-        allow_requantize: flags & 8 != 0,
-        optimize: flags & 16 != 0,
-        max_buffer: if flags & 32 != 0 { 1 } else { 1 << 20 },
-        ..Default::default()
+        what: What {
+            target: Target::Preset(Preset::ALL[preset as usize % Preset::ALL.len()]),
+            pure: flags & 1 != 0,
+            leave_output: flags & 4 != 0,
+            allow_requantize: flags & 8 != 0,
+            optimize: flags & 16 != 0,
+            ..Default::default()
+        },
+        how: How {
+            threads: 1,
+            max_buffer: if flags & 32 != 0 { 1 } else { 1 << 20 },
+            dry_run: false,
+        },
+        report: ReportParams {
+            measure_error: flags & 2 != 0,
+            json_path: None,
+        },
     };
     let _ = quantize_model(input, output, &params, &mut |_| true);
     let _ = std::fs::remove_file(output);
