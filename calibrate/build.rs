@@ -17,10 +17,12 @@ fn main() {
     println!("cargo:rerun-if-changed=src/shim.c");
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("..");
     let version = "0.3.36";
-    let src = env::var_os("GGML_QAT_LLAMA_CPP_SRC").map(PathBuf::from).unwrap_or_else(|| {
-        root.join(".deps/llama.cpp-src")
-            .join(format!("llama.cpp-{version}"))
-    });
+    let src = env::var_os("GGML_QAT_LLAMA_CPP_SRC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            root.join(".deps/llama.cpp-src")
+                .join(format!("llama.cpp-{version}"))
+        });
     let build = env::var_os("GGML_QAT_LLAMA_CPP_BUILD")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join(".deps/llama.cpp-build"));

@@ -110,7 +110,9 @@ impl Collector {
                 for i1 in 0..r1 {
                     let off = i1 as u64 * n.nb[1] + i2 as u64 * n.nb[2] + i3 as u64 * n.nb[3];
                     // SAFETY: offsets within the tensor by its own strides.
-                    let row = unsafe { std::slice::from_raw_parts(base.add(off as usize).cast::<f32>(), d) };
+                    let row = unsafe {
+                        std::slice::from_raw_parts(base.add(off as usize).cast::<f32>(), d)
+                    };
                     self.rows.extend_from_slice(row);
                 }
             }
@@ -165,7 +167,10 @@ impl Collector {
             for tok in 0..n_tok {
                 let off = tok * n.ids_nb[1] as usize + idx * n.ids_nb[0] as usize;
                 let ex = i32::from_ne_bytes(self.bytes[off..off + 4].try_into().unwrap());
-                let ex = usize::try_from(ex).ok().filter(|&x| x < n_as).ok_or(format!("{name}: bad expert id"))?;
+                let ex = usize::try_from(ex)
+                    .ok()
+                    .filter(|&x| x < n_as)
+                    .ok_or(format!("{name}: bad expert id"))?;
                 let row = &self.rows[(tok * ne1 + idx % ne1) * d..][..d];
                 add_squares(&mut e.sums[ex * d..(ex + 1) * d], row);
                 e.counts[ex] += 1;
@@ -204,7 +209,14 @@ impl Collector {
             g.seen = (eval, Vec::new());
         }
         g.seen.1.push(key);
-        gram::accumulate(&mut g.upper, &self.rows, rows, d, self.opts.threads, &mut self.xt);
+        gram::accumulate(
+            &mut g.upper,
+            &self.rows,
+            rows,
+            d,
+            self.opts.threads,
+            &mut self.xt,
+        );
         g.count += rows as u64;
     }
 }
@@ -237,7 +249,11 @@ fn entry<'a>(
         gram: None,
     });
     if e.ne0 != d || e.counts.len() != n_mat {
-        return Err(format!("{name}: inconsistent input size ({} x {} vs {d} x {n_mat})", e.ne0, e.counts.len()));
+        return Err(format!(
+            "{name}: inconsistent input size ({} x {} vs {d} x {n_mat})",
+            e.ne0,
+            e.counts.len()
+        ));
     }
     Ok(e)
 }

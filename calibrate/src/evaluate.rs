@@ -35,7 +35,11 @@ pub fn evaluate(
         ctx.clear();
         batch.clear();
         for (k, &t) in chunk.iter().enumerate() {
-            let t = if k == 0 && vocab.add_bos() { vocab.bos() } else { t };
+            let t = if k == 0 && vocab.add_bos() {
+                vocab.bos()
+            } else {
+                t
+            };
             batch.add(t, k, 0, true);
         }
         // SAFETY: llama.cpp calls the callback only inside decode; no

@@ -46,7 +46,8 @@ pub struct Batch {
 pub type Token = i32;
 
 /// `ggml_backend_sched_eval_callback`.
-pub type EvalCallback = unsafe extern "C" fn(t: *mut GgmlTensor, ask: bool, data: *mut c_void) -> bool;
+pub type EvalCallback =
+    unsafe extern "C" fn(t: *mut GgmlTensor, ask: bool, data: *mut c_void) -> bool;
 
 pub const OP_MUL_MAT: i32 = 1;
 pub const OP_MUL_MAT_ID: i32 = 2;
@@ -72,6 +73,7 @@ pub struct Node {
 extern "C" {
     pub fn qc_init(verbose: bool);
     pub fn qc_last_log_error() -> *const c_char;
+    pub fn qc_on_fatal(path: *const c_char);
     pub fn qc_model_load(path: *const c_char, n_gpu_layers: i32) -> *mut LlamaModel;
     pub fn qc_context_new(
         model: *mut LlamaModel,
@@ -128,7 +130,8 @@ extern "C" {
         remove_special: bool,
         unparse_special: bool,
     ) -> i32;
-    pub fn llama_sampler_sample(smpl: *mut LlamaSampler, ctx: *mut LlamaContext, idx: i32) -> Token;
+    pub fn llama_sampler_sample(smpl: *mut LlamaSampler, ctx: *mut LlamaContext, idx: i32)
+        -> Token;
     pub fn llama_sampler_free(smpl: *mut LlamaSampler);
 
     pub fn ggml_free(ctx: *mut GgmlContext);
@@ -136,10 +139,14 @@ extern "C" {
     pub fn gguf_free(ctx: *mut GgufContext);
     pub fn gguf_set_val_str(ctx: *mut GgufContext, key: *const c_char, val: *const c_char);
     pub fn gguf_set_val_u32(ctx: *mut GgufContext, key: *const c_char, val: u32);
-    pub fn gguf_set_arr_str(ctx: *mut GgufContext, key: *const c_char, data: *const *const c_char, n: usize);
+    pub fn gguf_set_arr_str(
+        ctx: *mut GgufContext,
+        key: *const c_char,
+        data: *const *const c_char,
+        n: usize,
+    );
     pub fn gguf_get_meta_size(ctx: *const GgufContext) -> usize;
     pub fn gguf_get_meta_data(ctx: *const GgufContext, data: *mut c_void);
-    pub fn gguf_get_data_offset(ctx: *const GgufContext) -> usize;
     pub fn gguf_get_tensor_offset(ctx: *const GgufContext, tensor_id: i64) -> usize;
     pub fn gguf_get_alignment(ctx: *const GgufContext) -> usize;
 }

@@ -30,13 +30,20 @@ struct Slot {
 
 /// The generated sequences in the order they were started, each starting
 /// with BOS; `progress(tokens so far)` is called after every step.
-pub fn generate(model: &Model, p: &Params, progress: &mut dyn FnMut(usize)) -> Result<Vec<Vec<Token>>> {
+pub fn generate(
+    model: &Model,
+    p: &Params,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<Vec<Token>>> {
     if p.seq_len < 2 || p.parallel == 0 {
-        return Err(Error::Usage("generation needs a context of 2 or more tokens".into()));
+        return Err(Error::Usage(
+            "generation needs a context of 2 or more tokens".into(),
+        ));
     }
     let vocab = model.vocab();
     let cp = ContextParams {
-        n_ctx: u32::try_from(p.seq_len * p.parallel).map_err(|_| Error::Usage("context too large".into()))?,
+        n_ctx: u32::try_from(p.seq_len * p.parallel)
+            .map_err(|_| Error::Usage("context too large".into()))?,
         n_batch: p.parallel as u32,
         n_seq: p.parallel as u32,
         threads: p.threads,
@@ -78,10 +85,21 @@ pub fn generate(model: &Model, p: &Params, progress: &mut dyn FnMut(usize)) -> R
                 done.push((slot.number, slot.tokens));
             }
         }
-        progress(finished + slots.iter().flatten().map(|s| s.tokens.len()).sum::<usize>());
+        progress(
+            finished
+                + slots
+                    .iter()
+                    .flatten()
+                    .map(|s| s.tokens.len())
+                    .sum::<usize>(),
+        );
     }
     done.sort_by_key(|d| d.0);
-    Ok(done.into_iter().map(|d| d.1).filter(|t| t.len() > 1).collect())
+    Ok(done
+        .into_iter()
+        .map(|d| d.1)
+        .filter(|t| t.len() > 1)
+        .collect())
 }
 
 /// One decoding step: the last token of every live sequence, then one new
@@ -90,7 +108,12 @@ fn step(ctx: &mut Context, batch: &mut Batch, slots: &mut [Option<Slot>]) -> Res
     batch.clear();
     for (seq, slot) in slots.iter().enumerate() {
         if let Some(s) = slot {
-            batch.add(*s.tokens.last().unwrap(), s.tokens.len() - 1, seq as i32, true);
+            batch.add(
+                *s.tokens.last().unwrap(),
+                s.tokens.len() - 1,
+                seq as i32,
+                true,
+            );
         }
     }
     ctx.decode(batch, "generating text")?;

@@ -19,7 +19,14 @@ pub fn packed_len(d: usize) -> usize {
 
 /// Adds XᵀX into `acc` (packed upper triangle, order d), X being `n` rows of
 /// `d` floats in `x`, using up to `threads` threads. `xt` is scratch.
-pub fn accumulate(acc: &mut [f64], x: &[f32], n: usize, d: usize, threads: usize, xt: &mut Vec<f32>) {
+pub fn accumulate(
+    acc: &mut [f64],
+    x: &[f32],
+    n: usize,
+    d: usize,
+    threads: usize,
+    xt: &mut Vec<f32>,
+) {
     assert_eq!(acc.len(), packed_len(d));
     assert_eq!(x.len(), n * d);
     transpose(x, n, d, xt);
@@ -98,7 +105,14 @@ unsafe fn rows_fma(part: &mut [f64], xt: &[f32], n: usize, d: usize, lo: usize, 
 }
 
 #[inline(always)]
-fn rows_impl<const FMA: bool>(part: &mut [f64], xt: &[f32], n: usize, d: usize, lo: usize, hi: usize) {
+fn rows_impl<const FMA: bool>(
+    part: &mut [f64],
+    xt: &[f32],
+    n: usize,
+    d: usize,
+    lo: usize,
+    hi: usize,
+) {
     let col = |c: usize| &xt[c * n..(c + 1) * n];
     let mut off = 0;
     for i in lo..hi {
@@ -152,15 +166,22 @@ mod tests {
     #[test]
     fn matches_naive_sum() {
         let (n, d) = (37, 21);
-        let x: Vec<f32> = (0..n * d).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
+        let x: Vec<f32> = (0..n * d)
+            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+            .collect();
         for threads in [1, 3] {
             let mut acc = vec![0.0; packed_len(d)];
             accumulate(&mut acc, &x, n, d, threads, &mut Vec::new());
             for i in 0..d {
                 for j in i..d {
-                    let want: f64 = (0..n).map(|r| f64::from(x[r * d + i]) * f64::from(x[r * d + j])).sum();
+                    let want: f64 = (0..n)
+                        .map(|r| f64::from(x[r * d + i]) * f64::from(x[r * d + j]))
+                        .sum();
                     let got = acc[packed_index(d, i, j)];
-                    assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "({i},{j}) {got} vs {want}");
+                    assert!(
+                        (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                        "({i},{j}) {got} vs {want}"
+                    );
                 }
             }
         }

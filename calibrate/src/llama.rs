@@ -17,6 +17,13 @@ pub fn init(verbose: bool) {
     ONCE.call_once(|| unsafe { ffi::qc_init(verbose) });
 }
 
+/// Makes a fatal assert inside llama.cpp or ggml end the process with a
+/// message and exit status 1, removing `cleanup` (the temporary output).
+pub fn on_fatal(cleanup: &Path) {
+    let c = CString::new(cleanup.as_os_str().as_encoded_bytes()).unwrap_or_default();
+    unsafe { ffi::qc_on_fatal(c.as_ptr()) }
+}
+
 /// The last error llama.cpp or ggml logged.
 pub fn last_log() -> String {
     unsafe { CStr::from_ptr(ffi::qc_last_log_error()) }
@@ -89,12 +96,21 @@ impl Vocab<'_> {
     /// Tokens of `text`, with BOS when the model adds it (special tokens in
     /// the text are not parsed, as llama-imatrix does by default).
     pub fn tokenize(&self, text: &str, what: &str) -> Result<Vec<Token>> {
-        let len = i32::try_from(text.len()).map_err(|_| Error::Tokenize(format!("{what} (over 2 GiB)")))?;
+        let len = i32::try_from(text.len())
+            .map_err(|_| Error::Tokenize(format!("{what} (over 2 GiB)")))?;
         let mut out = vec![0; text.len() + 2];
         for _ in 0..2 {
             let cap = i32::try_from(out.len()).unwrap_or(i32::MAX);
             let n = unsafe {
-                ffi::llama_tokenize(self.ptr, text.as_ptr().cast(), len, out.as_mut_ptr(), cap, true, false)
+                ffi::llama_tokenize(
+                    self.ptr,
+                    text.as_ptr().cast(),
+                    len,
+                    out.as_mut_ptr(),
+                    cap,
+                    true,
+                    false,
+                )
             };
             if n >= 0 {
                 out.truncate(n as usize);
@@ -150,15 +166,35 @@ pub struct Context<'m> {
 
 impl<'m> Context<'m> {
     /// `cb` must stay valid while the context lives (the caller keeps it).
-    pub fn new(model: &'m Model, p: &ContextParams, cb: Option<(EvalCallback, *mut c_void)>) -> Result<Self> {
+    pub fn new(
+        model: &'m Model,
+        p: &ContextParams,
+        cb: Option<(EvalCallback, *mut c_void)>,
+    ) -> Result<Self> {
         let (f, data) = match cb {
             Some((f, d)) => (Some(f), d),
             None => (None, std::ptr::null_mut()),
         };
-        let ptr = unsafe { ffi::qc_context_new(model.0.as_ptr(), p.n_ctx, p.n_batch, p.n_seq, p.threads, f, data) };
-        let what = format!("n_ctx {}, batch {}, {} sequences", p.n_ctx, p.n_batch, p.n_seq);
+        let ptr = unsafe {
+            ffi::qc_context_new(
+                model.0.as_ptr(),
+                p.n_ctx,
+                p.n_batch,
+                p.n_seq,
+                p.threads,
+                f,
+                data,
+            )
+        };
+        let what = format!(
+            "n_ctx {}, batch {}, {} sequences",
+            p.n_ctx, p.n_batch, p.n_seq
+        );
         NonNull::new(ptr)
-            .map(|ptr| Context { ptr, _m: PhantomData })
+            .map(|ptr| Context {
+                ptr,
+                _m: PhantomData,
+            })
             .ok_or_else(|| Error::Context(what, last_log()))
     }
 

@@ -35,6 +35,7 @@ fn run(args: &cli::Args) -> Result<()> {
     let t0 = Instant::now();
     llama::init(args.verbose);
     let out = output::Output::prepare(&args.output)?;
+    llama::on_fatal(out.temp_path());
     let model = llama::Model::load(&args.model, args.n_gpu_layers)?;
     if args.n_gpu_layers != 0 && !llama::gpu_offload() && !args.quiet {
         eprintln!("calibrate: this llama.cpp has no GPU backend; -ngl ignored, running on the CPU");
@@ -47,7 +48,9 @@ fn run(args: &cli::Args) -> Result<()> {
     stream.extend(generated.iter().flatten());
     stream.truncate(plan.chunks * ctx);
     if stream.len() < plan.chunks * ctx {
-        return Err(Error::Statistics("generation produced too few tokens".into()));
+        return Err(Error::Statistics(
+            "generation produced too few tokens".into(),
+        ));
     }
     if let Some(path) = &args.save_text {
         let text = model.vocab().detokenize(&stream);
@@ -59,7 +62,14 @@ fn run(args: &cli::Args) -> Result<()> {
         threads,
     });
     let mut bar = Progress::new("evaluate", "chunks", plan.chunks, args.quiet);
-    evaluate::evaluate(&model, &stream, ctx, threads as i32, &mut collector, &mut |d| bar.update(d))?;
+    evaluate::evaluate(
+        &model,
+        &stream,
+        ctx,
+        threads as i32,
+        &mut collector,
+        &mut |d| bar.update(d),
+    )?;
     let eval_secs = bar.finish();
     let n_gen = (stream.len() - plan.text.len()).min(generated.iter().map(Vec::len).sum());
     let meta = output::Meta {
@@ -88,7 +98,12 @@ fn run(args: &cli::Args) -> Result<()> {
 }
 
 /// Self-generated sequences adding at least `missing` tokens (none when 0).
-fn generate_text(args: &cli::Args, model: &llama::Model, missing: usize, threads: usize) -> Result<Vec<Vec<ffi::Token>>> {
+fn generate_text(
+    args: &cli::Args,
+    model: &llama::Model,
+    missing: usize,
+    threads: usize,
+) -> Result<Vec<Vec<ffi::Token>>> {
     if missing == 0 {
         return Ok(Vec::new());
     }
@@ -97,7 +112,11 @@ fn generate_text(args: &cli::Args, model: &llama::Model, missing: usize, threads
         seq_len: args.ctx_size,
         parallel: args.parallel,
         seed: args.seed,
-        sampling: llama::Sampling { temp: args.temp, top_k: args.top_k, top_p: args.top_p },
+        sampling: llama::Sampling {
+            temp: args.temp,
+            top_k: args.top_k,
+            top_p: args.top_p,
+        },
         threads: threads as i32,
     };
     let mut bar = Progress::new("generate", "tokens", missing, args.quiet);

@@ -44,16 +44,39 @@ impl Output {
         let werr = |e: std::io::Error| Error::Io(target.into(), e);
         if let Ok(m) = fs::metadata(target) {
             if !m.file_type().is_file() {
-                return Err(Error::Write(format!("{} exists and is not a regular file", target.display())));
+                return Err(Error::Write(format!(
+                    "{} exists and is not a regular file",
+                    target.display()
+                )));
             }
         }
         let name = target
             .file_name()
             .ok_or_else(|| Error::Write(format!("{}: no file name", target.display())))?;
-        let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let temp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-        let file = OpenOptions::new().write(true).create_new(true).open(&temp).map_err(werr)?;
-        Ok(Output { target: target.into(), temp, file: Some(file) })
+        let dir = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let temp = dir.join(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(werr)?;
+        Ok(Output {
+            target: target.into(),
+            temp,
+            file: Some(file),
+        })
+    }
+
+    /// The temporary file's path.
+    pub fn temp_path(&self) -> &Path {
+        &self.temp
     }
 
     /// Writes everything and renames the file into place; the bytes written.
@@ -67,7 +90,9 @@ impl Output {
         let mut row = Vec::new();
         for (i, t) in tensors(c).enumerate() {
             let at = (header.data_offset + header.offsets[i]) as u64;
-            let gap = at.checked_sub(pos).ok_or_else(|| Error::Write("tensor offsets out of order".into()))?;
+            let gap = at
+                .checked_sub(pos)
+                .ok_or_else(|| Error::Write("tensor offsets out of order".into()))?;
             pos += pad(&mut w, gap).map_err(werr)?;
             t.write(c, &mut row);
             w.write_all(bytes(&row)).map_err(werr)?;
@@ -107,7 +132,10 @@ enum Tensor<'a> {
 }
 
 fn tensors(c: &Collector) -> impl Iterator<Item = Tensor<'_>> {
-    let per_weight = c.weights.keys().flat_map(|n| [Tensor::Sums(n), Tensor::Counts(n)]);
+    let per_weight = c
+        .weights
+        .keys()
+        .flat_map(|n| [Tensor::Sums(n), Tensor::Counts(n)]);
     per_weight.chain((0..c.grams.len()).map(Tensor::Gram))
 }
 
@@ -165,7 +193,10 @@ impl Header {
         g.set_u32("ggml_qat.calibration.version", 1);
         g.set_str("ggml_qat.calibration.seed", &meta.seed.to_string());
         g.set_u32("ggml_qat.calibration.tokens", clamp_u32(meta.tokens));
-        g.set_u32("ggml_qat.calibration.generated_tokens", clamp_u32(meta.generated));
+        g.set_u32(
+            "ggml_qat.calibration.generated_tokens",
+            clamp_u32(meta.generated),
+        );
         g.set_u32("ggml_qat.gram.max", clamp_u32(meta.gram_max));
         let (mut users, mut entries) = (Vec::new(), Vec::new());
         for gs in &c.grams {
@@ -186,16 +217,27 @@ impl Header {
             let (name, ne0, ne1) = t.describe(c);
             let cname = cstr(&name)?;
             if !unsafe { ffi::qc_add_f32(g.0, ctx, cname.as_ptr(), ne0, ne1) } {
-                return Err(Error::Write(format!("cannot describe tensor {name} (name too long or repeated)")));
+                return Err(Error::Write(format!(
+                    "cannot describe tensor {name} (name too long or repeated)"
+                )));
             }
         }
         let size = unsafe { ffi::gguf_get_meta_size(g.0) };
         let mut bytes = vec![0u8; size];
         unsafe { ffi::gguf_get_meta_data(g.0, bytes.as_mut_ptr().cast()) };
-        let offsets = (0..n as i64).map(|i| unsafe { ffi::gguf_get_tensor_offset(g.0, i) }).collect();
-        let data_offset = unsafe { ffi::gguf_get_data_offset(g.0) };
+        let offsets = (0..n as i64)
+            .map(|i| unsafe { ffi::gguf_get_tensor_offset(g.0, i) })
+            .collect();
+        // The data section starts right after the (padded) metadata; ggml's
+        // own data offset is only known for contexts read from a file.
+        let data_offset = bytes.len();
         let alignment = unsafe { ffi::gguf_get_alignment(g.0) } as u64;
-        Ok(Header { bytes, data_offset, offsets, alignment })
+        Ok(Header {
+            bytes,
+            data_offset,
+            offsets,
+            alignment,
+        })
     }
 }
 
@@ -227,7 +269,10 @@ impl Gguf {
         Ok(Gguf(p))
     }
     fn set_str(&self, key: &str, v: &str) {
-        let (k, v) = (CString::new(key).unwrap(), CString::new(v.replace('\0', "")).unwrap());
+        let (k, v) = (
+            CString::new(key).unwrap(),
+            CString::new(v.replace('\0', "")).unwrap(),
+        );
         unsafe { ffi::gguf_set_val_str(self.0, k.as_ptr(), v.as_ptr()) }
     }
     fn set_u32(&self, key: &str, v: u32) {
@@ -236,7 +281,10 @@ impl Gguf {
     }
     fn set_strs(&self, key: &str, vs: &[String]) {
         let k = CString::new(key).unwrap();
-        let owned: Vec<CString> = vs.iter().map(|v| CString::new(v.replace('\0', "")).unwrap()).collect();
+        let owned: Vec<CString> = vs
+            .iter()
+            .map(|v| CString::new(v.replace('\0', "")).unwrap())
+            .collect();
         let ptrs: Vec<*const c_char> = owned.iter().map(|c| c.as_ptr()).collect();
         unsafe { ffi::gguf_set_arr_str(self.0, k.as_ptr(), ptrs.as_ptr(), ptrs.len()) }
     }

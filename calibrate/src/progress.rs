@@ -37,7 +37,9 @@ impl Progress {
         let now = Instant::now();
         let tenth = (done.min(self.total) * 10) / self.total;
         let due = if self.tty {
-            self.last.is_none_or(|t| now - t >= Duration::from_millis(200)) || done >= self.total
+            self.last
+                .map_or(true, |t| now - t >= Duration::from_millis(200))
+                || done >= self.total
         } else {
             tenth > self.tenth
         };
@@ -49,13 +51,19 @@ impl Progress {
         let secs = (now - self.start).as_secs_f64().max(1e-9);
         let rate = done as f64 / secs;
         let filled = done.min(self.total) * 30 / self.total;
-        let bar: String = (0..30).map(|i| if i < filled { '#' } else { '.' }).collect();
+        let bar: String = (0..30)
+            .map(|i| if i < filled { '#' } else { '.' })
+            .collect();
         let line = format!(
             "{}: [{bar}] {done}/{} {} ({rate:.1} {}/s, {secs:.1} s)",
             self.label, self.total, self.unit, self.unit
         );
         let mut err = std::io::stderr().lock();
-        let _ = if self.tty { write!(err, "\r{line}\x1b[K") } else { writeln!(err, "{line}") };
+        let _ = if self.tty {
+            write!(err, "\r{line}\x1b[K")
+        } else {
+            writeln!(err, "{line}")
+        };
     }
 
     /// Ends the bar's line; the elapsed seconds.

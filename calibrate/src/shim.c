@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ggml.h"
 #include "ggml-backend.h"
@@ -50,6 +51,26 @@ void qc_init(bool verbose) {
 /* The last error line llama.cpp or ggml logged (may be empty). */
 const char * qc_last_log_error(void) {
     return qc_last_error;
+}
+
+/* ---- llama.cpp's and ggml's fatal asserts (a malformed model can trip
+ * them): a clear message, the temporary output removed, exit status 1,
+ * instead of a backtrace and SIGABRT. ---- */
+
+static char qc_cleanup_path[4096];
+
+static void qc_on_abort(const char * message) {
+    fprintf(stderr, "ggml-qat-calibrate: error: llama.cpp stopped: %s\n", message ? message : "");
+    if (qc_cleanup_path[0]) {
+        unlink(qc_cleanup_path);
+    }
+    _exit(1);
+}
+
+/* Installs the handler; `path` (may be NULL) is removed if it fires. */
+void qc_on_fatal(const char * path) {
+    snprintf(qc_cleanup_path, sizeof qc_cleanup_path, "%s", path ? path : "");
+    ggml_set_abort_callback(qc_on_abort);
 }
 
 /* ---- model and contexts ---- */

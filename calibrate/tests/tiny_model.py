@@ -27,7 +27,7 @@ def vocab():
         for piece in ("\u2581" + w, w):
             tokens.append(piece)
             types.append(gguf.TokenType.NORMAL)
-    for c in "abcdefghijklmnopqrstuvwxyz.,":
+    for c in "bcdefghijklmnopqrstuvwxyz.,":
         tokens.append(c)
         types.append(gguf.TokenType.NORMAL)
     tokens.append("\u2581")
@@ -41,9 +41,13 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--experts", type=int, default=0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--duplicate-token", action="store_true",
+                    help="a vocabulary llama.cpp refuses (asserts on)")
     a = ap.parse_args()
     rng = np.random.default_rng(a.seed)
     tokens, scores, types = vocab()
+    if a.duplicate_token:
+        tokens[-1] = tokens[-2]
     w = gguf.GGUFWriter(a.out, "llama")
     w.add_context_length(CTX)
     w.add_embedding_length(EMBD)
