@@ -11,9 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Relative tolerance against llama-imatrix: it sums squares in f32, we in
-/// f64, over a few hundred rows per chunk.
-const IMATRIX_TOL: &str = "1e-5";
+/// Relative tolerance (largest difference over the largest sum) against
+/// llama-imatrix: it adds squares in f32 over all rows (~1500 here; worst
+/// case n·2⁻²⁴ ≈ 1e-4, measured 1.3e-5), we in f64.
+const IMATRIX_TOL: &str = "1e-4";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
