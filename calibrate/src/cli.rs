@@ -23,6 +23,10 @@ pub struct Args {
     /// Chunk (context) size: tokens evaluated together, as llama-imatrix's -c.
     #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
     pub ctx_size: usize,
+    /// Tokens per evaluation step (-ub; at most the chunk): a chunk is
+    /// evaluated in steps of this many, which bounds the logits kept.
+    #[arg(long = "ubatch-size", default_value_t = 128)]
+    pub ubatch_size: usize,
     /// Threads (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
@@ -65,11 +69,12 @@ pub struct Args {
 }
 
 /// Parses the command line; llama.cpp's single-dash long options (-ngl,
-/// -np) are accepted too.
+/// -np, -ub) are accepted too.
 pub fn parse() -> Args {
     let args = std::env::args_os().map(|a| match a.to_str() {
         Some("-ngl") => "--n-gpu-layers".into(),
         Some("-np") => "--parallel".into(),
+        Some("-ub") => "--ubatch-size".into(),
         Some(s) if s.starts_with("-ngl=") => format!("--n-gpu-layers={}", &s[5..]).into(),
         _ => a,
     });
@@ -82,6 +87,9 @@ impl Args {
         let bad = |m: &str| Err(Error::Usage(m.to_string()));
         if self.ctx_size < 2 || self.ctx_size > 1 << 20 {
             return bad("--ctx-size must be between 2 and 1048576");
+        }
+        if self.ubatch_size == 0 {
+            return bad("--ubatch-size must be at least 1");
         }
         if self.tokens == Some(0) {
             return bad("--tokens must be at least 1");

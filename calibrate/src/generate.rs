@@ -3,7 +3,8 @@
 //! (a unified KV cache shared by the sequences), each with its own sampler
 //! seeded from the run's seed and the sequence's number, so a seed gives the
 //! same text. A sequence ends at an end-of-generation token or at `seq_len`
-//! tokens; finished sequences are replaced until enough tokens exist.
+//! tokens; a finished sequence is replaced at once (the batch stays full)
+//! until enough tokens exist; those still running then are cut there.
 
 use crate::error::{Error, Result};
 use crate::ffi::Token;
@@ -54,46 +55,37 @@ pub fn generate(
     let mut done: Vec<(usize, Vec<Token>)> = Vec::new();
     let (mut finished, mut started) = (0usize, 0usize);
     loop {
-        // Start sequences while those in flight, at full length, would not
-        // reach the target.
-        for i in 0..slots.len() {
-            let live = slots.iter().flatten().count();
-            if slots[i].is_some() || finished + live * p.seq_len >= p.tokens {
-                continue;
-            }
-            slots[i] = Some(Slot {
+        let live: usize = slots.iter().flatten().map(|s| s.tokens.len()).sum();
+        progress(finished + live);
+        if finished + live >= p.tokens {
+            break;
+        }
+        // Every slot busy: a finished sequence is replaced at once.
+        for (i, slot) in slots.iter_mut().enumerate().filter(|(_, s)| s.is_none()) {
+            ctx.forget(i as i32);
+            *slot = Some(Slot {
                 number: started,
                 tokens: vec![vocab.bos()],
                 sampler: Sampler::new(sequence_seed(p.seed, started), &p.sampling)?,
             });
             started += 1;
         }
-        if slots.iter().all(Option::is_none) {
-            break;
-        }
         step(&mut ctx, &mut batch, &mut slots)?;
-        for (seq, s) in slots.iter_mut().enumerate() {
-            let Some(slot) = s else { continue };
+        for s in slots.iter_mut() {
+            let slot = s.as_mut().unwrap();
             let last = *slot.tokens.last().unwrap();
             if vocab.is_eog(last) || slot.tokens.len() >= p.seq_len {
                 let mut slot = s.take().unwrap();
                 if vocab.is_eog(last) {
                     slot.tokens.pop();
                 }
-                ctx.forget(seq as i32);
                 finished += slot.tokens.len();
                 done.push((slot.number, slot.tokens));
             }
         }
-        progress(
-            finished
-                + slots
-                    .iter()
-                    .flatten()
-                    .map(|s| s.tokens.len())
-                    .sum::<usize>(),
-        );
     }
+    // Sequences still in flight count as they are (cut short).
+    done.extend(slots.into_iter().flatten().map(|s| (s.number, s.tokens)));
     done.sort_by_key(|d| d.0);
     Ok(done
         .into_iter()
