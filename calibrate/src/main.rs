@@ -24,6 +24,9 @@ use std::time::Instant;
 
 fn main() {
     passive_openmp();
+    // Past a file-size limit, a write error (and the cleanup) rather than
+    // death by SIGXFSZ.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let args = cli::parse();
     if let Err(e) = run(&args) {
         eprintln!("ggml-qat-calibrate: error: {e}");
@@ -84,7 +87,7 @@ fn run(args: &cli::Args) -> Result<()> {
         process_output: args.process_output,
         threads,
     });
-    let mut bar = Progress::new("evaluate", "chunks", plan.chunks, args.quiet);
+    let mut bar = Progress::new("evaluate", "tokens", plan.chunks * ctx, args.quiet);
     let shape = evaluate::Shape {
         ctx,
         ubatch: args.ubatch_size.min(ctx),

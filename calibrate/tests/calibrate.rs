@@ -236,5 +236,36 @@ fn errors_are_clear_and_leave_nothing() {
     let nowhere = d.join("no/such/dir/out.gguf");
     fails(&[&model, &"-o", &nowhere], &nowhere, "No such file");
     fails(&[&model, &"--top-p", &"0", &"-o", &out], &out, "--top-p");
+    full_disk(&model, &out);
     assert!(!out.exists());
+}
+
+/// A disk that fills up while the file is written (a 64 KiB file-size
+/// limit): the write error, exit status 1, nothing left behind.
+fn full_disk(model: &Path, out: &Path) {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ggml-qat-calibrate"));
+    c.args(["-q", "-t", "2", "--tokens", "128", "-c", "64", "-o"])
+        .arg(out)
+        .arg(model);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 65536,
+                rlim_max: 65536,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            Ok(())
+        });
+    }
+    let r = c.output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("File too large"), "{err}");
+    assert!(!out.exists());
+    let left = std::fs::read_dir(out.parent().unwrap()).unwrap().flatten();
+    assert!(!left
+        .into_iter()
+        .any(|e| e.file_name().to_string_lossy().contains("out.gguf")));
 }
