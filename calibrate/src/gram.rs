@@ -98,10 +98,45 @@ fn rows(part: &mut [f64], xt: &[f32], n: usize, d: usize, lo: usize, hi: usize) 
     rows_impl::<false>(part, xt, n, d, lo, hi);
 }
 
+/// AVX2/FMA rows: eight dot products at a time (eight independent FMA
+/// chains, nine loads per eight FMAs), eight lanes each.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn rows_fma(part: &mut [f64], xt: &[f32], n: usize, d: usize, lo: usize, hi: usize) {
-    rows_impl::<true>(part, xt, n, d, lo, hi);
+    use std::arch::x86_64::*;
+    assert!(xt.len() >= n * d);
+    let n8 = n / 8 * 8;
+    let p = xt.as_ptr();
+    let mut off = 0;
+    for i in lo..hi {
+        let out = &mut part[off..off + (d - i)];
+        let a = p.add(i * n);
+        let mut j = i;
+        while j + 8 <= d {
+            let mut s = [_mm256_setzero_ps(); 8];
+            let mut t = 0;
+            while t < n8 {
+                let av = _mm256_loadu_ps(a.add(t));
+                for (k, acc) in s.iter_mut().enumerate() {
+                    *acc = _mm256_fmadd_ps(av, _mm256_loadu_ps(p.add((j + k) * n + t)), *acc);
+                }
+                t += 8;
+            }
+            for (k, acc) in s.iter().enumerate() {
+                let mut lanes = [0f32; 8];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), *acc);
+                let b = &xt[(j + k) * n..(j + k + 1) * n];
+                let tail: f32 = (n8..n).map(|t| *a.add(t) * b[t]).sum();
+                out[j - i + k] += f64::from(lanes.iter().sum::<f32>() + tail);
+            }
+            j += 8;
+        }
+        let col = |c: usize| &xt[c * n..(c + 1) * n];
+        for j in j..d {
+            out[j - i] += f64::from(dot4::<true>(col(i), [col(j); 4])[0]);
+        }
+        off += d - i;
+    }
 }
 
 #[inline(always)]
@@ -165,7 +200,7 @@ mod tests {
 
     #[test]
     fn matches_naive_sum() {
-        let (n, d) = (37, 21);
+        let (n, d) = (37, 29);
         let x: Vec<f32> = (0..n * d)
             .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
             .collect();
@@ -193,6 +228,26 @@ mod tests {
             let b = split_rows(d, p);
             assert_eq!((b[0], *b.last().unwrap()), (0, d));
             assert!(b.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    /// Throughput of `accumulate` (a report, run with --ignored).
+    #[test]
+    #[ignore]
+    fn gram_speed() {
+        let (n, d) = (128, 2048);
+        let x: Vec<f32> = (0..n * d).map(|i| (i % 17) as f32 * 0.1).collect();
+        let mut acc = vec![0.0; super::packed_len(d)];
+        let mut xt = Vec::new();
+        for threads in [1, 2] {
+            let t = std::time::Instant::now();
+            super::accumulate(&mut acc, &x, n, d, threads, &mut xt);
+            let s = t.elapsed().as_secs_f64();
+            let macs = (super::packed_len(d) * n) as f64;
+            println!("gram d={d} n={n} threads={threads}: {:.3} s, {:.2} GMAC/s", s, macs / s / 1e9);
         }
     }
 }
