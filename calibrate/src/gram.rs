@@ -247,7 +247,11 @@ mod speed {
             super::accumulate(&mut acc, &x, n, d, threads, &mut xt);
             let s = t.elapsed().as_secs_f64();
             let macs = (super::packed_len(d) * n) as f64;
-            println!("gram d={d} n={n} threads={threads}: {:.3} s, {:.2} GMAC/s", s, macs / s / 1e9);
+            println!(
+                "gram d={d} n={n} threads={threads}: {:.3} s, {:.2} GMAC/s",
+                s,
+                macs / s / 1e9
+            );
         }
     }
 }

@@ -94,7 +94,7 @@ fn run(args: &cli::Args) -> Result<()> {
         threads: threads as i32,
     };
     evaluate::evaluate(&model, &stream, &shape, &mut collector, &mut |d| {
-        bar.update(d)
+        bar.update(d * ctx)
     })?;
     let eval_secs = bar.finish();
     let n_gen = (stream.len() - plan.text.len()).min(generated.iter().map(Vec::len).sum());
