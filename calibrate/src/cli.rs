@@ -1,0 +1,119 @@
+//! Command-line options, named as llama.cpp's tools name them.
+
+use crate::error::{Error, Result};
+use clap::Parser;
+use std::path::PathBuf;
+
+/// Makes a calibration file (activation statistics in llama-imatrix's GGUF
+/// layout, plus Gram matrices) by running MODEL through llama.cpp on text it
+/// samples itself (from BOS alone) or on the given text files.
+#[derive(Parser, Debug)]
+#[command(name = "ggml-qat-calibrate", version)]
+pub struct Args {
+    /// The model (GGUF) to run.
+    pub model: PathBuf,
+    /// The calibration file to write (GGUF).
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    /// Calibration tokens (rounded up to whole chunks). Default 10000; with
+    /// --file, default all of the text, and self-generated text fills up to
+    /// N when the text is shorter.
+    #[arg(long)]
+    pub tokens: Option<usize>,
+    /// Chunk (context) size: tokens evaluated together, as llama-imatrix's -c.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+    pub ctx_size: usize,
+    /// Tokens per evaluation step (-ub; at most the chunk): a chunk is
+    /// evaluated in steps of this many, which bounds the logits kept.
+    #[arg(long = "ubatch-size", default_value_t = 128)]
+    pub ubatch_size: usize,
+    /// Threads (default: all cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// Layers to offload to a GPU (-ngl); used only when the linked llama.cpp has one.
+    #[arg(long = "n-gpu-layers", default_value_t = 0)]
+    pub n_gpu_layers: i32,
+    /// Seed of the self-generated text (each sequence's sampler derives its own).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// A text file to calibrate on (repeatable).
+    #[arg(short = 'f', long = "file")]
+    pub files: Vec<PathBuf>,
+    /// Also write the evaluated text to FILE.
+    #[arg(long = "save-text")]
+    pub save_text: Option<PathBuf>,
+    /// Sequences generated together in one batch (-np).
+    #[arg(short = 'b', long = "parallel", default_value_t = 16)]
+    pub parallel: usize,
+    /// Sampling temperature of the self-generated text.
+    #[arg(long, default_value_t = 1.0)]
+    pub temp: f32,
+    /// Keep only the K most likely tokens (0: all).
+    #[arg(long = "top-k", default_value_t = 0)]
+    pub top_k: i32,
+    /// Keep the smallest set of tokens of probability P (1: all).
+    #[arg(long = "top-p", default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Gram matrices only for weights whose rows are at most this long (0: none).
+    #[arg(long = "gram-max", default_value_t = 8192)]
+    pub gram_max: usize,
+    /// Also collect output.weight, as llama-imatrix --process-output.
+    #[arg(long = "process-output")]
+    pub process_output: bool,
+    /// Show llama.cpp's log.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// No progress lines.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Parses the command line; llama.cpp's single-dash long options (-ngl,
+/// -np, -ub) are accepted too.
+pub fn parse() -> Args {
+    let args = std::env::args_os().map(|a| match a.to_str() {
+        Some("-ngl") => "--n-gpu-layers".into(),
+        Some("-np") => "--parallel".into(),
+        Some("-ub") => "--ubatch-size".into(),
+        Some(s) if s.starts_with("-ngl=") => format!("--n-gpu-layers={}", &s[5..]).into(),
+        _ => a,
+    });
+    Args::parse_from(args)
+}
+
+impl Args {
+    /// Refuses values no run could use.
+    pub fn check(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Usage(m.to_string()));
+        if self.ctx_size < 2 || self.ctx_size > 1 << 20 {
+            return bad("--ctx-size must be between 2 and 1048576");
+        }
+        if self.ubatch_size == 0 {
+            return bad("--ubatch-size must be at least 1");
+        }
+        if self.tokens == Some(0) {
+            return bad("--tokens must be at least 1");
+        }
+        if self.parallel == 0 || self.parallel > 1024 {
+            return bad("--parallel must be between 1 and 1024");
+        }
+        if self.threads == Some(0) || self.threads.is_some_and(|t| t > 4096) {
+            return bad("--threads must be between 1 and 4096");
+        }
+        if !(self.temp.is_finite() && self.temp >= 0.0) {
+            return bad("--temp must be a finite number >= 0");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("--top-p must be in (0, 1]");
+        }
+        if self.top_k < 0 {
+            return bad("--top-k must be >= 0");
+        }
+        Ok(())
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}

@@ -1,0 +1,75 @@
+//! Runs the calibration tokens through the model in chunks of the context
+//! size, as llama-imatrix does: a fresh KV cache per chunk, the chunk's first
+//! token replaced by BOS when the model adds one, every position's output
+//! requested (so the last layer sees every token). A chunk is decoded in
+//! steps of `ubatch` tokens (llama-imatrix with `-b` below `-c`), each one
+//! graph evaluation; the `Collector` gathers the statistics in the callback.
+
+use crate::collect::{self, Collector};
+use crate::error::{Error, Result};
+use crate::ffi::Token;
+use crate::llama::{Batch, Context, ContextParams, Model};
+use std::ffi::c_void;
+
+/// Chunk size, step size, threads.
+pub struct Shape {
+    pub ctx: usize,
+    pub ubatch: usize,
+    pub threads: i32,
+}
+
+/// Evaluates `tokens.len() / ctx` whole chunks; `progress(chunks done)`
+/// after each. Returns the number of chunks.
+pub fn evaluate(
+    model: &Model,
+    tokens: &[Token],
+    shape: &Shape,
+    collector: &mut Collector,
+    progress: &mut dyn FnMut(usize),
+) -> Result<usize> {
+    let (ctx_size, step) = (shape.ctx, shape.ubatch.clamp(1, shape.ctx));
+    let cp = ContextParams {
+        n_ctx: ctx_size as u32,
+        n_batch: step as u32,
+        n_seq: 1,
+        threads: shape.threads,
+    };
+    let data = (collector as *mut Collector).cast::<c_void>();
+    let mut ctx = Context::new(model, &cp, Some((collect::callback, data)))?;
+    let vocab = model.vocab();
+    let mut batch = Batch::new(step)?;
+    for (i, chunk) in tokens.chunks_exact(ctx_size).enumerate() {
+        ctx.clear();
+        for start in (0..ctx_size).step_by(step) {
+            batch.clear();
+            for (k, &t) in chunk.iter().enumerate().skip(start).take(step) {
+                let t = if k == 0 && vocab.add_bos() {
+                    vocab.bos()
+                } else {
+                    t
+                };
+                batch.add(t, k, 0, true);
+            }
+            decode(&mut ctx, &batch, data)?;
+        }
+        progress(i + 1);
+    }
+    Ok(tokens.len() / ctx_size)
+}
+
+/// One step with the collector switched on; its failure comes first.
+fn decode(ctx: &mut Context, batch: &Batch, data: *mut c_void) -> Result<()> {
+    // SAFETY: llama.cpp calls the callback only inside decode, and no other
+    // reference to the collector is used meanwhile.
+    unsafe {
+        (*data.cast::<Collector>()).begin_eval();
+        (*data.cast::<Collector>()).active = true;
+    }
+    let r = ctx.decode(batch, "evaluating the calibration tokens");
+    let c = unsafe { &mut *data.cast::<Collector>() };
+    c.active = false;
+    if let Some(e) = c.error.take() {
+        return Err(Error::Statistics(e));
+    }
+    r
+}

@@ -1,0 +1,152 @@
+//! Extern declarations: the llama.h and gguf.h functions called directly
+//! (plain arguments only), and the shim (`shim.c`) for everything that
+//! touches a struct's fields.
+
+use std::ffi::{c_char, c_void};
+
+/// Opaque llama.cpp and ggml handles.
+#[repr(C)]
+pub struct LlamaModel {
+    _p: [u8; 0],
+}
+#[repr(C)]
+pub struct LlamaContext {
+    _p: [u8; 0],
+}
+#[repr(C)]
+pub struct LlamaVocab {
+    _p: [u8; 0],
+}
+#[repr(C)]
+pub struct LlamaSampler {
+    _p: [u8; 0],
+}
+#[repr(C)]
+pub struct LlamaMemory {
+    _p: [u8; 0],
+}
+#[repr(C)]
+pub struct GgmlTensor {
+    _p: [u8; 0],
+}
+#[repr(C)]
+pub struct GgmlContext {
+    _p: [u8; 0],
+}
+#[repr(C)]
+pub struct GgufContext {
+    _p: [u8; 0],
+}
+/// The shim's batch (a `llama_batch` and its capacity).
+#[repr(C)]
+pub struct Batch {
+    _p: [u8; 0],
+}
+
+pub type Token = i32;
+
+/// `ggml_backend_sched_eval_callback`.
+pub type EvalCallback =
+    unsafe extern "C" fn(t: *mut GgmlTensor, ask: bool, data: *mut c_void) -> bool;
+
+pub const OP_MUL_MAT: i32 = 1;
+pub const OP_MUL_MAT_ID: i32 = 2;
+
+/// A matrix product node as the shim describes it (`qc_node_t`).
+#[repr(C)]
+pub struct Node {
+    pub op: i32,
+    pub weight: bool,
+    pub f32_rows: bool,
+    pub host: bool,
+    pub name: *const c_char,
+    pub w_ne: [i64; 4],
+    pub src1: *const GgmlTensor,
+    pub ne: [i64; 4],
+    pub nb: [u64; 4],
+    pub data: *const c_void,
+    pub ids: *const GgmlTensor,
+    pub ids_ne: [i64; 2],
+    pub ids_nb: [u64; 2],
+}
+
+extern "C" {
+    pub fn qc_init(verbose: bool);
+    pub fn qc_last_log_error() -> *const c_char;
+    pub fn qc_on_fatal(path: *const c_char);
+    pub fn qc_model_load(path: *const c_char, n_gpu_layers: i32) -> *mut LlamaModel;
+    pub fn qc_context_new(
+        model: *mut LlamaModel,
+        n_ctx: u32,
+        n_batch: u32,
+        n_seq: u32,
+        n_threads: i32,
+        cb: Option<EvalCallback>,
+        cb_data: *mut c_void,
+    ) -> *mut LlamaContext;
+    pub fn qc_batch_new(cap: i32) -> *mut Batch;
+    pub fn qc_batch_free(b: *mut Batch);
+    pub fn qc_batch_clear(b: *mut Batch);
+    pub fn qc_batch_add(b: *mut Batch, token: Token, pos: i32, seq: i32, output: bool) -> bool;
+    pub fn qc_decode(ctx: *mut LlamaContext, b: *const Batch) -> i32;
+    pub fn qc_sampler_new(seed: u32, temp: f32, top_k: i32, top_p: f32) -> *mut LlamaSampler;
+    pub fn qc_node(t: *const GgmlTensor, out: *mut Node) -> bool;
+    pub fn qc_nbytes(t: *const GgmlTensor) -> usize;
+    pub fn qc_tensor_read(t: *const GgmlTensor, dst: *mut c_void, n: usize) -> bool;
+    pub fn qc_meta_context(n_tensors: usize) -> *mut GgmlContext;
+    pub fn qc_add_f32(
+        gguf: *mut GgufContext,
+        ctx: *mut GgmlContext,
+        name: *const c_char,
+        ne0: i64,
+        ne1: i64,
+    ) -> bool;
+
+    pub fn llama_model_free(model: *mut LlamaModel);
+    pub fn llama_free(ctx: *mut LlamaContext);
+    pub fn llama_model_get_vocab(model: *const LlamaModel) -> *const LlamaVocab;
+    pub fn llama_supports_gpu_offload() -> bool;
+    pub fn llama_get_memory(ctx: *const LlamaContext) -> *mut LlamaMemory;
+    pub fn llama_memory_clear(mem: *mut LlamaMemory, data: bool);
+    pub fn llama_memory_seq_rm(mem: *mut LlamaMemory, seq: i32, p0: i32, p1: i32) -> bool;
+    pub fn llama_vocab_bos(vocab: *const LlamaVocab) -> Token;
+    pub fn llama_vocab_is_eog(vocab: *const LlamaVocab, token: Token) -> bool;
+    pub fn llama_vocab_get_add_bos(vocab: *const LlamaVocab) -> bool;
+    pub fn llama_tokenize(
+        vocab: *const LlamaVocab,
+        text: *const c_char,
+        text_len: i32,
+        tokens: *mut Token,
+        n_tokens_max: i32,
+        add_special: bool,
+        parse_special: bool,
+    ) -> i32;
+    pub fn llama_detokenize(
+        vocab: *const LlamaVocab,
+        tokens: *const Token,
+        n_tokens: i32,
+        text: *mut c_char,
+        text_len_max: i32,
+        remove_special: bool,
+        unparse_special: bool,
+    ) -> i32;
+    pub fn llama_sampler_sample(smpl: *mut LlamaSampler, ctx: *mut LlamaContext, idx: i32)
+        -> Token;
+    pub fn llama_sampler_free(smpl: *mut LlamaSampler);
+
+    pub fn ggml_free(ctx: *mut GgmlContext);
+    pub fn gguf_init_empty() -> *mut GgufContext;
+    pub fn gguf_free(ctx: *mut GgufContext);
+    pub fn gguf_set_val_str(ctx: *mut GgufContext, key: *const c_char, val: *const c_char);
+    pub fn gguf_set_val_u32(ctx: *mut GgufContext, key: *const c_char, val: u32);
+    pub fn gguf_set_arr_str(
+        ctx: *mut GgufContext,
+        key: *const c_char,
+        data: *const *const c_char,
+        n: usize,
+    );
+    pub fn gguf_get_meta_size(ctx: *const GgufContext) -> usize;
+    pub fn gguf_get_meta_data(ctx: *const GgufContext, data: *mut c_void);
+    pub fn gguf_get_tensor_offset(ctx: *const GgufContext, tensor_id: i64) -> usize;
+    pub fn gguf_get_alignment(ctx: *const GgufContext) -> usize;
+}

@@ -1,0 +1,164 @@
+//! `ggml-qat-calibrate MODEL.gguf -o CALIB.gguf`: runs a model through
+//! llama.cpp's libllama (self-generated or given text, evaluated in chunks)
+//! and writes activation statistics: llama-imatrix's per-column sums of
+//! squares, and Gram matrices of the inputs of the dense weights.
+//!
+//! Its own executable, linking the ggml of its llama.cpp tree: that ggml
+//! never meets the one libggml-qat links; the two meet only in the file.
+
+mod cli;
+mod collect;
+mod corpus;
+mod error;
+mod evaluate;
+mod ffi;
+mod generate;
+mod gram;
+mod llama;
+mod output;
+mod progress;
+
+use error::{Error, Result};
+use progress::Progress;
+use std::time::Instant;
+
+fn main() {
+    passive_openmp();
+    // Past a file-size limit, a write error (and the cleanup) rather than
+    // death by SIGXFSZ.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let args = cli::parse();
+    if let Err(e) = run(&args) {
+        eprintln!("ggml-qat-calibrate: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// ggml's CPU backend runs on OpenMP, whose idle threads spin by default:
+/// on a shared machine that wastes most of the time (measured on Gemma 3
+/// 270M, 2 threads on a busy 2-core machine: 3.6 tokens/s generated with
+/// spinning, 22 without). libgomp reads `OMP_WAIT_POLICY` when it loads,
+/// before `main`, so the process re-executes itself once with `passive`
+/// unless the user chose a policy.
+fn passive_openmp() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("OMP_WAIT_POLICY", "passive")
+        .exec();
+    // Only reached when exec failed: run as we are.
+    let _ = err;
+}
+
+fn run(args: &cli::Args) -> Result<()> {
+    args.check()?;
+    let t0 = Instant::now();
+    llama::init(args.verbose);
+    let out = output::Output::prepare(&args.output)?;
+    llama::on_fatal(out.temp_path());
+    let model = llama::Model::load(&args.model, args.n_gpu_layers)?;
+    if args.n_gpu_layers != 0 && !llama::gpu_offload() && !args.quiet {
+        eprintln!("calibrate: this llama.cpp has no GPU backend; -ngl ignored, running on the CPU");
+    }
+    let ctx = args.ctx_size;
+    let threads = args.threads();
+    let plan = corpus::Plan::new(model.vocab(), &args.files, args.tokens, ctx)?;
+    let mut stream = plan.text.clone();
+    let generated = generate_text(args, &model, plan.missing(ctx), threads)?;
+    stream.extend(generated.iter().flatten());
+    stream.truncate(plan.chunks * ctx);
+    if stream.len() < plan.chunks * ctx {
+        return Err(Error::Statistics(
+            "generation produced too few tokens".into(),
+        ));
+    }
+    if let Some(path) = &args.save_text {
+        let text = model.vocab().detokenize(&stream);
+        std::fs::write(path, text).map_err(|e| Error::Io(path.clone(), e))?;
+    }
+    let mut collector = collect::Collector::new(collect::Options {
+        gram_max: args.gram_max,
+        process_output: args.process_output,
+        threads,
+    });
+    let mut bar = Progress::new("evaluate", "tokens", plan.chunks * ctx, args.quiet);
+    let shape = evaluate::Shape {
+        ctx,
+        ubatch: args.ubatch_size.min(ctx),
+        threads: threads as i32,
+    };
+    evaluate::evaluate(&model, &stream, &shape, &mut collector, &mut |d| {
+        bar.update(d * ctx)
+    })?;
+    let eval_secs = bar.finish();
+    let n_gen = (stream.len() - plan.text.len()).min(generated.iter().map(Vec::len).sum());
+    let meta = output::Meta {
+        datasets: datasets(args, n_gen),
+        chunk_count: plan.chunks as u32,
+        chunk_size: ctx as u32,
+        seed: args.seed,
+        tokens: stream.len(),
+        generated: n_gen,
+        gram_max: args.gram_max,
+    };
+    let bytes = out.commit(&meta, &collector)?;
+    let gram_floats: usize = collector.grams.iter().map(|g| g.d * g.d).sum();
+    println!(
+        "calibrate: {} chunks x {ctx} = {} tokens ({n_gen} self-generated), {} weights, {} Gram matrices ({:.1} MiB), evaluation {eval_secs:.1} s, total {:.1} s -> {} ({:.1} MiB)",
+        plan.chunks,
+        stream.len(),
+        collector.weights.len(),
+        collector.grams.len(),
+        gram_floats as f64 * 4.0 / (1 << 20) as f64,
+        t0.elapsed().as_secs_f64(),
+        args.output.display(),
+        bytes as f64 / (1 << 20) as f64,
+    );
+    Ok(())
+}
+
+/// Self-generated sequences adding at least `missing` tokens (none when 0).
+fn generate_text(
+    args: &cli::Args,
+    model: &llama::Model,
+    missing: usize,
+    threads: usize,
+) -> Result<Vec<Vec<ffi::Token>>> {
+    if missing == 0 {
+        return Ok(Vec::new());
+    }
+    let p = generate::Params {
+        tokens: missing,
+        seq_len: args.ctx_size,
+        parallel: args.parallel,
+        seed: args.seed,
+        sampling: llama::Sampling {
+            temp: args.temp,
+            top_k: args.top_k,
+            top_p: args.top_p,
+        },
+        threads: threads as i32,
+    };
+    let mut bar = Progress::new("generate", "tokens", missing, args.quiet);
+    let seqs = generate::generate(model, &p, &mut |d| bar.update(d))?;
+    bar.finish();
+    Ok(seqs)
+}
+
+/// `imatrix.datasets`: the text files, and how the rest was generated.
+fn datasets(args: &cli::Args, generated: usize) -> Vec<String> {
+    let mut v: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
+    if generated > 0 {
+        v.push(format!(
+            "self-generated: seed {}, temp {}, top-k {}, top-p {}, {generated} tokens",
+            args.seed, args.temp, args.top_k, args.top_p
+        ));
+    }
+    v
+}

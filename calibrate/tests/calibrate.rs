@@ -1,0 +1,271 @@
+//! The calibrator end to end on tiny llama-architecture models written by
+//! `tests/tiny_model.py` (random weights, an SPM vocabulary of ~330 tokens):
+//! its sums against the real llama-imatrix built from the same llama.cpp
+//! tree on the same text, its own layout (Gram diagonal = sums / counts),
+//! reproducibility of the self-generated text, and its errors.
+//!
+//! Needs `scripts/build-llama-tools.sh` (llama-imatrix) and
+//! `scripts/fetch-gguf-py.sh` (the gguf Python package); `scripts/test.sh`
+//! runs both first.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Relative tolerance (largest difference over the largest sum) against
+/// llama-imatrix: it adds squares in f32 over all rows (~1500 here; worst
+/// case n·2⁻²⁴ ≈ 1e-4, measured 1.3e-5), we in f64.
+const IMATRIX_TOL: &str = "1e-4";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn llama_bin(tool: &str) -> PathBuf {
+    let build = std::env::var_os("GGML_QAT_LLAMA_CPP_BUILD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".deps/llama.cpp-build"));
+    build.join("bin").join(tool)
+}
+
+fn python(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let pypath = std::env::var_os("GGML_QAT_PYTHONPATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".deps/python"));
+    let mut c = Command::new("python3");
+    c.env("PYTHONPATH", pypath);
+    for a in args {
+        c.arg(a);
+    }
+    c.output().expect("python3 runs")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{what} failed:\n{text}");
+    text
+}
+
+/// A fresh folder for one test.
+fn dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn tiny_model(d: &Path, experts: u32) -> PathBuf {
+    let m = d.join(format!("tiny-{experts}.gguf"));
+    let script = root().join("calibrate/tests/tiny_model.py");
+    ok(
+        python(&[&script, &m, &"--experts", &experts.to_string()]),
+        "tiny_model.py",
+    );
+    m
+}
+
+/// Deterministic English-like text of about `words` words.
+fn text(d: &Path, words: usize) -> PathBuf {
+    let vocab = [
+        "the", "model", "weight", "of", "a", "token", "and", "quant", "layer", "is", "text", "to",
+        "run", "data", "bit", "in", "small", "random", "values", "matrix",
+    ];
+    let mut s = String::new();
+    let mut x: u64 = 12345;
+    for i in 0..words {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        s.push_str(vocab[(x >> 33) as usize % vocab.len()]);
+        s.push_str(if i % 13 == 12 { ".\n" } else { " " });
+    }
+    let p = d.join("text.txt");
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+fn calibrate(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ggml-qat-calibrate"));
+    c.args(["-t", "2", "-q"]);
+    for a in args {
+        c.arg(a);
+    }
+    c.output().expect("the calibrator runs")
+}
+
+fn check(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+    let script = root().join("calibrate/tests/check_calib.py");
+    let mut all: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&script];
+    all.extend_from_slice(args);
+    ok(python(&all), "check_calib.py")
+}
+
+/// Our sums equal llama-imatrix's on the same text and chunk size.
+fn against_imatrix(name: &str, experts: u32) {
+    let d = dir(name);
+    let model = tiny_model(&d, experts);
+    let txt = text(&d, 1500);
+    let (ours, theirs) = (d.join("ours.gguf"), d.join("theirs.gguf"));
+    ok(
+        calibrate(&[&model, &"-f", &txt, &"-c", &"64", &"-o", &ours]),
+        "ggml-qat-calibrate",
+    );
+    let out = Command::new(llama_bin("llama-imatrix"))
+        .args([
+            "-t", "2", "-c", "64", "-b", "64", "-ub", "64", "--no-ppl", "-m",
+        ])
+        .arg(&model)
+        .arg("-f")
+        .arg(&txt)
+        .arg("-o")
+        .arg(&theirs)
+        .output()
+        .expect("llama-imatrix runs");
+    ok(out, "llama-imatrix");
+    println!("{}", check(&[&"imatrix", &ours, &theirs, &IMATRIX_TOL]));
+    println!("{}", check(&[&"layout", &ours]));
+}
+
+#[test]
+fn dense_sums_equal_llama_imatrix() {
+    against_imatrix("dense", 0);
+}
+
+#[test]
+fn expert_sums_equal_llama_imatrix() {
+    against_imatrix("experts", 4);
+}
+
+#[test]
+fn same_seed_same_file() {
+    let d = dir("seed");
+    let model = tiny_model(&d, 0);
+    let run = |seed: &str, out: &Path, text: &Path| {
+        ok(
+            calibrate(&[
+                &model,
+                &"--tokens",
+                &"600",
+                &"-c",
+                &"64",
+                &"-b",
+                &"4",
+                &"--seed",
+                &seed,
+                &"--save-text",
+                &text,
+                &"-o",
+                &out,
+            ]),
+            "ggml-qat-calibrate",
+        )
+    };
+    let summary = run("7", &d.join("a.gguf"), &d.join("a.txt"));
+    run("7", &d.join("b.gguf"), &d.join("b.txt"));
+    run("8", &d.join("c.gguf"), &d.join("c.txt"));
+    let read = |p: &str| std::fs::read(d.join(p)).unwrap();
+    assert!(
+        read("a.gguf") == read("b.gguf"),
+        "same seed, different files"
+    );
+    assert!(read("a.txt") == read("b.txt"), "same seed, different text");
+    assert!(read("a.gguf") != read("c.gguf"), "another seed, same file");
+    assert!(!read("a.txt").is_empty());
+    assert!(
+        summary.contains("10 chunks x 64 = 640 tokens (640 self-generated)"),
+        "{summary}"
+    );
+    println!("{}", check(&[&"layout", &d.join("a.gguf")]));
+}
+
+/// A failure: exit status 1, the message, and no output file.
+fn fails(args: &[&dyn AsRef<std::ffi::OsStr>], out: &Path, message: &str) {
+    let r = calibrate(args);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains(message), "expected {message:?} in {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    if out.parent().is_some_and(Path::is_dir) && out != Path::new("/dev/full") {
+        let left: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("out.gguf"))
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}
+
+#[test]
+fn errors_are_clear_and_leave_nothing() {
+    let d = dir("errors");
+    let model = tiny_model(&d, 0);
+    let out = d.join("out.gguf");
+    let txt = text(&d, 10);
+    fails(&[&txt, &"-o", &out], &out, "not a GGUF file");
+    fails(
+        &[&d.join("missing.gguf"), &"-o", &out],
+        &out,
+        "No such file",
+    );
+    let broken = d.join("broken.gguf");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    fails(
+        &[&broken, &"-o", &out],
+        &out,
+        "llama.cpp could not load the model",
+    );
+    let dup = d.join("dup.gguf");
+    let script = root().join("calibrate/tests/tiny_model.py");
+    ok(
+        python(&[&script, &dup, &"--duplicate-token"]),
+        "tiny_model.py",
+    );
+    fails(&[&dup, &"-o", &out], &out, "llama.cpp stopped");
+    fails(
+        &[&model, &"-f", &txt, &"-c", &"64", &"-o", &out],
+        &out,
+        "fewer than one chunk",
+    );
+    fails(
+        &[&model, &"-o", &"/dev/full"],
+        Path::new("/dev/full"),
+        "not a regular file",
+    );
+    fails(&[&model, &"-o", &d], &d, "not a regular file");
+    let nowhere = d.join("no/such/dir/out.gguf");
+    fails(&[&model, &"-o", &nowhere], &nowhere, "No such file");
+    fails(&[&model, &"--top-p", &"0", &"-o", &out], &out, "--top-p");
+    full_disk(&model, &out);
+    assert!(!out.exists());
+}
+
+/// A disk that fills up while the file is written (a 64 KiB file-size
+/// limit): the write error, exit status 1, nothing left behind.
+fn full_disk(model: &Path, out: &Path) {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ggml-qat-calibrate"));
+    c.args(["-q", "-t", "2", "--tokens", "128", "-c", "64", "-o"])
+        .arg(out)
+        .arg(model);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 65536,
+                rlim_max: 65536,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            Ok(())
+        });
+    }
+    let r = c.output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("File too large"), "{err}");
+    assert!(!out.exists());
+    let left = std::fs::read_dir(out.parent().unwrap()).unwrap().flatten();
+    assert!(!left
+        .into_iter()
+        .any(|e| e.file_name().to_string_lossy().contains("out.gguf")));
+}

@@ -1,0 +1,88 @@
+"""Checks a calibration file written by ggml-qat-calibrate.
+
+  check_calib.py layout OURS.gguf
+      llama-imatrix's layout and metadata; each Gram symmetric, its diagonal
+      equal to in_sum2 / counts of every weight reading it (rel. 1e-5).
+  check_calib.py imatrix OURS.gguf THEIRS.gguf TOL
+      every weight of llama-imatrix's file is in ours with the same counts
+      and in_sum2 within relative TOL (max over columns of |a-b| / max|b|).
+
+Prints one summary line; exits 1 with a message on a mismatch."""
+
+import sys
+
+import numpy as np
+from gguf import GGUFReader
+
+
+def load(path):
+    r = GGUFReader(path)
+    tensors = {t.name: np.array(t.data, dtype=np.float64) for t in r.tensors}
+    fields = {}
+    for name, f in r.fields.items():
+        if f.types and f.types[0] == 8:  # string
+            fields[name] = bytes(f.parts[-1]).decode()
+        elif f.types and f.types[0] == 9:  # array
+            fields[name] = [bytes(f.parts[i]).decode() for i in f.data] if f.types[-1] == 8 else None
+        else:
+            fields[name] = f.parts[-1].tolist()[0] if len(f.parts) else None
+    return tensors, fields
+
+
+def fail(msg):
+    print("check_calib: FAIL:", msg)
+    sys.exit(1)
+
+
+def layout(path):
+    t, f = load(path)
+    if f.get("general.type") != "imatrix":
+        fail("general.type is not imatrix")
+    for k in ("imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size"):
+        if k not in f:
+            fail(f"missing {k}")
+    names = [n[: -len(".in_sum2")] for n in t if n.endswith(".in_sum2")]
+    if not names or any(n + ".counts" not in t for n in names):
+        fail("in_sum2 without counts")
+    users, grams = f.get("ggml_qat.gram.weights", []), f.get("ggml_qat.gram.tensors", [])
+    if len(users) != len(grams):
+        fail("gram weights and tensors differ in length")
+    worst = 0.0
+    for w, g in zip(users, grams):
+        G = t[g]
+        if not np.allclose(G, G.T, rtol=0, atol=0):
+            fail(f"{g} is not symmetric")
+        diag = t[w + ".in_sum2"].reshape(-1) / t[w + ".counts"].reshape(-1)[0]
+        err = np.max(np.abs(np.diag(G) - diag)) / max(np.max(np.abs(diag)), 1e-30)
+        worst = max(worst, err)
+        if err > 1e-5:
+            fail(f"{g} diagonal differs from {w} in_sum2/counts by {err:.3g}")
+    print(f"check_calib: layout ok: {len(names)} weights, {len(set(grams))} Gram matrices "
+          f"shared by {len(users)} weights, Gram diagonal vs in_sum2/counts max rel err {worst:.2e}")
+
+
+def imatrix(ours, theirs, tol):
+    a, _ = load(ours)
+    b, _ = load(theirs)
+    names = [n[: -len(".in_sum2")] for n in b if n.endswith(".in_sum2")]
+    if not names:
+        fail("llama-imatrix's file holds no entries")
+    worst = 0.0
+    for n in names:
+        if n + ".in_sum2" not in a:
+            fail(f"{n} missing from ours")
+        if not np.array_equal(a[n + ".counts"], b[n + ".counts"]):
+            fail(f"{n}: counts {a[n + '.counts']} vs {b[n + '.counts']}")
+        x, y = a[n + ".in_sum2"], b[n + ".in_sum2"]
+        err = np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-30)
+        worst = max(worst, err)
+        if err > tol:
+            fail(f"{n}: in_sum2 differs by {err:.3g} > {tol}")
+    print(f"check_calib: {len(names)} weights equal to llama-imatrix's, max rel err {worst:.2e} (tol {tol})")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "layout":
+        layout(sys.argv[2])
+    else:
+        imatrix(sys.argv[2], sys.argv[3], float(sys.argv[4]))
