@@ -40,7 +40,8 @@
 #   the blocks cannot all stay at Q8_0). Each plan with each factor set of
 #   PLAN_FACTORS ("measured uniform"): the default factors (measured on
 #   Gemma by measure-roles.sh) and uniform ones (every role and depth 1), so
-#   the table shows what the measured factors are worth.
+#   the table shows what the measured factors are worth. PLAN_AT_Q4_0=0
+#   leaves out the plans at Q4_0's size.
 # Prints one table: file size, bits per weight, mean KLD, same-top-token %,
 # PPL(Q)/PPL(F16); bits per weight = 8 x tensor data bytes / weights. Work
 # files in target/eval-kld/ (the KLD base is ~3.2 GB).
@@ -61,6 +62,7 @@ plan_types=${PLAN_TYPES:-Q2_K,Q3_K,IQ4_XS,IQ4_NL,Q4_0,Q8_0}
 plan_embd_types=${PLAN_EMBD_TYPES:-Q4_0,Q4_1,IQ4_NL,Q5_0,Q5_1,Q8_0}
 plan_sizes=${PLAN_SIZES-200000000}
 plan_factors=${PLAN_FACTORS-measured uniform}
+plan_at_q4_0=${PLAN_AT_Q4_0:-1}
 bin=$(scripts/build-llama-tools.sh)
 tree=$(scripts/fetch-llama-cpp.sh)
 cargo build -j "$jobs" --release --bin ggml-qat-quantize >&2
@@ -159,7 +161,8 @@ if [ "$plan" = 1 ]; then
     fi
     uniform="$work/uniform-factors.txt"
     printf 'token_embd 1\noutput 1\nattn_q 1\nattn_k 1\nattn_v 1\nattn_qkv 1\nattn_kv_b 1\nattn_output 1\nffn_gate 1\nffn_up 1\nffn_down 1\nother 1\ndepth 1 1 1\n' > "$uniform"
-    for tsize in "$q4_0_size" $plan_sizes; do
+    [ "$plan_at_q4_0" = 1 ] || q4_0_size=""
+    for tsize in $q4_0_size $plan_sizes; do
         for fac in $plan_factors; do
             if [ "$fac" = uniform ]; then fopt="--plan-factors $uniform"; fsfx=" (uniform factors)"; else fopt=""; fsfx=""; fi
             for im in none imatrix; do
