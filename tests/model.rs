@@ -11,31 +11,9 @@ use ggml_qat::model::preset::{Preset, Target};
 use ggml_qat::model::{quantize_model, ModelError, Params, Progress};
 use ggml_qat::quant::QuantType;
 
-struct Tmp(PathBuf);
-impl Tmp {
-    fn new(tag: &str) -> Tmp {
-        let d = std::env::temp_dir().join(format!("ggml-qat-model-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Tmp(d)
-    }
-    fn p(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-    fn files(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "common/tmp.rs"]
+mod tmp;
+use tmp::Tmp;
 
 /// Deterministic values with a few outliers.
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -248,6 +226,14 @@ fn check_output(out: &Path, tensors: &[Src], want_types: &[(String, i32)]) {
     assert_eq!(data.len() as u64 % h.alignment, 0);
 }
 
+/// Each tensor's name and chosen type, as the report says.
+fn chosen(r: &ggml_qat::model::Report) -> Vec<(String, i32)> {
+    r.tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.chosen_type_id))
+        .collect()
+}
+
 fn kv_u32(h: &gguf::Header, key: &str) -> Option<u64> {
     h.kv(key).and_then(|k| k.as_u64())
 }
@@ -255,7 +241,7 @@ fn kv_u32(h: &gguf::Header, key: &str) -> Option<u64> {
 #[test]
 fn llama_q4_k_m_matches_ggml_and_llama_quantize_types() {
     use QuantType::*;
-    let d = Tmp::new("llama");
+    let d = Tmp::new("model-llama");
     let (inp, out) = (d.p("in.gguf"), d.p("out.gguf"));
     let tensors = llama_model(8);
     let kvs = llama_kvs("llama", 8);
@@ -323,7 +309,7 @@ fn llama_q4_k_m_matches_ggml_and_llama_quantize_types() {
 #[test]
 fn presets_overrides_pure_and_classes() {
     use QuantType::*;
-    let d = Tmp::new("presets");
+    let d = Tmp::new("model-presets");
     let inp = d.p("in.gguf");
     let tensors = llama_model(4);
     let mut kvs = llama_kvs("llama", 4);
@@ -335,11 +321,7 @@ fn presets_overrides_pure_and_classes() {
         let h = gguf::read_header(&out).unwrap();
         assert_eq!(h.alignment, 64, "alignment kept");
         assert_eq!(kv_u32(&h, "general.file_type"), Some(p as u64));
-        let want: Vec<(String, i32)> = r
-            .tensors
-            .iter()
-            .map(|t| (t.name.clone(), t.chosen_type_id))
-            .collect();
+        let want = chosen(&r);
         check_output(&out, &tensors, &want);
     }
     // overrides (first match wins), output and token types
@@ -378,11 +360,7 @@ fn presets_overrides_pure_and_classes() {
     let mut p = params(Preset::Q4_0);
     p.what.target = Target::Classes([Q8_0, Q4_K, Q6_K, F32]);
     let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
-    let want: Vec<(String, i32)> = r
-        .tensors
-        .iter()
-        .map(|t| (t.name.clone(), t.chosen_type_id))
-        .collect();
+    let want = chosen(&r);
     check_output(&out, &tensors, &want);
     assert_eq!(ty_of(&r, "token_embd.weight"), "q8_0");
     assert_eq!(ty_of(&r, "blk.1.attn_k.weight"), "q4_K");
@@ -411,7 +389,7 @@ fn ty_of(r: &ggml_qat::model::Report, n: &str) -> String {
 #[test]
 fn other_architectures_moe_3d_tied_embeddings_and_1d() {
     use QuantType::*;
-    let d = Tmp::new("arch");
+    let d = Tmp::new("model-arch");
     // gemma-style (tied embeddings: token_embd takes output's Q6_K / Q8_0),
     // qwen2moe-style 3-D experts, phi3-style fused qkv, a 1-D bias, ne0 = 48.
     let tensors = vec![
@@ -430,11 +408,7 @@ fn other_architectures_moe_3d_tied_embeddings_and_1d() {
     write_gguf(&inp, &kvs, &tensors, 32);
     let out = d.p("out.gguf");
     let r = quantize_model(&inp, &out, &params(Preset::Q4_K_M), &mut no_progress()).unwrap();
-    let want: Vec<(String, i32)> = r
-        .tensors
-        .iter()
-        .map(|t| (t.name.clone(), t.chosen_type_id))
-        .collect();
+    let want = chosen(&r);
     check_output(&out, &tensors, &want);
     assert_eq!(ty_of(&r, "token_embd.weight"), "q6_K"); // tied: output's rule
     assert_eq!(ty_of(&r, "blk.0.attn_qkv.weight"), "q6_K"); // attn_v-like, use_more_bits(0, 1)
@@ -451,7 +425,7 @@ fn other_architectures_moe_3d_tied_embeddings_and_1d() {
 #[test]
 fn imatrix_legacy_and_gguf_are_used_and_checked() {
     use QuantType::*;
-    let d = Tmp::new("imatrix");
+    let d = Tmp::new("model-imatrix");
     let tensors = vec![
         src("blk.0.attn_q.weight", &[256, 8], F32, 1),
         src("blk.0.ffn_up_exps.weight", &[256, 4, 2], F32, 2),
@@ -547,7 +521,7 @@ fn fails(d: &Tmp, inp: &Path, out: &Path, p: &Params, what: &str) {
 
 #[test]
 fn bad_inputs_give_clear_errors_and_no_output() {
-    let d = Tmp::new("bad");
+    let d = Tmp::new("model-bad");
     let (inp, good) = small(&d);
     let out = d.p("out.gguf");
     let p = params(Preset::Q4_K_M);
@@ -642,7 +616,7 @@ fn bad_inputs_give_clear_errors_and_no_output() {
 fn full_disk_leaves_no_output() {
     // RLIMIT_FSIZE in a child process running the command-line tool.
     use std::os::unix::process::CommandExt;
-    let d = Tmp::new("fsize");
+    let d = Tmp::new("model-fsize");
     let (inp, _) = llama_file(&d, 2);
     let before = std::fs::read(&inp).unwrap();
     let out = d.p("out.gguf");
@@ -679,7 +653,7 @@ fn full_disk_leaves_no_output() {
 
 #[test]
 fn split_shards_quantize_alone_or_together() {
-    let d = Tmp::new("split");
+    let d = Tmp::new("model-split");
     let t = llama_model(2);
     let (a, b) = t.split_at(6);
     let mut k1 = llama_kvs("llama", 2);
@@ -772,7 +746,7 @@ fn split_shards_quantize_alone_or_together() {
 #[test]
 fn optimize_is_never_worse_per_tensor_and_off_changes_nothing() {
     use ggml_qat::qat::optimize::weighted_error;
-    let d = Tmp::new("optimize");
+    let d = Tmp::new("model-optimize");
     let (inp, tensors) = llama_file(&d, 2);
     // An imatrix for some tensors only (the others are searched data-free).
     let im_q: Vec<f32> = (0..256).map(|i| 0.1 + ((i * 37) % 11) as f32).collect();
@@ -887,7 +861,7 @@ fn optimize_is_never_worse_per_tensor_and_off_changes_nothing() {
 #[test]
 fn size_target_meets_the_size_with_ggml_bytes_and_measured_errors() {
     use ggml_qat::model::planner::SizeTarget;
-    let d = Tmp::new("plan");
+    let d = Tmp::new("model-plan");
     let (inp, tensors) = llama_file(&d, 3);
     let base = d.p("q4_0.gguf");
     let mut p0 = params(Preset::Q4_0);
@@ -922,11 +896,7 @@ fn size_target_meets_the_size_with_ggml_bytes_and_measured_errors() {
             );
         }
         // Every tensor: ggml's bytes for the type chosen.
-        let want: Vec<(String, i32)> = r
-            .tensors
-            .iter()
-            .map(|t| (t.name.clone(), t.chosen_type_id))
-            .collect();
+        let want = chosen(&r);
         check_output(&out, &tensors, &want);
         let mut predicted = 0.0;
         for t in &r.tensors {
@@ -1054,7 +1024,7 @@ fn size_target_meets_the_size_with_ggml_bytes_and_measured_errors() {
 
 #[test]
 fn command_line_size_target_dry_run_shows_the_plan() {
-    let d = Tmp::new("plan-cli");
+    let d = Tmp::new("model-plan-cli");
     let (inp, _) = llama_file(&d, 2);
     let out = d.p("out.gguf");
     let run = |extra: &[&str]| {
@@ -1130,7 +1100,7 @@ fn narrow_model(d: &Tmp) -> (PathBuf, Vec<Src>) {
 #[test]
 fn manual_types_fall_back_like_the_rules() {
     use QuantType::*;
-    let d = Tmp::new("manual-fallback");
+    let d = Tmp::new("model-manual-fallback");
     let (inp, tensors) = narrow_model(&d);
     let mut p = params(Preset::Q8_0);
     p.what.token_embd_type = Some(Q4_K);
@@ -1153,18 +1123,14 @@ fn manual_types_fall_back_like_the_rules() {
     );
     assert_eq!(t("output.weight").chosen_type, "q8_0");
     assert!(t("output.weight").fallback.is_some());
-    let want: Vec<(String, i32)> = r
-        .tensors
-        .iter()
-        .map(|t| (t.name.clone(), t.chosen_type_id))
-        .collect();
+    let want = chosen(&r);
     check_output(&out, &tensors, &want);
 }
 
 #[test]
 fn huge_numbers_in_names_and_shapes_are_no_panic() {
     use QuantType::*;
-    let d = Tmp::new("huge-numbers");
+    let d = Tmp::new("model-huge-numbers");
     // A layer number beyond i64 arithmetic, an empty tensor whose other
     // dimensions overflow when multiplied.
     let mut tensors = llama_model(1);
@@ -1209,7 +1175,7 @@ fn huge_numbers_in_names_and_shapes_are_no_panic() {
 
 #[test]
 fn a_missing_shard_is_an_error() {
-    let d = Tmp::new("missing-shard");
+    let d = Tmp::new("model-missing-shard");
     let t = llama_model(1);
     let mut kvs = llama_kvs("llama", 1);
     kvs.push(Kv::u16("split.no", 0));
@@ -1229,7 +1195,7 @@ fn a_missing_shard_is_an_error() {
 
 #[test]
 fn token_embd_imatrix_of_another_size_is_ignored_as_llama_cpp_does() {
-    let d = Tmp::new("embd-imatrix");
+    let d = Tmp::new("model-embd-imatrix");
     let (inp, tensors) = llama_file(&d, 1);
     // Twice the row: llama.cpp quantizes token_embd without it. (Its first
     // row of weights was once used as if it fitted.)
@@ -1242,18 +1208,14 @@ fn token_embd_imatrix_of_another_size_is_ignored_as_llama_cpp_does() {
     p.what.imatrix = Some(dat);
     let out = d.p("o.gguf");
     let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
-    let want: Vec<(String, i32)> = r
-        .tensors
-        .iter()
-        .map(|t| (t.name.clone(), t.chosen_type_id))
-        .collect();
+    let want = chosen(&r);
     check_output(&out, &tensors, &want);
 }
 
 #[test]
 fn conflicting_options_are_refused_naming_both() {
     use QuantType::*;
-    let d = Tmp::new("conflicts");
+    let d = Tmp::new("model-conflicts");
     let (inp, _) = llama_file(&d, 1);
     type Case = (Box<dyn Fn(&mut Params)>, [&'static str; 2]);
     let cases: Vec<Case> = vec![

@@ -17,23 +17,9 @@ use ggml_qat::model::preset::Preset;
 const GIB: u64 = 1 << 30;
 const CHILD: &str = "MODEL_INPUT_CHILD";
 
-struct Tmp(PathBuf);
-impl Tmp {
-    fn new(tag: &str) -> Tmp {
-        let d = std::env::temp_dir().join(format!("ggml-qat-input-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Tmp(d)
-    }
-    fn p(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "common/tmp.rs"]
+mod tmp;
+use tmp::Tmp;
 
 /// Runs `body` in a child process (this test, re-executed) whose address
 /// space is limited to `limit` bytes; fails when the child does not pass
@@ -122,7 +108,7 @@ fn sparse_n_kv_near_the_file_bound_is_refused() {
         LIMIT,
         T,
         || {
-            let d = Tmp::new("nkv");
+            let d = Tmp::new("input-nkv");
             let p = d.p("m.gguf");
             let len = 10 * GIB;
             sparse(&p, &head(0, len / 13 - 1), len);
@@ -139,7 +125,7 @@ fn sparse_n_tensors_near_the_file_bound_is_refused() {
         LIMIT,
         T,
         || {
-            let d = Tmp::new("nt");
+            let d = Tmp::new("input-nt");
             let p = d.p("m.gguf");
             let len = 10 * GIB;
             sparse(&p, &head(len / 32 - 1, 0), len);
@@ -152,7 +138,7 @@ fn sparse_n_tensors_near_the_file_bound_is_refused() {
 #[test]
 fn sparse_9_gib_key_is_refused() {
     isolated("sparse_9_gib_key_is_refused", LIMIT, T, || {
-        let d = Tmp::new("key");
+        let d = Tmp::new("input-key");
         let p = d.p("m.gguf");
         let mut b = head(0, 1);
         b.extend((9 * GIB).to_le_bytes());
@@ -164,7 +150,7 @@ fn sparse_9_gib_key_is_refused() {
 #[test]
 fn sparse_9_gib_u8_array_is_refused() {
     isolated("sparse_9_gib_u8_array_is_refused", LIMIT, T, || {
-        let d = Tmp::new("arr");
+        let d = Tmp::new("input-arr");
         let p = d.p("m.gguf");
         let mut b = head(0, 1);
         put_str(&mut b, "tokenizer.ggml.token_type");
@@ -180,7 +166,7 @@ fn sparse_9_gib_u8_array_is_refused() {
 fn sparse_3_gib_string_value_is_refused_before_reading_it() {
     let name = "sparse_3_gib_string_value_is_refused_before_reading_it";
     isolated(name, LIMIT, Duration::from_secs(20), || {
-        let d = Tmp::new("str");
+        let d = Tmp::new("input-str");
         let p = d.p("m.gguf");
         let mut b = head(0, 1);
         put_str(&mut b, "general.name");
@@ -217,7 +203,7 @@ type StructCase<'a> = (Vec<Kv>, Vec<(&'a str, u64, u64)>, u64, &'a [&'a str]);
 
 #[test]
 fn structural_errors_are_refused_with_their_cause() {
-    let d = Tmp::new("struct");
+    let d = Tmp::new("input-struct");
     let p = d.p("m.gguf");
     let kv = |k: &str| Kv::u32(k, 1);
     let cases: Vec<StructCase> = vec![
@@ -274,7 +260,7 @@ fn structural_errors_are_refused_with_their_cause() {
 
 #[test]
 fn tensor_shapes_llama_cpp_refuses_are_refused() {
-    let d = Tmp::new("shape");
+    let d = Tmp::new("input-shape");
     let p = d.p("m.gguf");
     let one = |n_dims: u32, ne: &[u64]| {
         let mut b = head(1, 0);
@@ -330,7 +316,7 @@ fn model_kvs(arch: &str) -> Vec<Kv> {
 
 #[test]
 fn model_headers_llama_cpp_refuses_are_refused() {
-    let d = Tmp::new("arch");
+    let d = Tmp::new("input-arch");
     let p = d.p("m.gguf");
     let check = |kvs: &[Kv]| {
         model_file(&p, kvs, &[("blk.0.attn_q.weight", 64)]);
@@ -396,7 +382,7 @@ fn imatrix_dev_zero_is_refused() {
 fn imatrix_fifo_is_refused_without_blocking() {
     let name = "imatrix_fifo_is_refused_without_blocking";
     isolated(name, LIMIT, Duration::from_secs(20), || {
-        let d = Tmp::new("fifo");
+        let d = Tmp::new("input-fifo");
         let p = d.p("im.dat");
         let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
@@ -408,7 +394,7 @@ fn imatrix_fifo_is_refused_without_blocking() {
 fn model_fifo_is_refused_without_blocking() {
     let name = "model_fifo_is_refused_without_blocking";
     isolated(name, LIMIT, Duration::from_secs(20), || {
-        let d = Tmp::new("mfifo");
+        let d = Tmp::new("input-mfifo");
         let p = d.p("m.gguf");
         let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
@@ -444,7 +430,7 @@ fn gguf_imatrix(path: &Path, entries: &[(&str, &[f32], &[f32])]) {
 
 #[test]
 fn imatrix_values_llama_quantize_cannot_use_are_refused() {
-    let d = Tmp::new("imval");
+    let d = Tmp::new("input-imval");
     let p = d.p("im.gguf");
     let good = [1.0f32; 32];
     gguf_imatrix(&p, &[("a.weight", &good, &[2.0])]);
@@ -483,7 +469,7 @@ fn imatrix_values_llama_quantize_cannot_use_are_refused() {
 
 #[test]
 fn imatrix_duplicate_legacy_entry_is_refused() {
-    let d = Tmp::new("imdup");
+    let d = Tmp::new("input-imdup");
     let l = d.p("im.dat");
     let v = [1.0f32; 32];
     imatrix::write_legacy(&l, &[("a.weight", 1, &v), ("a.weight", 1, &v)]).unwrap();
@@ -493,7 +479,7 @@ fn imatrix_duplicate_legacy_entry_is_refused() {
 #[test]
 fn imatrix_sizes_are_bounded_by_the_file() {
     isolated("imatrix_sizes_are_bounded_by_the_file", LIMIT, T, || {
-        let d = Tmp::new("imsize");
+        let d = Tmp::new("input-imsize");
         let l = d.p("im.dat");
         // one entry of i32::MAX values (8 GiB), the file sparse and big enough
         let mut b = 1i32.to_le_bytes().to_vec();
@@ -629,7 +615,7 @@ mod fuzz_model;
 /// cases as the targets: no panic.
 #[test]
 fn fuzz_corpora_replay_cleanly() {
-    let d = Tmp::new("replay");
+    let d = Tmp::new("input-replay");
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
     let files = |t: &str| {
         let mut v: Vec<PathBuf> = std::fs::read_dir(corpus.join(t))
@@ -656,7 +642,7 @@ fn fuzz_corpora_replay_cleanly() {
 
 #[test]
 fn empty_tensors_keep_their_shape_through_the_writer() {
-    let d = Tmp::new("empty");
+    let d = Tmp::new("input-empty");
     let p = d.p("m.gguf");
     let t = |name: &str, ne: [u64; 4], nbytes: u64| OutTensor {
         name: name.into(),

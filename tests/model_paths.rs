@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -13,32 +13,9 @@ use ggml_qat::model::gguf::{self, Kv, OutTensor};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ggml-qat-quantize");
 
-/// A fresh folder, removed at the end.
-struct Dir(PathBuf);
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("ggml-qat-paths-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-    fn p(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-    fn files(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "common/tmp.rs"]
+mod tmp;
+use tmp::Tmp as Dir;
 
 /// A one-tensor F32 llama-style model of `rows` rows of 256 values.
 fn model(path: &Path, rows: u64) {
@@ -85,7 +62,7 @@ fn refused(o: &Output, want: &[&str]) {
 
 #[test]
 fn fifo_and_device_outputs_are_refused_untouched() {
-    let d = Dir::new("fifo");
+    let d = Dir::new("paths-fifo");
     let inp = d.p("in.gguf");
     model(&inp, 4);
     let fifo = d.p("out.fifo");
@@ -115,7 +92,7 @@ fn fifo_and_device_outputs_are_refused_untouched() {
 fn dev_null_output_is_refused_before_any_work() {
     // Not a valid model: the old tool failed on it before touching
     // /dev/null, so this test never replaces /dev/null, whatever the code.
-    let d = Dir::new("devnull");
+    let d = Dir::new("paths-devnull");
     let inp = d.p("in.gguf");
     std::fs::write(&inp, b"not a model").unwrap();
     refused(
@@ -128,7 +105,7 @@ fn dev_null_output_is_refused_before_any_work() {
 
 #[test]
 fn directory_output_is_refused_before_any_work() {
-    let d = Dir::new("dir");
+    let d = Dir::new("paths-dir");
     let inp = d.p("in.gguf");
     model(&inp, 4);
     std::fs::create_dir(d.p("out.gguf")).unwrap();
@@ -141,7 +118,7 @@ fn directory_output_is_refused_before_any_work() {
 
 #[test]
 fn output_is_never_the_input() {
-    let d = Dir::new("same");
+    let d = Dir::new("paths-same");
     let inp = d.p("in.gguf");
     model(&inp, 4);
     let before = std::fs::read(&inp).unwrap();
@@ -156,7 +133,7 @@ fn output_is_never_the_input() {
 
 #[test]
 fn report_is_never_the_input_nor_the_output() {
-    let d = Dir::new("report");
+    let d = Dir::new("paths-report");
     let inp = d.p("in.gguf");
     model(&inp, 4);
     let before = std::fs::read(&inp).unwrap();
@@ -182,7 +159,7 @@ fn report_is_never_the_input_nor_the_output() {
 
 #[test]
 fn report_in_a_missing_folder_leaves_no_output() {
-    let d = Dir::new("nofolder");
+    let d = Dir::new("paths-nofolder");
     let inp = d.p("in.gguf");
     model(&inp, 4);
     let r = d.p("no/such/report.json");
@@ -209,7 +186,7 @@ fn temporaries(d: &Dir) -> Vec<String> {
 
 #[test]
 fn signals_remove_the_temporary_output() {
-    let d = Dir::new("signal");
+    let d = Dir::new("paths-signal");
     let inp = d.p("in.gguf");
     model(&inp, 4096); // 4 MiB of F32 through --optimize: about 30 s (killed early).
     let out = d.p("out.gguf");
@@ -244,7 +221,7 @@ fn closed_stdout_is_no_panic() {
     // A pipe whose reader is gone: writes fail with EPIPE. (A closed fd 1
     // is reopened on /dev/null by Rust's runtime, so `>&-` proves nothing.)
     use std::os::fd::FromRawFd;
-    let d = Dir::new("stdout");
+    let d = Dir::new("paths-stdout");
     let inp = d.p("in.gguf");
     model(&inp, 4);
     let out = d.p("out.gguf");
@@ -266,7 +243,7 @@ fn closed_stdout_is_no_panic() {
 
 #[test]
 fn absurd_thread_counts_are_refused() {
-    let d = Dir::new("threads");
+    let d = Dir::new("paths-threads");
     let inp = d.p("in.gguf");
     model(&inp, 4);
     let mut cmd = Command::new(BIN);
@@ -294,7 +271,7 @@ fn absurd_thread_counts_are_refused() {
 fn c_api_checks_paths_and_threads() {
     use ggml_qat::capi::model::{ggml_qat_model_default_params, ggml_qat_quantize_model};
     use std::ffi::{CStr, CString};
-    let d = Dir::new("capi");
+    let d = Dir::new("paths-capi");
     let inp = d.p("in.gguf");
     model(&inp, 4);
     let before = std::fs::read(&inp).unwrap();
@@ -325,7 +302,7 @@ fn c_api_checks_paths_and_threads() {
 
 #[test]
 fn symlink_outputs_are_written_through_or_refused() {
-    let d = Dir::new("symlink");
+    let d = Dir::new("paths-symlink");
     let inp = d.p("in.gguf");
     model(&inp, 4);
     std::fs::write(d.p("real.gguf"), b"old").unwrap();
