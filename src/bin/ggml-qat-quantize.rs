@@ -176,6 +176,14 @@ fn params(a: &Args) -> Result<Params, String> {
     Ok(Params { what, how, report })
 }
 
+/// The parameters, refused here (exit status 2) when they contradict each
+/// other, as the library would refuse them.
+fn checked_params(a: &Args) -> Result<Params, String> {
+    let p = params(a)?;
+    p.validate().map_err(|e| e.to_string())?;
+    Ok(p)
+}
+
 /// The preset, or the classes (with `--class-types`).
 fn target(a: &Args) -> Result<Target, String> {
     if !a.ty.eq_ignore_ascii_case("classes") {
@@ -423,12 +431,7 @@ fn main() -> ExitCode {
         say(format_args!("{e}"));
     }
     let args = Args::parse();
-    let p = match params(&args).and_then(|p| {
-        p.validate()
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-            .map(|_| p)
-    }) {
+    let p = match checked_params(&args) {
         Ok(p) => p,
         Err(e) => {
             say(format_args!("{e}"));

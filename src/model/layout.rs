@@ -42,9 +42,7 @@ pub fn layout(src: &Source, a: &Assignment, paths: &[PathBuf], file_type: u32) -
         .zip(&src.selected)
         .map(|(path, &shard)| {
             let h = &src.shards[shard].header;
-            let tensors = out_tensors(h, &a[shard]);
-            let kvs = output_kvs(h, src.shards.len(), file_type);
-            let (header, _) = gguf::encode_header(&kvs, &tensors, h.alignment);
+            let (tensors, header) = encode(src, a, shard, file_type);
             let data: u64 = tensors
                 .iter()
                 .map(|t| t.nbytes.div_ceil(h.alignment) * h.alignment)
@@ -63,17 +61,18 @@ pub fn layout(src: &Source, a: &Assignment, paths: &[PathBuf], file_type: u32) -
 
 /// Header bytes of every shard's output (they do not depend on the types).
 pub fn header_bytes(src: &Source, a: &Assignment, file_type: u32) -> u64 {
-    src.shards
-        .iter()
-        .zip(a)
-        .map(|(s, sa)| {
-            let h = &s.header;
-            let kvs = output_kvs(h, src.shards.len(), file_type);
-            gguf::encode_header(&kvs, &out_tensors(h, sa), h.alignment)
-                .0
-                .len() as u64
-        })
+    (0..src.shards.len())
+        .map(|shard| encode(src, a, shard, file_type).1.len() as u64)
         .sum()
+}
+
+/// Shard `shard`'s output tensor infos and encoded header under `a`.
+fn encode(src: &Source, a: &Assignment, shard: usize, file_type: u32) -> (Vec<OutTensor>, Vec<u8>) {
+    let h = &src.shards[shard].header;
+    let tensors = out_tensors(h, &a[shard]);
+    let kvs = output_kvs(h, src.shards.len(), file_type);
+    let (header, _) = gguf::encode_header(&kvs, &tensors, h.alignment);
+    (tensors, header)
 }
 
 /// The tensor infos written for shard `h`.

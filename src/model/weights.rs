@@ -3,6 +3,7 @@
 //! `--optimize --norm-importance` the data-free importance of the RMS norm
 //! that scales its inputs.
 
+use super::gguf::TensorInfo;
 use super::imatrix::Imatrix;
 use super::roles::{self, Category};
 use super::source::{Source, TensorRef};
@@ -33,20 +34,10 @@ impl<'a> ColumnWeights<'a> {
     ) -> Result<ColumnWeights<'a>, ModelError> {
         let t = src.info(r);
         let row_len = t.ne[0] as usize;
-        let experts = t.ne[2] as usize;
-        let mut im = imatrix.and_then(|m| m.get(&t.name)).map(|v| v.as_slice());
-        if let Some(v) = im {
-            if Some(v.len()) != row_len.checked_mul(experts) {
-                if roles::category(&t.name) != Category::TokenEmbd {
-                    return Err(ModelError::Imatrix(format!(
-                        "entry '{}' has {} weights, the tensor needs {row_len} × {experts}",
-                        t.name,
-                        v.len()
-                    )));
-                }
-                im = None;
-            }
-        }
+        let im = match imatrix {
+            Some(m) => imatrix_entry(m, t)?,
+            None => None,
+        };
         // (An empty tensor needs no weights: `ne[2]` may then be anything.)
         let norm = if im.is_none() && norm && t.nelements() > 0 {
             norm_importance(src, r)?
@@ -131,22 +122,34 @@ fn norm_importance(src: &Source, r: TensorRef) -> Result<Option<Vec<f32>>, Model
     Ok(Some(d.repeat((t.ne[2] as usize).max(1))))
 }
 
+/// The imatrix entry of `t`: `None` when there is none, or when a
+/// token_embd entry has another size (llama.cpp then quantizes without);
+/// an error when another tensor's entry is not `ne[0]` × experts.
+fn imatrix_entry<'a>(im: &'a Imatrix, t: &TensorInfo) -> Result<Option<&'a [f32]>, ModelError> {
+    let Some(v) = im.get(&t.name) else {
+        return Ok(None);
+    };
+    if Some(v.len() as u64) == t.ne[0].checked_mul(t.ne[2]) {
+        return Ok(Some(v));
+    }
+    if roles::category(&t.name) == Category::TokenEmbd {
+        return Ok(None);
+    }
+    Err(ModelError::Imatrix(format!(
+        "entry '{}' has {} weights, the tensor needs {} (ne[0] * experts): an imatrix of another model?",
+        t.name,
+        v.len(),
+        t.ne[0].saturating_mul(t.ne[2])
+    )))
+}
+
 /// The imatrix must belong to this model: some names in common and every
 /// common name of the right size (token_embd excepted, as in llama.cpp).
 pub fn check_imatrix(im: &Imatrix, src: &Source) -> Result<(), ModelError> {
     let mut common = 0;
     for (_, t) in src.tensors() {
-        let Some(v) = im.get(&t.name) else { continue };
-        common += 1;
-        let want = t.ne[0].checked_mul(t.ne[2]);
-        if Some(v.len() as u64) != want && roles::category(&t.name) != Category::TokenEmbd {
-            return Err(ModelError::Imatrix(format!(
-                "entry '{}' has {} weights, the tensor needs {} (ne[0] * experts): an imatrix of another model?",
-                t.name,
-                v.len(),
-                t.ne[0].saturating_mul(t.ne[2])
-            )));
-        }
+        common += usize::from(im.get(&t.name).is_some());
+        imatrix_entry(im, t)?;
     }
     if common == 0 {
         return Err(ModelError::Imatrix(format!(
