@@ -60,6 +60,18 @@ pub struct Args {
     /// Also collect output.weight, as llama-imatrix --process-output.
     #[arg(long = "process-output")]
     pub process_output: bool,
+    /// The type each group of weights is quantized to when measuring the
+    /// model's sensitivities (ggml's name: q4_0, q4_k, iq4_nl, …).
+    #[arg(long = "probe-type", default_value = "q4_0")]
+    pub probe_type: String,
+    /// Calibration tokens the sensitivities are measured on (the first
+    /// chunks of the calibration text; rounded up to whole chunks).
+    #[arg(long = "sensitivity-tokens", default_value_t = 1024)]
+    pub sensitivity_tokens: usize,
+    /// Do not measure the sensitivities (the file then carries no planner
+    /// factors, and the model is memory-mapped rather than read).
+    #[arg(long = "no-sensitivity")]
+    pub no_sensitivity: bool,
     /// Show llama.cpp's log.
     #[arg(short, long)]
     pub verbose: bool,
@@ -105,6 +117,9 @@ impl Args {
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad("--top-p must be in (0, 1]");
+        }
+        if self.sensitivity_tokens == 0 {
+            return bad("--sensitivity-tokens must be at least 1");
         }
         if self.top_k < 0 {
             return bad("--top-k must be >= 0");

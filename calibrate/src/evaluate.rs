@@ -3,12 +3,14 @@
 //! token replaced by BOS when the model adds one, every position's output
 //! requested (so the last layer sees every token). A chunk is decoded in
 //! steps of `ubatch` tokens (llama-imatrix with `-b` below `-c`), each one
-//! graph evaluation; the `Collector` gathers the statistics in the callback.
+//! graph evaluation; the `Collector` gathers the statistics in the callback,
+//! and the sensitivity `Reference` keeps the distributions it will score.
 
 use crate::collect::{self, Collector};
 use crate::error::{Error, Result};
 use crate::ffi::Token;
 use crate::llama::{Batch, Context, ContextParams, Model};
+use crate::sensitivity::Reference;
 use std::ffi::c_void;
 
 /// Chunk size, step size, threads.
@@ -25,6 +27,7 @@ pub fn evaluate(
     tokens: &[Token],
     shape: &Shape,
     collector: &mut Collector,
+    mut reference: Option<&mut Reference>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<usize> {
     let (ctx_size, step) = (shape.ctx, shape.ubatch.clamp(1, shape.ctx));
@@ -37,6 +40,7 @@ pub fn evaluate(
     let data = (collector as *mut Collector).cast::<c_void>();
     let mut ctx = Context::new(model, &cp, Some((collect::callback, data)))?;
     let vocab = model.vocab();
+    let n_vocab = vocab.n_tokens();
     let mut batch = Batch::new(step)?;
     for (i, chunk) in tokens.chunks_exact(ctx_size).enumerate() {
         ctx.clear();
@@ -51,6 +55,11 @@ pub fn evaluate(
                 batch.add(t, k, 0, true);
             }
             decode(&mut ctx, &batch, data)?;
+            if let Some(r) = reference.as_deref_mut() {
+                for k in start..(start + step).min(ctx_size) {
+                    r.keep(i, k, ctx.logits(k - start, n_vocab)?);
+                }
+            }
         }
         progress(i + 1);
     }
@@ -72,4 +81,26 @@ fn decode(ctx: &mut Context, batch: &Batch, data: *mut c_void) -> Result<()> {
         return Err(Error::Statistics(e));
     }
     r
+}
+
+/// Every model weight one small evaluation reads, by name (the tensors as
+/// llama.cpp holds them, for the sensitivity probes).
+pub fn weights_read(model: &Model) -> Result<std::collections::BTreeMap<String, usize>> {
+    let mut found = std::collections::BTreeMap::<String, usize>::new();
+    let cp = ContextParams {
+        n_ctx: 8,
+        n_batch: 2,
+        n_seq: 1,
+        threads: 1,
+    };
+    let data = (&mut found as *mut std::collections::BTreeMap<String, usize>).cast::<c_void>();
+    let mut ctx = Context::new(model, &cp, Some((crate::probe::scan, data)))?;
+    let mut batch = Batch::new(2)?;
+    let bos = model.vocab().bos();
+    for k in 0..2 {
+        batch.add(bos, k, 0, true);
+    }
+    ctx.decode(&batch, "finding the model's weights")?;
+    drop(ctx);
+    Ok(found)
 }

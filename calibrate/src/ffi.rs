@@ -49,6 +49,11 @@ pub type Token = i32;
 pub type EvalCallback =
     unsafe extern "C" fn(t: *mut GgmlTensor, ask: bool, data: *mut c_void) -> bool;
 
+/// `GGUF_TYPE_FLOAT32`.
+pub const GGUF_TYPE_FLOAT32: i32 = 6;
+/// `GGML_MAX_SRC`.
+pub const MAX_SRC: usize = 10;
+
 pub const OP_MUL_MAT: i32 = 1;
 pub const OP_MUL_MAT_ID: i32 = 2;
 
@@ -74,7 +79,8 @@ extern "C" {
     pub fn qc_init(verbose: bool);
     pub fn qc_last_log_error() -> *const c_char;
     pub fn qc_on_fatal(path: *const c_char);
-    pub fn qc_model_load(path: *const c_char, n_gpu_layers: i32) -> *mut LlamaModel;
+    pub fn qc_model_load(path: *const c_char, n_gpu_layers: i32, writable: bool)
+        -> *mut LlamaModel;
     pub fn qc_context_new(
         model: *mut LlamaModel,
         n_ctx: u32,
@@ -93,6 +99,31 @@ extern "C" {
     pub fn qc_node(t: *const GgmlTensor, out: *mut Node) -> bool;
     pub fn qc_nbytes(t: *const GgmlTensor) -> usize;
     pub fn qc_tensor_read(t: *const GgmlTensor, dst: *mut c_void, n: usize) -> bool;
+    pub fn qc_weight_srcs(t: *const GgmlTensor, out: *mut *const GgmlTensor, max: i32) -> i32;
+    pub fn qc_tensor_desc(t: *const GgmlTensor, ty: *mut i32, ne: *mut i64) -> *const c_char;
+    pub fn qc_tensor_get(t: *const GgmlTensor, dst: *mut c_void, off: usize, n: usize) -> bool;
+    pub fn qc_tensor_set(t: *mut GgmlTensor, src: *const c_void, off: usize, n: usize) -> bool;
+    pub fn qc_type_from_name(name: *const c_char) -> i32;
+    pub fn qc_type_name(ty: i32) -> *const c_char;
+    pub fn qc_block_size(ty: i32) -> i64;
+    pub fn qc_type_quantizable(ty: i32) -> bool;
+    pub fn qc_row_size(ty: i32, n: i64) -> usize;
+    pub fn qc_to_f32(ty: i32, src: *const c_void, dst: *mut f32, n: i64) -> bool;
+    pub fn qc_from_f32(
+        ty: i32,
+        src: *const f32,
+        dst: *mut c_void,
+        nrows: i64,
+        n_per_row: i64,
+    ) -> usize;
+    pub fn qc_gguf_open(path: *const c_char) -> *mut GgufContext;
+    pub fn qc_gguf_tensor_at(
+        g: *const GgufContext,
+        name: *const c_char,
+        offset: *mut u64,
+        size: *mut u64,
+    ) -> bool;
+    pub fn qc_gguf_split_count(g: *const GgufContext) -> i32;
     pub fn qc_meta_context(n_tensors: usize) -> *mut GgmlContext;
     pub fn qc_add_f32(
         gguf: *mut GgufContext,
@@ -110,6 +141,22 @@ extern "C" {
     pub fn llama_memory_clear(mem: *mut LlamaMemory, data: bool);
     pub fn llama_memory_seq_rm(mem: *mut LlamaMemory, seq: i32, p0: i32, p1: i32) -> bool;
     pub fn llama_vocab_bos(vocab: *const LlamaVocab) -> Token;
+    pub fn llama_vocab_n_tokens(vocab: *const LlamaVocab) -> i32;
+    pub fn llama_get_logits_ith(ctx: *mut LlamaContext, i: i32) -> *mut f32;
+    pub fn llama_split_path(
+        path: *mut c_char,
+        maxlen: usize,
+        prefix: *const c_char,
+        split_no: i32,
+        split_count: i32,
+    ) -> i32;
+    pub fn llama_split_prefix(
+        prefix: *mut c_char,
+        maxlen: usize,
+        path: *const c_char,
+        split_no: i32,
+        split_count: i32,
+    ) -> i32;
     pub fn llama_vocab_is_eog(vocab: *const LlamaVocab, token: Token) -> bool;
     pub fn llama_vocab_get_add_bos(vocab: *const LlamaVocab) -> bool;
     pub fn llama_tokenize(
@@ -135,6 +182,8 @@ extern "C" {
     pub fn llama_sampler_free(smpl: *mut LlamaSampler);
 
     pub fn ggml_free(ctx: *mut GgmlContext);
+    pub fn ggml_fp32_to_fp16_row(src: *const f32, dst: *mut u16, n: i64);
+    pub fn ggml_fp16_to_fp32_row(src: *const u16, dst: *mut f32, n: i64);
     pub fn gguf_init_empty() -> *mut GgufContext;
     pub fn gguf_free(ctx: *mut GgufContext);
     pub fn gguf_set_val_str(ctx: *mut GgufContext, key: *const c_char, val: *const c_char);
@@ -149,4 +198,11 @@ extern "C" {
     pub fn gguf_get_meta_data(ctx: *const GgufContext, data: *mut c_void);
     pub fn gguf_get_tensor_offset(ctx: *const GgufContext, tensor_id: i64) -> usize;
     pub fn gguf_get_alignment(ctx: *const GgufContext) -> usize;
+    pub fn gguf_set_arr_data(
+        ctx: *mut GgufContext,
+        key: *const c_char,
+        ty: i32,
+        data: *const c_void,
+        n: usize,
+    );
 }

@@ -42,7 +42,9 @@ pub struct Model(NonNull<ffi::LlamaModel>);
 impl Model {
     /// Loads a GGUF model; a file that is not GGUF is refused before
     /// llama.cpp sees it.
-    pub fn load(path: &Path, n_gpu_layers: i32) -> Result<Model> {
+    /// `writable`: the weights in memory of their own, so that
+    /// [`crate::probe`] may overwrite them (no mmap).
+    pub fn load(path: &Path, n_gpu_layers: i32, writable: bool) -> Result<Model> {
         let mut magic = [0u8; 4];
         std::fs::File::open(path)
             .and_then(|mut f| f.read_exact(&mut magic))
@@ -55,7 +57,7 @@ impl Model {
         }
         let c = CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|_| Error::Usage(format!("{}: path holds a NUL byte", path.display())))?;
-        let ptr = unsafe { ffi::qc_model_load(c.as_ptr(), n_gpu_layers) };
+        let ptr = unsafe { ffi::qc_model_load(c.as_ptr(), n_gpu_layers, writable) };
         NonNull::new(ptr)
             .map(Model)
             .ok_or_else(|| Error::ModelLoad(path.into(), last_log()))
@@ -88,6 +90,10 @@ impl Vocab<'_> {
     }
     pub fn is_eog(&self, t: Token) -> bool {
         unsafe { ffi::llama_vocab_is_eog(self.ptr, t) }
+    }
+    /// Tokens in the vocabulary (the length of a row of logits).
+    pub fn n_tokens(&self) -> usize {
+        unsafe { ffi::llama_vocab_n_tokens(self.ptr) }.max(0) as usize
     }
     pub fn add_bos(&self) -> bool {
         unsafe { ffi::llama_vocab_get_add_bos(self.ptr) }
@@ -204,6 +210,16 @@ impl<'m> Context<'m> {
             2 => Err(Error::Cancelled),
             s => Err(Error::Decode(s, what, last_log())),
         }
+    }
+
+    /// The logits of batch row `i` (a token added with `output`), `n_vocab` long.
+    pub fn logits(&mut self, i: usize, n_vocab: usize) -> Result<&[f32]> {
+        let p = unsafe { ffi::llama_get_logits_ith(self.ptr.as_ptr(), i as i32) };
+        if p.is_null() {
+            return Err(Error::Statistics(format!("no logits for batch row {i}")));
+        }
+        // SAFETY: llama.cpp keeps n_vocab logits per output row until the next decode.
+        Ok(unsafe { std::slice::from_raw_parts(p, n_vocab) })
     }
 
     /// Forgets every sequence.

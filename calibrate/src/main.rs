@@ -16,7 +16,9 @@ mod generate;
 mod gram;
 mod llama;
 mod output;
+mod probe;
 mod progress;
+mod sensitivity;
 
 use error::{Error, Result};
 use progress::Progress;
@@ -62,7 +64,8 @@ fn run(args: &cli::Args) -> Result<()> {
     llama::init(args.verbose);
     let out = output::Output::prepare(&args.output)?;
     llama::on_fatal(out.temp_path());
-    let model = llama::Model::load(&args.model, args.n_gpu_layers)?;
+    let probe_type = probe_type(args)?;
+    let model = llama::Model::load(&args.model, args.n_gpu_layers, probe_type.is_some())?;
     if args.n_gpu_layers != 0 && !llama::gpu_offload() && !args.quiet {
         eprintln!("calibrate: this llama.cpp has no GPU backend; -ngl ignored, running on the CPU");
     }
@@ -93,10 +96,23 @@ fn run(args: &cli::Args) -> Result<()> {
         ubatch: args.ubatch_size.min(ctx),
         threads: threads as i32,
     };
-    evaluate::evaluate(&model, &stream, &shape, &mut collector, &mut |d| {
-        bar.update(d * ctx)
-    })?;
+    let mut reference = probe_type.map(|_| {
+        let chunks = args.sensitivity_tokens.div_ceil(ctx).min(plan.chunks);
+        sensitivity::Reference::new(chunks, ctx, SCORE_STRIDE, model.vocab().n_tokens())
+    });
+    evaluate::evaluate(
+        &model,
+        &stream,
+        &shape,
+        &mut collector,
+        reference.as_mut(),
+        &mut |d| bar.update(d * ctx),
+    )?;
     let eval_secs = bar.finish();
+    let sensitivity = match (probe_type, reference.as_mut()) {
+        (Some(t), Some(r)) => Some(measure_sensitivity(args, &model, &stream, &shape, t, r)?),
+        _ => None,
+    };
     let n_gen = (stream.len() - plan.text.len()).min(generated.iter().map(Vec::len).sum());
     let meta = output::Meta {
         datasets: datasets(args, n_gen),
@@ -106,11 +122,23 @@ fn run(args: &cli::Args) -> Result<()> {
         tokens: stream.len(),
         generated: n_gen,
         gram_max: args.gram_max,
+        sensitivity,
     };
+    let sens = meta.sensitivity.as_ref().map_or(String::new(), |s| {
+        format!(
+            ", sensitivities of {} groups at {} on {} tokens ({} positions, {:.0} MiB of reference) {:.1} s",
+            s.groups.len(),
+            s.probe_type,
+            s.tokens,
+            s.positions,
+            s.reference_bytes as f64 / (1 << 20) as f64,
+            s.seconds
+        )
+    });
     let bytes = out.commit(&meta, &collector)?;
     let gram_floats: usize = collector.grams.iter().map(|g| g.d * g.d).sum();
     println!(
-        "calibrate: {} chunks x {ctx} = {} tokens ({n_gen} self-generated), {} weights, {} Gram matrices ({:.1} MiB), evaluation {eval_secs:.1} s, total {:.1} s -> {} ({:.1} MiB)",
+        "calibrate: {} chunks x {ctx} = {} tokens ({n_gen} self-generated), {} weights, {} Gram matrices ({:.1} MiB), evaluation {eval_secs:.1} s{sens}, total {:.1} s -> {} ({:.1} MiB)",
         plan.chunks,
         stream.len(),
         collector.weights.len(),
@@ -121,6 +149,65 @@ fn run(args: &cli::Args) -> Result<()> {
         bytes as f64 / (1 << 20) as f64,
     );
     Ok(())
+}
+
+/// Every how many positions the sensitivities score a distribution.
+const SCORE_STRIDE: usize = 4;
+
+/// The probe type, checked; `None` with `--no-sensitivity`.
+fn probe_type(args: &cli::Args) -> Result<Option<i32>> {
+    if args.no_sensitivity {
+        return Ok(None);
+    }
+    let c = std::ffi::CString::new(args.probe_type.as_str()).unwrap_or_default();
+    let t = unsafe { ffi::qc_type_from_name(c.as_ptr()) };
+    if t < 0 || !unsafe { ffi::qc_type_quantizable(t) } {
+        return Err(Error::Usage(format!(
+            "--probe-type {}: not a type ggml quantizes to without an importance matrix \
+             (q4_0, q5_0, q8_0, q4_k, q6_k, iq4_nl, f16, …)",
+            args.probe_type
+        )));
+    }
+    Ok(Some(t))
+}
+
+/// The model's sensitivities: its weights found, each group probed.
+fn measure_sensitivity(
+    args: &cli::Args,
+    model: &llama::Model,
+    stream: &[ffi::Token],
+    shape: &evaluate::Shape,
+    probe_type: i32,
+    reference: &mut sensitivity::Reference,
+) -> Result<output::Sensitivity> {
+    let found = evaluate::weights_read(model)?;
+    let weights = probe::Weights::new(&args.model, &found, probe_type)?;
+    let groups = sensitivity::groups(&weights);
+    if groups.is_empty() {
+        return Err(Error::Statistics(
+            "no weight of a known role (attn_q, ffn_down, …) to measure the sensitivities on; \
+             pass --no-sensitivity"
+                .into(),
+        ));
+    }
+    let mut bar = Progress::new("sensitivity", "groups", groups.len(), args.quiet);
+    let probe = sensitivity::Probe {
+        model,
+        tokens: stream,
+        step: shape.ubatch,
+        threads: shape.threads,
+        probe_type,
+    };
+    let measured = sensitivity::measure(&probe, &weights, reference, &mut |d| bar.update(d))?;
+    let seconds = bar.finish();
+    Ok(output::Sensitivity {
+        probe_type: args.probe_type.to_lowercase(),
+        tokens: reference.chunks * reference.ctx,
+        positions: reference.positions(),
+        reference_bytes: reference.bytes(),
+        seconds,
+        groups: measured,
+    })
 }
 
 /// Self-generated sequences adding at least `missing` tokens (none when 0).

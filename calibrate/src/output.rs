@@ -14,6 +14,7 @@ use crate::collect::Collector;
 use crate::error::{Error, Result};
 use crate::ffi;
 use crate::gram::packed_index;
+use crate::sensitivity::Group;
 use std::ffi::{c_char, CString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -28,6 +29,44 @@ pub struct Meta {
     pub tokens: usize,
     pub generated: usize,
     pub gram_max: usize,
+    pub sensitivity: Option<Sensitivity>,
+}
+
+/// The measured sensitivities (`ggml_qat.factors.*`, read by
+/// `ggml-qat-quantize --calibration`, and `ggml_qat.sensitivity.*`, every
+/// group's raw figures).
+pub struct Sensitivity {
+    pub probe_type: String,
+    pub tokens: usize,
+    pub positions: usize,
+    /// Bytes of the reference distributions held.
+    pub reference_bytes: usize,
+    pub seconds: f64,
+    pub groups: Vec<Group>,
+}
+
+impl Sensitivity {
+    /// The planner's role factors: KL divergence per unit of mean relative
+    /// squared error, for each role measured with both above zero.
+    pub fn role_factors(&self) -> Vec<(String, f32)> {
+        self.groups
+            .iter()
+            .filter(|g| !g.name.starts_with("depth") && g.nsr > 0.0 && g.kld > 0.0)
+            .map(|g| (g.name.clone(), (g.kld / g.nsr) as f32))
+            .filter(|(_, f)| f.is_finite() && *f > 0.0)
+            .collect()
+    }
+
+    /// The depth factors (each third's KL divergence), when all three were
+    /// measured above zero.
+    pub fn depth_factors(&self) -> Option<[f32; 3]> {
+        let d: Vec<f32> = (0..3)
+            .filter_map(|t| self.groups.iter().find(|g| g.name == format!("depth{t}")))
+            .map(|g| g.kld as f32)
+            .filter(|k| k.is_finite() && *k > 0.0)
+            .collect();
+        d.try_into().ok()
+    }
 }
 
 /// The temporary file beside the target; removed unless committed.
@@ -207,6 +246,9 @@ impl Header {
         }
         g.set_strs("ggml_qat.gram.weights", &users);
         g.set_strs("ggml_qat.gram.tensors", &entries);
+        if let Some(sens) = &meta.sensitivity {
+            g.set_sensitivity(sens);
+        }
         let n = tensors(c).count();
         let ctx = unsafe { ffi::qc_meta_context(n) };
         if ctx.is_null() {
@@ -279,6 +321,48 @@ impl Gguf {
         let k = CString::new(key).unwrap();
         unsafe { ffi::gguf_set_val_u32(self.0, k.as_ptr(), v) }
     }
+    fn set_f32s(&self, key: &str, vs: &[f32]) {
+        let k = CString::new(key).unwrap();
+        unsafe {
+            ffi::gguf_set_arr_data(
+                self.0,
+                k.as_ptr(),
+                ffi::GGUF_TYPE_FLOAT32,
+                vs.as_ptr().cast(),
+                vs.len(),
+            )
+        };
+    }
+
+    fn set_sensitivity(&self, s: &Sensitivity) {
+        let roles = s.role_factors();
+        self.set_strs(
+            "ggml_qat.factors.roles",
+            &roles.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+        );
+        self.set_f32s(
+            "ggml_qat.factors.values",
+            &roles.iter().map(|r| r.1).collect::<Vec<_>>(),
+        );
+        if let Some(d) = s.depth_factors() {
+            self.set_f32s("ggml_qat.factors.depth", &d);
+        }
+        self.set_str("ggml_qat.factors.probe_type", &s.probe_type);
+        self.set_str("ggml_qat.factors.measure", "kl-divergence");
+        self.set_u32("ggml_qat.factors.tokens", clamp_u32(s.tokens));
+        self.set_u32("ggml_qat.sensitivity.positions", clamp_u32(s.positions));
+        let names: Vec<String> = s.groups.iter().map(|g| g.name.clone()).collect();
+        self.set_strs("ggml_qat.sensitivity.groups", &names);
+        self.set_f32s(
+            "ggml_qat.sensitivity.kld",
+            &s.groups.iter().map(|g| g.kld as f32).collect::<Vec<_>>(),
+        );
+        self.set_f32s(
+            "ggml_qat.sensitivity.nsr",
+            &s.groups.iter().map(|g| g.nsr as f32).collect::<Vec<_>>(),
+        );
+    }
+
     fn set_strs(&self, key: &str, vs: &[String]) {
         let k = CString::new(key).unwrap();
         let owned: Vec<CString> = vs

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "ggml.h"
@@ -75,9 +76,16 @@ void qc_on_fatal(const char * path) {
 
 /* ---- model and contexts ---- */
 
-struct llama_model * qc_model_load(const char * path, int32_t n_gpu_layers) {
+/* `writable`: weights read into memory of their own (no mmap, no
+ * repacking), so that the sensitivity probes may overwrite them. */
+struct llama_model * qc_model_load(const char * path, int32_t n_gpu_layers, bool writable) {
     struct llama_model_params p = llama_model_default_params();
     p.n_gpu_layers = n_gpu_layers;
+    if (writable) {
+        p.load_mode = LLAMA_LOAD_MODE_NONE;
+        p.lazy_mode = LLAMA_LAZY_MODE_OFF;
+        p.use_extra_bufts = false;
+    }
     return llama_model_load_from_file(path, p);
 }
 
@@ -240,6 +248,133 @@ bool qc_tensor_read(const struct ggml_tensor * t, void * dst, size_t n) {
     return true;
 }
 
+/* ---- model weights, for the sensitivity probes ---- */
+
+/* The model weights among a node's sources, into out[0..max); their count. */
+int32_t qc_weight_srcs(const struct ggml_tensor * t, const struct ggml_tensor ** out, int32_t max) {
+    int32_t n = 0;
+    for (int i = 0; t && i < GGML_MAX_SRC && n < max; ++i) {
+        if (qc_is_weight(t->src[i])) {
+            out[n++] = t->src[i];
+        }
+    }
+    return n;
+}
+
+/* Name, type and shape of a tensor. */
+const char * qc_tensor_desc(const struct ggml_tensor * t, int32_t * type, int64_t ne[4]) {
+    *type = (int32_t) t->type;
+    for (int i = 0; i < 4; ++i) {
+        ne[i] = t->ne[i];
+    }
+    return t->name;
+}
+
+/* Bytes [off, off + n) of a tensor (host or device), out and in. */
+bool qc_tensor_get(const struct ggml_tensor * t, void * dst, size_t off, size_t n) {
+    if (!t || !t->buffer || off > ggml_nbytes(t) || n > ggml_nbytes(t) - off) {
+        return false;
+    }
+    ggml_backend_tensor_get(t, dst, off, n);
+    return true;
+}
+
+bool qc_tensor_set(struct ggml_tensor * t, const void * src, size_t off, size_t n) {
+    if (!t || !t->buffer || off > ggml_nbytes(t) || n > ggml_nbytes(t) - off) {
+        return false;
+    }
+    ggml_backend_tensor_set(t, src, off, n);
+    return true;
+}
+
+static bool qc_type_ok(int32_t type) {
+    return type >= 0 && type < GGML_TYPE_COUNT && ggml_blck_size((enum ggml_type) type) > 0 &&
+           ggml_get_type_traits((enum ggml_type) type)->to_float != NULL;
+}
+
+/* The ggml type of a name (case-insensitive, as ggml_type_name spells it); -1 if none. */
+int32_t qc_type_from_name(const char * name) {
+    for (int32_t t = 0; t < GGML_TYPE_COUNT; ++t) {
+        const char * n = qc_type_ok(t) ? ggml_type_name((enum ggml_type) t) : NULL;
+        if (n && strcasecmp(n, name) == 0) {
+            return t;
+        }
+    }
+    return -1;
+}
+
+const char * qc_type_name(int32_t type) {
+    return qc_type_ok(type) ? ggml_type_name((enum ggml_type) type) : "?";
+}
+
+/* Elements per block; 0 for a type ggml cannot convert to F32. */
+int64_t qc_block_size(int32_t type) {
+    return qc_type_ok(type) ? ggml_blck_size((enum ggml_type) type) : 0;
+}
+
+/* True when rows of `type` can be made from F32 without an importance matrix. */
+bool qc_type_quantizable(int32_t type) {
+    return qc_type_ok(type) && type != GGML_TYPE_F32 &&
+           (type == GGML_TYPE_F16 || type == GGML_TYPE_BF16 || ggml_is_quantized((enum ggml_type) type)) &&
+           !ggml_quantize_requires_imatrix((enum ggml_type) type) &&
+           ggml_get_type_traits((enum ggml_type) type)->from_float_ref != NULL;
+}
+
+size_t qc_row_size(int32_t type, int64_t n) {
+    return ggml_row_size((enum ggml_type) type, n);
+}
+
+/* `n` values of `type` (whole rows) to F32. */
+bool qc_to_f32(int32_t type, const void * src, float * dst, int64_t n) {
+    if (type == GGML_TYPE_F32) {
+        memcpy(dst, src, (size_t) n * sizeof(float));
+        return true;
+    }
+    if (!qc_type_ok(type)) {
+        return false;
+    }
+    ggml_get_type_traits((enum ggml_type) type)->to_float(src, dst, n);
+    return true;
+}
+
+/* `nrows` rows of `n_per_row` F32 values to `type`, by ggml's quantizer. */
+size_t qc_from_f32(int32_t type, const float * src, void * dst, int64_t nrows, int64_t n_per_row) {
+    if (type == GGML_TYPE_F32) {
+        memcpy(dst, src, (size_t) (nrows * n_per_row) * sizeof(float));
+        return (size_t) (nrows * n_per_row) * sizeof(float);
+    }
+    if (!qc_type_quantizable(type)) {
+        return 0;
+    }
+    return ggml_quantize_chunk((enum ggml_type) type, src, dst, 0, nrows, n_per_row, NULL);
+}
+
+/* A GGUF file's header only (tensor data stays on disk); NULL if unreadable. */
+struct gguf_context * qc_gguf_open(const char * path) {
+    struct gguf_init_params p = { /*.no_alloc =*/ true, /*.ctx =*/ NULL };
+    return gguf_init_from_file(path, p);
+}
+
+/* File offset and size of a tensor's data; false if the file lacks it. */
+bool qc_gguf_tensor_at(const struct gguf_context * g, const char * name, uint64_t * offset, uint64_t * size) {
+    int64_t id = gguf_find_tensor(g, name);
+    if (id < 0) {
+        return false;
+    }
+    *offset = (uint64_t) (gguf_get_data_offset(g) + gguf_get_tensor_offset(g, id));
+    *size = (uint64_t) gguf_get_tensor_size(g, id);
+    return true;
+}
+
+/* `split.count` of a GGUF header (1 when absent). */
+int32_t qc_gguf_split_count(const struct gguf_context * g) {
+    int64_t k = gguf_find_key(g, "split.count");
+    if (k < 0 || gguf_get_kv_type(g, k) != GGUF_TYPE_UINT16) {
+        return 1;
+    }
+    return (int32_t) gguf_get_val_u16(g, k);
+}
+
 /* ---- the output file: metadata through ggml's gguf API ---- */
 
 /* A data-less ggml context with room for `n_tensors` tensor descriptions. */
@@ -266,3 +401,6 @@ bool qc_add_f32(struct gguf_context * gguf, struct ggml_context * ctx, const cha
     gguf_add_tensor(gguf, t);
     return true;
 }
+
+_Static_assert(GGML_MAX_SRC == 10, "ffi.rs MAX_SRC");
+_Static_assert(GGUF_TYPE_FLOAT32 == 6, "ffi.rs GGUF_TYPE_FLOAT32");

@@ -178,6 +178,55 @@ fn same_seed_same_file() {
     println!("{}", check(&[&"layout", &d.join("a.gguf")]));
 }
 
+/// The sensitivities react to the probe: at Q4_0 every group costs the
+/// model a KL divergence well above zero; at F16 (a near-lossless round
+/// trip of these F32 weights) next to none. Three blocks, so each depth
+/// third holds one; the expert model's `*_exps` count as their roles.
+#[test]
+fn sensitivities_measure_the_probe() {
+    let d = dir("sensitivity");
+    let script = root().join("calibrate/tests/tiny_model.py");
+    let model = d.join("tiny3.gguf");
+    ok(
+        python(&[&script, &model, &"--layers", &"3"]),
+        "tiny_model.py",
+    );
+    let txt = text(&d, 1500);
+    let run = |probe: &str, out: &Path| {
+        ok(
+            calibrate(&[
+                &model,
+                &"-f",
+                &txt,
+                &"-c",
+                &"64",
+                &"--sensitivity-tokens",
+                &"256",
+                &"--probe-type",
+                &probe,
+                &"-o",
+                &out,
+            ]),
+            "ggml-qat-calibrate",
+        )
+    };
+    let (q4, f16) = (d.join("q4.gguf"), d.join("f16.gguf"));
+    run("q4_0", &q4);
+    run("F16", &f16);
+    let q4 = check(&[&"factors", &q4, &"1e-4", &"10"]);
+    assert!(q4.contains("depth2") && q4.contains("token_embd"), "{q4}");
+    println!("{q4}");
+    println!("{}", check(&[&"factors", &f16, &"0", &"1e-5"]));
+    let experts = tiny_model(&d, 4);
+    let out = d.join("experts.gguf");
+    ok(
+        calibrate(&[&experts, &"-f", &txt, &"-c", &"64", &"-o", &out]),
+        "ggml-qat-calibrate",
+    );
+    let e = check(&[&"factors", &out, &"1e-4", &"10"]);
+    assert!(e.contains("ffn_down") && !e.contains("exps"), "{e}");
+}
+
 /// A failure: exit status 1, the message, and no output file.
 fn fails(args: &[&dyn AsRef<std::ffi::OsStr>], out: &Path, message: &str) {
     let r = calibrate(args);
@@ -236,6 +285,50 @@ fn errors_are_clear_and_leave_nothing() {
     let nowhere = d.join("no/such/dir/out.gguf");
     fails(&[&model, &"-o", &nowhere], &nowhere, "No such file");
     fails(&[&model, &"--top-p", &"0", &"-o", &out], &out, "--top-p");
+    for probe in ["iq2_xs", "q9_9", "f32"] {
+        fails(
+            &[&model, &"--probe-type", &probe, &"-o", &out],
+            &out,
+            "--probe-type",
+        );
+    }
+    let q8 = d.join("q8.gguf");
+    let r = Command::new(llama_bin("llama-quantize"))
+        .arg(&model)
+        .arg(&q8)
+        .arg("Q8_0")
+        .output()
+        .expect("llama-quantize runs");
+    ok(r, "llama-quantize");
+    fails(
+        &[
+            &q8,
+            &"-f",
+            &txt,
+            &"--tokens",
+            &"128",
+            &"-c",
+            &"64",
+            &"-o",
+            &out,
+        ],
+        &out,
+        "--no-sensitivity",
+    );
+    ok(
+        calibrate(&[
+            &q8,
+            &"--tokens",
+            &"128",
+            &"-c",
+            &"64",
+            &"--no-sensitivity",
+            &"-o",
+            &out,
+        ]),
+        "ggml-qat-calibrate --no-sensitivity on a Q8_0 model",
+    );
+    std::fs::remove_file(&out).unwrap();
     full_disk(&model, &out);
     assert!(!out.exists());
 }

@@ -3,6 +3,10 @@
   check_calib.py layout OURS.gguf
       llama-imatrix's layout and metadata; each Gram symmetric, its diagonal
       equal to in_sum2 / counts of every weight reading it (rel. 1e-5).
+  check_calib.py factors OURS.gguf MIN MAX
+      the sensitivities: every group's KL divergence in [MIN, MAX]; the
+      planner's role factors equal to KLD / mean relative squared error of
+      each role with both above zero, the depth factors to the thirds' KLD.
   check_calib.py imatrix OURS.gguf THEIRS.gguf TOL
       every weight of llama-imatrix's file is in ours with the same counts
       and in_sum2 within relative TOL (max over columns of |a-b| / max|b|).
@@ -23,7 +27,12 @@ def load(path):
         if f.types and f.types[0] == 8:  # string
             fields[name] = bytes(f.parts[-1]).decode()
         elif f.types and f.types[0] == 9:  # array
-            fields[name] = [bytes(f.parts[i]).decode() for i in f.data] if f.types[-1] == 8 else None
+            if f.types[-1] == 8:
+                fields[name] = [bytes(f.parts[i]).decode() for i in f.data]
+            elif f.types[-1] == 6:  # float32
+                fields[name] = [float(f.parts[i][0]) for i in f.data]
+            else:
+                fields[name] = None
         else:
             fields[name] = f.parts[-1].tolist()[0] if len(f.parts) else None
     return tensors, fields
@@ -81,8 +90,31 @@ def imatrix(ours, theirs, tol):
     print(f"check_calib: {len(names)} weights equal to llama-imatrix's, max rel err {worst:.2e} (tol {tol})")
 
 
+def factors(path, lo, hi):
+    _, f = load(path)
+    groups, kld, nsr = (f.get("ggml_qat.sensitivity." + k) for k in ("groups", "kld", "nsr"))
+    if not groups or len(kld) != len(groups) or len(nsr) != len(groups):
+        fail("sensitivity groups, kld and nsr missing or of different lengths")
+    for g, k in zip(groups, kld):
+        if not lo <= k <= hi:
+            fail(f"{g}: KL divergence {k:.3g} outside [{lo}, {hi}]")
+    roles, values = f.get("ggml_qat.factors.roles", []), f.get("ggml_qat.factors.values", [])
+    want = {g: k / n for g, k, n in zip(groups, kld, nsr) if not g.startswith("depth") and k > 0 and n > 0}
+    if set(roles) != set(want) or len(values) != len(roles):
+        fail(f"factor roles {roles} vs measured {sorted(want)}")
+    for r, v in zip(roles, values):
+        if abs(v - want[r]) > 1e-4 * abs(want[r]):
+            fail(f"{r}: factor {v} vs KLD/NSR {want[r]}")
+    depth = [k for g, k in zip(groups, kld) if g.startswith("depth")]
+    if len(depth) == 3 and min(depth) > 0 and f.get("ggml_qat.factors.depth") is None:
+        fail("three depth thirds measured but no depth factors")
+    print("check_calib: factors ok: " + ", ".join(f"{g} {k:.3g}" for g, k in zip(groups, kld)))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "layout":
         layout(sys.argv[2])
+    elif sys.argv[1] == "factors":
+        factors(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]))
     else:
         imatrix(sys.argv[2], sys.argv[3], float(sys.argv[4]))

@@ -4,7 +4,7 @@ calibrator's tests: 2 blocks, n_embd 64, 4 heads (2 KV heads), an SPM
 With --experts E, the feed-forward is a mixture of E experts (2 used), so
 MUL_MAT_ID is exercised.
 
-Usage: python3 tiny_model.py OUT.gguf [--experts E] [--seed S]
+Usage: python3 tiny_model.py OUT.gguf [--experts E] [--seed S] [--layers N]
 (needs the gguf and numpy packages: scripts/fetch-gguf-py.sh)."""
 
 import argparse
@@ -41,6 +41,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--experts", type=int, default=0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--layers", type=int, default=LAYERS)
     ap.add_argument("--duplicate-token", action="store_true",
                     help="a vocabulary llama.cpp refuses (asserts on)")
     a = ap.parse_args()
@@ -51,7 +52,7 @@ def main():
     w = gguf.GGUFWriter(a.out, "llama")
     w.add_context_length(CTX)
     w.add_embedding_length(EMBD)
-    w.add_block_count(LAYERS)
+    w.add_block_count(a.layers)
     w.add_feed_forward_length(FF)
     w.add_head_count(HEADS)
     w.add_head_count_kv(HEADS_KV)
@@ -77,7 +78,7 @@ def main():
     w.add_tensor("output_norm.weight", np.ones(EMBD, dtype=np.float32))
     t("output.weight", len(tokens), EMBD)
     hd = EMBD // HEADS
-    for i in range(LAYERS):
+    for i in range(a.layers):
         p = f"blk.{i}."
         w.add_tensor(p + "attn_norm.weight", (1 + 0.1 * rng.standard_normal(EMBD)).astype(np.float32))
         t(p + "attn_q.weight", EMBD, EMBD)
