@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long = "save-text")]
     pub save_text: Option<PathBuf>,
     /// Sequences generated together in one batch (-np).
-    #[arg(short = 'b', long = "parallel", default_value_t = 16)]
+    #[arg(short = 'b', long = "parallel", default_value_t = 32)]
     pub parallel: usize,
     /// Sampling temperature of the self-generated text.
     #[arg(long, default_value_t = 1.0)]

@@ -44,6 +44,8 @@ pub struct GramStats {
     pub weights: Vec<String>,
     /// Graph evaluation and input tensors already added in it.
     seen: (u64, Vec<usize>),
+    /// Rows gathered but not yet added (at most `GRAM_BATCH`).
+    pending: Vec<f32>,
 }
 
 /// The callback's state.
@@ -209,17 +211,25 @@ impl Collector {
             g.seen = (eval, Vec::new());
         }
         g.seen.1.push(key);
-        gram::accumulate(
-            &mut g.upper,
-            &self.rows,
-            rows,
-            d,
-            self.opts.threads,
-            &mut self.xt,
-        );
+        g.pending.extend_from_slice(&self.rows[..rows * d]);
         g.count += rows as u64;
+        if g.pending.len() >= GRAM_BATCH * d {
+            g.flush(self.opts.threads, &mut self.xt);
+        }
+    }
+
+    /// Adds every row still pending to its Gram sums (before writing).
+    pub fn flush(&mut self) {
+        for g in &mut self.grams {
+            g.flush(self.opts.threads, &mut self.xt);
+        }
     }
 }
+
+/// Rows gathered before a Gram update: one update per few rows (a decoding
+/// step has one row per sequence) would read and write the whole packed
+/// triangle each time.
+const GRAM_BATCH: usize = 256;
 
 impl GramStats {
     fn new(name: &str, d: usize) -> GramStats {
@@ -230,7 +240,16 @@ impl GramStats {
             count: 0,
             weights: Vec::new(),
             seen: (0, Vec::new()),
+            pending: Vec::new(),
         }
+    }
+
+    fn flush(&mut self, threads: usize, xt: &mut Vec<f32>) {
+        let rows = self.pending.len() / self.d;
+        if rows > 0 {
+            gram::accumulate(&mut self.upper, &self.pending, rows, self.d, threads, xt);
+        }
+        self.pending.clear();
     }
 }
 

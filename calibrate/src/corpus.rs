@@ -1,6 +1,7 @@
 //! The calibration tokens: the user's text files (each tokenized with the
 //! model's BOS, concatenated), then self-generated sequences when more
-//! tokens are wanted; cut to whole chunks of the context size.
+//! tokens are wanted. The text is evaluated in whole chunks of the context
+//! size; generation adds what the chunks asked for lack.
 
 use crate::error::{Error, Result};
 use crate::ffi::Token;
@@ -36,10 +37,5 @@ impl Plan {
         }
         text.truncate(chunks * ctx);
         Ok(Plan { text, chunks })
-    }
-
-    /// Tokens that generation must add.
-    pub fn missing(&self, ctx: usize) -> usize {
-        (self.chunks * ctx).saturating_sub(self.text.len())
     }
 }

@@ -1,5 +1,5 @@
-//! Runs the calibration tokens through the model in chunks of the context
-//! size, as llama-imatrix does: a fresh KV cache per chunk, the chunk's first
+//! Runs the text's calibration tokens through the model in chunks of the
+//! context size, as llama-imatrix does: a fresh KV cache per chunk, the chunk's first
 //! token replaced by BOS when the model adds one, every position's output
 //! requested (so the last layer sees every token). A chunk is decoded in
 //! steps of `ubatch` tokens (llama-imatrix with `-b` below `-c`), each one
@@ -44,22 +44,25 @@ pub fn evaluate(
     let mut batch = Batch::new(step)?;
     for (i, chunk) in tokens.chunks_exact(ctx_size).enumerate() {
         ctx.clear();
+        let mut chunk = chunk.to_vec();
+        if vocab.add_bos() {
+            chunk[0] = vocab.bos();
+        }
+        let unit = reference.as_deref_mut().and_then(|r| r.open(ctx_size));
         for start in (0..ctx_size).step_by(step) {
             batch.clear();
             for (k, &t) in chunk.iter().enumerate().skip(start).take(step) {
-                let t = if k == 0 && vocab.add_bos() {
-                    vocab.bos()
-                } else {
-                    t
-                };
                 batch.add(t, k, 0, true);
             }
-            decode(&mut ctx, &batch, data)?;
-            if let Some(r) = reference.as_deref_mut() {
+            decode(&mut ctx, &batch, data, "evaluating the calibration tokens")?;
+            if let (Some(r), Some(u)) = (reference.as_deref_mut(), unit) {
                 for k in start..(start + step).min(ctx_size) {
-                    r.keep(i, k, ctx.logits(k - start, n_vocab)?);
+                    r.keep(u, k, ctx.logits(k - start, n_vocab)?);
                 }
             }
+        }
+        if let (Some(r), Some(u)) = (reference.as_deref_mut(), unit) {
+            r.close(u, &chunk, ctx_size);
         }
         progress(i + 1);
     }
@@ -67,14 +70,19 @@ pub fn evaluate(
 }
 
 /// One step with the collector switched on; its failure comes first.
-fn decode(ctx: &mut Context, batch: &Batch, data: *mut c_void) -> Result<()> {
+pub fn decode(
+    ctx: &mut Context,
+    batch: &Batch,
+    data: *mut c_void,
+    what: &'static str,
+) -> Result<()> {
     // SAFETY: llama.cpp calls the callback only inside decode, and no other
     // reference to the collector is used meanwhile.
     unsafe {
         (*data.cast::<Collector>()).begin_eval();
         (*data.cast::<Collector>()).active = true;
     }
-    let r = ctx.decode(batch, "evaluating the calibration tokens");
+    let r = ctx.decode(batch, what);
     let c = unsafe { &mut *data.cast::<Collector>() };
     c.active = false;
     if let Some(e) = c.error.take() {

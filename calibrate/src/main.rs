@@ -72,51 +72,56 @@ fn run(args: &cli::Args) -> Result<()> {
     let ctx = args.ctx_size;
     let threads = args.threads();
     let plan = corpus::Plan::new(model.vocab(), &args.files, args.tokens, ctx)?;
-    let mut stream = plan.text.clone();
-    let generated = generate_text(args, &model, plan.missing(ctx), threads)?;
-    stream.extend(generated.iter().flatten());
-    stream.truncate(plan.chunks * ctx);
-    if stream.len() < plan.chunks * ctx {
-        return Err(Error::Statistics(
-            "generation produced too few tokens".into(),
-        ));
-    }
-    if let Some(path) = &args.save_text {
-        let text = model.vocab().detokenize(&stream);
-        std::fs::write(path, text).map_err(|e| Error::Io(path.clone(), e))?;
-    }
     let mut collector = collect::Collector::new(collect::Options {
         gram_max: args.gram_max,
         process_output: args.process_output,
         threads,
     });
-    let mut bar = Progress::new("evaluate", "tokens", plan.chunks * ctx, args.quiet);
+    let mut reference = probe_type.map(|_| {
+        sensitivity::Reference::new(
+            args.sensitivity_tokens,
+            SCORE_STRIDE,
+            model.vocab().n_tokens(),
+        )
+    });
     let shape = evaluate::Shape {
         ctx,
         ubatch: args.ubatch_size.min(ctx),
         threads: threads as i32,
     };
-    let mut reference = probe_type.map(|_| {
-        let chunks = args.sensitivity_tokens.div_ceil(ctx).min(plan.chunks);
-        sensitivity::Reference::new(chunks, ctx, SCORE_STRIDE, model.vocab().n_tokens())
-    });
+    let text_chunks = plan.text.len() / ctx;
+    let mut bar = Progress::new("evaluate", "tokens", text_chunks * ctx, args.quiet);
     evaluate::evaluate(
         &model,
-        &stream,
+        &plan.text,
         &shape,
         &mut collector,
         reference.as_mut(),
         &mut |d| bar.update(d * ctx),
     )?;
-    let eval_secs = bar.finish();
+    let mut secs = if text_chunks > 0 { bar.finish() } else { 0.0 };
+    let missing = (plan.chunks * ctx).saturating_sub(text_chunks * ctx);
+    let mut sinks = generate::Sinks {
+        collector: &mut collector,
+        reference: reference.as_mut(),
+    };
+    let t_gen = Instant::now();
+    let generated = generate_text(args, &model, missing, threads, &mut sinks)?;
+    secs += t_gen.elapsed().as_secs_f64();
+    let n_gen: usize = generated.iter().map(Vec::len).sum();
+    let mut stream = plan.text[..text_chunks * ctx].to_vec();
+    stream.extend(generated.iter().flatten());
+    if let Some(path) = &args.save_text {
+        let text = model.vocab().detokenize(&stream);
+        std::fs::write(path, text).map_err(|e| Error::Io(path.clone(), e))?;
+    }
     let sensitivity = match (probe_type, reference.as_mut()) {
-        (Some(t), Some(r)) => Some(measure_sensitivity(args, &model, &stream, &shape, t, r)?),
+        (Some(t), Some(r)) => Some(measure_sensitivity(args, &model, &shape, t, r)?),
         _ => None,
     };
-    let n_gen = (stream.len() - plan.text.len()).min(generated.iter().map(Vec::len).sum());
     let meta = output::Meta {
         datasets: datasets(args, n_gen),
-        chunk_count: plan.chunks as u32,
+        chunk_count: (text_chunks + generated.len()) as u32,
         chunk_size: ctx as u32,
         seed: args.seed,
         tokens: stream.len(),
@@ -135,12 +140,14 @@ fn run(args: &cli::Args) -> Result<()> {
             s.seconds
         )
     });
+    collector.flush();
     let bytes = out.commit(&meta, &collector)?;
     let gram_floats: usize = collector.grams.iter().map(|g| g.d * g.d).sum();
     println!(
-        "calibrate: {} chunks x {ctx} = {} tokens ({n_gen} self-generated), {} weights, {} Gram matrices ({:.1} MiB), evaluation {eval_secs:.1} s{sens}, total {:.1} s -> {} ({:.1} MiB)",
-        plan.chunks,
+        "calibrate: {} tokens ({} of text in {text_chunks} chunks of {ctx}, {n_gen} self-generated in {} sequences), {} weights, {} Gram matrices ({:.1} MiB), statistics {secs:.1} s{sens}, total {:.1} s -> {} ({:.1} MiB)",
         stream.len(),
+        text_chunks * ctx,
+        generated.len(),
         collector.weights.len(),
         collector.grams.len(),
         gram_floats as f64 * 4.0 / (1 << 20) as f64,
@@ -175,7 +182,6 @@ fn probe_type(args: &cli::Args) -> Result<Option<i32>> {
 fn measure_sensitivity(
     args: &cli::Args,
     model: &llama::Model,
-    stream: &[ffi::Token],
     shape: &evaluate::Shape,
     probe_type: i32,
     reference: &mut sensitivity::Reference,
@@ -193,7 +199,6 @@ fn measure_sensitivity(
     let mut bar = Progress::new("sensitivity", "groups", groups.len(), args.quiet);
     let probe = sensitivity::Probe {
         model,
-        tokens: stream,
         step: shape.ubatch,
         threads: shape.threads,
         probe_type,
@@ -202,7 +207,7 @@ fn measure_sensitivity(
     let seconds = bar.finish();
     Ok(output::Sensitivity {
         probe_type: args.probe_type.to_lowercase(),
-        tokens: reference.chunks * reference.ctx,
+        tokens: reference.tokens(),
         positions: reference.positions(),
         reference_bytes: reference.bytes(),
         seconds,
@@ -216,6 +221,7 @@ fn generate_text(
     model: &llama::Model,
     missing: usize,
     threads: usize,
+    sinks: &mut generate::Sinks,
 ) -> Result<Vec<Vec<ffi::Token>>> {
     if missing == 0 {
         return Ok(Vec::new());
@@ -233,7 +239,7 @@ fn generate_text(
         threads: threads as i32,
     };
     let mut bar = Progress::new("generate", "tokens", missing, args.quiet);
-    let seqs = generate::generate(model, &p, &mut |d| bar.update(d))?;
+    let seqs = generate::generate(model, &p, sinks, &mut |d| bar.update(d))?;
     bar.finish();
     Ok(seqs)
 }

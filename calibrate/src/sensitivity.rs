@@ -4,60 +4,101 @@
 //! of the same calibration tokens (what `scripts/measure-roles.sh` measures
 //! with llama-perplexity, here in process through the same libllama).
 //!
-//! The reference log-probabilities are taken during the statistics pass (it
-//! computes every position's logits anyway) at every `stride`-th position
-//! of the first chunks, and kept as f16: `positions × n_vocab × 2` bytes.
-//! Each probe evaluates those chunks again, asking logits only there.
+//! The reference log-probabilities are taken while the statistics are
+//! collected (every position's logits are computed then anyway) at every
+//! `stride`-th position of the first units — text chunks, then generated
+//! sequences — up to a token budget, and kept as f16 (`positions × n_vocab
+//! × 2` bytes). Each probe evaluates those units again, each alone from its
+//! first token, asking logits only there.
 
 use crate::error::{Error, Result};
 use crate::ffi::{self, Token};
 use crate::llama::{Batch, Context, ContextParams, Model};
 use crate::probe::Weights;
 
-/// Which positions are scored, and the reference distributions there.
+/// The scored units (a text chunk, or a generated sequence, evaluated from
+/// its first token), the positions scored in each, and the reference
+/// distributions there.
 pub struct Reference {
-    pub chunks: usize,
-    pub ctx: usize,
     pub stride: usize,
     n_vocab: usize,
-    /// log p per position, f16, in position order.
+    /// Tokens the units may hold in all, and those promised to open units.
+    budget: usize,
+    reserved: usize,
+    units: Vec<Unit>,
+    /// log p per kept row, f16.
     logp: Vec<u16>,
     scratch: Vec<f32>,
     stored: Vec<f32>,
 }
 
+/// One unit: its tokens (as evaluated) and its rows by position.
+struct Unit {
+    tokens: Vec<Token>,
+    rows: Vec<(usize, usize)>,
+}
+
 impl Reference {
-    pub fn new(chunks: usize, ctx: usize, stride: usize, n_vocab: usize) -> Reference {
+    /// Units of at most `budget` tokens in all, scored every `stride`-th position.
+    pub fn new(budget: usize, stride: usize, n_vocab: usize) -> Reference {
         Reference {
-            chunks,
-            ctx,
             stride: stride.max(1),
             n_vocab,
+            budget,
+            reserved: 0,
+            units: Vec::new(),
             logp: Vec::new(),
             scratch: Vec::new(),
             stored: Vec::new(),
         }
     }
 
-    /// Whether position `k` of a chunk is scored (never the first).
+    pub fn n_vocab(&self) -> usize {
+        self.n_vocab
+    }
+
+    /// Whether position `k` of a unit is scored (never the first).
     pub fn scored(&self, k: usize) -> bool {
         k % self.stride == self.stride - 1 && k > 0
     }
 
-    /// Positions scored in all.
+    /// A new unit of up to `max_len` tokens, if the budget has room.
+    pub fn open(&mut self, max_len: usize) -> Option<usize> {
+        if self.reserved + max_len > self.budget.max(max_len) && !self.units.is_empty() {
+            return None;
+        }
+        self.reserved += max_len;
+        self.units.push(Unit {
+            tokens: Vec::new(),
+            rows: Vec::new(),
+        });
+        Some(self.units.len() - 1)
+    }
+
+    /// Closes unit `u` with the tokens evaluated, giving back what it did
+    /// not use of its `max_len`.
+    pub fn close(&mut self, u: usize, tokens: &[Token], max_len: usize) {
+        self.reserved = self.reserved + tokens.len() - max_len.min(self.reserved + tokens.len());
+        self.units[u].tokens = tokens.to_vec();
+        self.units[u].rows.retain(|r| r.0 < tokens.len());
+    }
+
+    /// Tokens and positions of the closed units.
+    pub fn tokens(&self) -> usize {
+        self.units.iter().map(|u| u.tokens.len()).sum()
+    }
     pub fn positions(&self) -> usize {
-        self.chunks * (1..self.ctx).filter(|&k| self.scored(k)).count()
+        self.units.iter().map(|u| u.rows.len()).sum()
     }
 
-    /// Bytes the reference will hold.
+    /// Bytes the reference holds.
     pub fn bytes(&self) -> usize {
-        self.positions() * self.n_vocab * 2
+        self.logp.len() * 2
     }
 
-    /// Keeps the distribution at position `k` of chunk `chunk` (called in
-    /// order during the statistics pass).
-    pub fn keep(&mut self, chunk: usize, k: usize, logits: &[f32]) {
-        if chunk >= self.chunks || !self.scored(k) {
+    /// Keeps the distribution at position `k` of unit `u`, if scored.
+    pub fn keep(&mut self, u: usize, k: usize, logits: &[f32]) {
+        if !self.scored(k) {
             return;
         }
         log_softmax(logits, &mut self.scratch);
@@ -70,16 +111,17 @@ impl Reference {
                 self.n_vocab as i64,
             )
         };
+        self.units[u].rows.push((k, at / self.n_vocab));
     }
 
-    /// KL(reference ‖ logits) at scored position number `i`.
-    fn kld(&mut self, i: usize, logits: &[f32]) -> f64 {
+    /// KL(reference ‖ logits) at kept row `row`.
+    fn kld(&mut self, row: usize, logits: &[f32]) -> f64 {
         log_softmax(logits, &mut self.scratch);
         let n = self.n_vocab;
         self.stored.resize(n, 0.0);
         let p = &mut self.stored;
         unsafe {
-            ffi::ggml_fp16_to_fp32_row(self.logp[i * n..].as_ptr(), p.as_mut_ptr(), n as i64)
+            ffi::ggml_fp16_to_fp32_row(self.logp[row * n..].as_ptr(), p.as_mut_ptr(), n as i64)
         };
         // f16 rounding leaves exp(log p) summing to 1 only within ~1e-3:
         // renormalised, the reference is a distribution again and the
@@ -108,43 +150,34 @@ fn log_softmax(x: &[f32], out: &mut Vec<f32>) {
     out.extend(x.iter().map(|&v| (v as f64 - lse) as f32));
 }
 
-/// Scores the model as it now is: the mean KL divergence over the scored
-/// positions of the first `r.chunks` chunks of `tokens`.
-pub fn score(
-    ctx: &mut Context,
-    model: &Model,
-    tokens: &[Token],
-    step: usize,
-    r: &mut Reference,
-) -> Result<f64> {
-    let vocab = model.vocab();
+/// Scores the model as it now is: the mean KL divergence over every kept
+/// row, each unit evaluated alone from its first token.
+pub fn score(ctx: &mut Context, n_vocab: usize, step: usize, r: &mut Reference) -> Result<f64> {
     let mut batch = Batch::new(step)?;
     let (mut sum, mut n) = (0f64, 0usize);
-    for chunk in tokens.chunks_exact(r.ctx).take(r.chunks) {
+    for u in 0..r.units.len() {
+        let rows = std::mem::take(&mut r.units[u].rows);
+        let tokens = std::mem::take(&mut r.units[u].tokens);
         ctx.clear();
-        for start in (0..r.ctx).step_by(step) {
+        let mut next = rows.iter().peekable();
+        for start in (0..tokens.len()).step_by(step) {
+            let end = (start + step).min(tokens.len());
             batch.clear();
-            let end = (start + step).min(r.ctx);
-            for (k, &t) in chunk.iter().enumerate().take(end).skip(start) {
-                let t = if k == 0 && vocab.add_bos() {
-                    vocab.bos()
-                } else {
-                    t
-                };
-                batch.add(t, k, 0, r.scored(k));
+            for (k, &t) in tokens.iter().enumerate().take(end).skip(start) {
+                batch.add(t, k, 0, rows.iter().any(|r| r.0 == k));
             }
             ctx.decode(&batch, "scoring a sensitivity probe")?;
-            for k in start..end {
-                if !r.scored(k) {
-                    continue;
-                }
-                let logits = ctx.logits(k - start, r.n_vocab)?.to_vec();
-                sum += r.kld(n, &logits);
+            while let Some(&&(k, row)) = next.peek().filter(|r| r.0 < end) {
+                let logits = ctx.logits(k - start, n_vocab)?.to_vec();
+                sum += r.kld(row, &logits);
                 n += 1;
+                next.next();
             }
         }
+        r.units[u].rows = rows;
+        r.units[u].tokens = tokens;
     }
-    if n == 0 || n * r.n_vocab != r.logp.len() {
+    if n == 0 {
         return Err(Error::Statistics(
             "no reference distributions to score against".into(),
         ));
@@ -186,7 +219,6 @@ pub fn groups(w: &Weights) -> Vec<(String, Vec<usize>)> {
 /// How the probes run.
 pub struct Probe<'a> {
     pub model: &'a Model,
-    pub tokens: &'a [Token],
     pub step: usize,
     pub threads: i32,
     pub probe_type: i32,
@@ -199,20 +231,22 @@ pub fn measure(
     r: &mut Reference,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<Group>> {
+    let longest = r.units.iter().map(|u| u.tokens.len()).max().unwrap_or(1);
     let cp = ContextParams {
-        n_ctx: r.ctx as u32,
+        n_ctx: longest.max(2) as u32,
         n_batch: p.step as u32,
         n_seq: 1,
         threads: p.threads,
     };
     let mut ctx = Context::new(p.model, &cp, None)?;
+    let n_vocab = p.model.vocab().n_tokens();
     let mut out = Vec::new();
     for (done, (name, members)) in groups(w).into_iter().enumerate() {
         let mut nsr = 0f64;
         for &i in &members {
             nsr += w.quantize(i, p.probe_type)?;
         }
-        let kld = score(&mut ctx, p.model, p.tokens, p.step, r);
+        let kld = score(&mut ctx, n_vocab, p.step, r);
         for &i in &members {
             w.restore(i)?;
         }

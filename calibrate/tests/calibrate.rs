@@ -172,10 +172,15 @@ fn same_seed_same_file() {
     assert!(read("a.gguf") != read("c.gguf"), "another seed, same file");
     assert!(!read("a.txt").is_empty());
     assert!(
-        summary.contains("10 chunks x 64 = 640 tokens (640 self-generated)"),
+        summary.contains("640 tokens (0 of text in 0 chunks of 64, 640 self-generated"),
         "{summary}"
     );
     println!("{}", check(&[&"layout", &d.join("a.gguf")]));
+    // Statistics and the sensitivities' reference both from the generation.
+    println!(
+        "{}",
+        check(&[&"factors", &d.join("a.gguf"), &"1e-4", &"10"])
+    );
 }
 
 /// The sensitivities react to the probe: at Q4_0 every group costs the
