@@ -90,19 +90,20 @@ fn typed<'h, T>(
         .transpose()
 }
 
-/// `v[i]` finite and above 0, as f64.
+/// Every value finite and above 0, as f64.
 fn positive(path: &Path, key: &str, v: &[f32]) -> Result<Vec<f64>, ModelError> {
-    v.iter()
+    if let Some((i, x)) = v
+        .iter()
         .enumerate()
-        .map(|(i, &x)| match x.is_finite() && x > 0.0 {
-            true => Ok(x as f64),
-            false => Err(fail(
-                path,
-                key,
-                format!("value [{i}] is {x}: a finite number above 0 expected"),
-            )),
-        })
-        .collect()
+        .find(|(_, x)| !(x.is_finite() && **x > 0.0))
+    {
+        return Err(fail(
+            path,
+            key,
+            format!("value [{i}] is {x}: a finite number above 0 expected"),
+        ));
+    }
+    Ok(v.iter().map(|&x| x as f64).collect())
 }
 
 /// The planner's factors of the file, `None` when it names none.
