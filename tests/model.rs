@@ -1529,6 +1529,14 @@ fn calibration_factors_steer_the_plan_and_the_report_names_their_source() {
     assert_eq!((f.source, &f.values), ("default", &Factors::default()));
     assert_eq!(f.calibration_file.as_deref(), calib.to_str());
     assert_eq!((&f.probe_type, f.tokens), (&None, None));
+    // Factor keys naming no role and no depth (nothing measured): the same.
+    let mut kvs = calib_kvs(&[]);
+    kvs.extend(factor_kvs(&[], &[], &[]));
+    kvs.retain(|k| k.key != "ggml_qat.factors.depth");
+    write_calibration(&calib, &entries, &[], &kvs);
+    let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+    let f = &r.plan.as_ref().unwrap().factors;
+    assert_eq!((f.source, &f.values), ("default", &Factors::default()));
     // A factors file, or nothing: named as such.
     p.what.calibration = None;
     let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();

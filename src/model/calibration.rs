@@ -106,7 +106,8 @@ fn positive(path: &Path, key: &str, v: &[f32]) -> Result<Vec<f64>, ModelError> {
     Ok(v.iter().map(|&x| x as f64).collect())
 }
 
-/// The planner's factors of the file, `None` when it names none.
+/// The planner's factors of the file, `None` when it names no role and no
+/// depth.
 fn factors(path: &Path, h: &Header) -> Result<Option<FactorsUsed>, ModelError> {
     let string = |k: &Kv| k.as_str().map(str::to_string);
     let roles = typed(path, h, KEY_ROLES, "an array of strings", Kv::as_strs)?;
@@ -117,11 +118,12 @@ fn factors(path: &Path, h: &Header) -> Result<Option<FactorsUsed>, ModelError> {
     let tokens = typed(path, h, KEY_TOKENS, "a u32", |k| {
         (k.ty == gguf::vt::U32).then(|| k.as_u64()).flatten()
     })?;
-    if roles.is_none() && values.is_none() && depth.is_none() {
-        return Ok(None);
-    }
     let mut f = Factors::default();
     set_roles(path, &mut f, roles.as_deref(), values.as_deref())?;
+    // No role named (none measured) and no depth: the default factors.
+    if roles.map_or(true, |r| r.is_empty()) && depth.is_none() {
+        return Ok(None);
+    }
     if let Some(d) = depth {
         f.depth = positive(path, KEY_DEPTH, &d)?
             .try_into()
