@@ -1,7 +1,7 @@
 /* ggml_qat_quantize_model from C: a GGUF model written by ggml's own gguf
  * code, quantized by the library, read back by ggml's gguf code; tensors
  * equal to ggml_quantize_chunk; progress, cancel, report, overrides, bad
- * arguments. */
+ * arguments, the size planner with a factors file and a calibration file. */
 #include "ggml-qat.h"
 #include "gguf.h"
 #include "test-common.h"
@@ -56,6 +56,60 @@ static void write_model(const char * fname) {
     gguf_write_to_file(g, fname, false);
     gguf_free(g);
     ggml_free(ctx);
+}
+
+/* A calibration file in ggml-qat-calibrate's layout: the diagonal of
+ * attn_q, a Gram tensor of NaN (never read), and (optionally) the model's
+ * own planner factors. */
+static void write_calibration(const char * fname, bool with_factors) {
+    struct ggml_init_params ip = { 1024 * 1024, NULL, false };
+    struct ggml_context * ctx = ggml_init(ip);
+    struct gguf_context * g = gguf_init_empty();
+    gguf_set_val_str(g, "general.type", "imatrix");
+    gguf_set_val_u32(g, "ggml_qat.calibration.version", 1);
+    const char * users[] = { "blk.0.attn_q.weight" };
+    const char * grams[] = { "blk.0.attn_q.weight.gram" };
+    gguf_set_arr_str(g, "ggml_qat.gram.weights", users, 1);
+    gguf_set_arr_str(g, "ggml_qat.gram.tensors", grams, 1);
+    if (with_factors) {
+        const char * roles[] = { "attn_q" };
+        float values[] = { 2.5f };
+        float depth[] = { 1.0f, 1.0f, 1.0f };
+        gguf_set_arr_str(g, "ggml_qat.factors.roles", roles, 1);
+        gguf_set_arr_data(g, "ggml_qat.factors.values", GGUF_TYPE_FLOAT32, values, 1);
+        gguf_set_arr_data(g, "ggml_qat.factors.depth", GGUF_TYPE_FLOAT32, depth, 3);
+        gguf_set_val_str(g, "ggml_qat.factors.probe_type", "q4_0");
+        gguf_set_val_str(g, "ggml_qat.factors.measure", "kl-divergence");
+        gguf_set_val_u32(g, "ggml_qat.factors.tokens", 4096);
+    }
+    struct ggml_tensor * sums = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 256, 1);
+    ggml_set_name(sums, "blk.0.attn_q.weight.in_sum2");
+    struct ggml_tensor * counts = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 1, 1);
+    ggml_set_name(counts, "blk.0.attn_q.weight.counts");
+    struct ggml_tensor * gram = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 16, 16);
+    ggml_set_name(gram, "blk.0.attn_q.weight.gram");
+    for (int i = 0; i < 256; ++i) {
+        ((float *) sums->data)[i] = 1.0f + (float) (i % 7) * (float) (i % 5);
+        ((float *) gram->data)[i] = NAN;
+    }
+    ((float *) counts->data)[0] = 2.0f;
+    gguf_add_tensor(g, sums);
+    gguf_add_tensor(g, counts);
+    gguf_add_tensor(g, gram);
+    gguf_write_to_file(g, fname, false);
+    gguf_free(g);
+    ggml_free(ctx);
+}
+
+/* The whole file at `fname` into `buf` (at most `cap` bytes); its size. */
+static size_t read_file(const char * fname, char * buf, size_t cap) {
+    FILE * f = fopen(fname, "rb");
+    if (!f) {
+        return 0;
+    }
+    size_t n = fread(buf, 1, cap, f);
+    fclose(f);
+    return n;
 }
 
 struct progress_state { int calls; int stop_at; int last_index; int n_tensors; uint64_t total; };
@@ -230,6 +284,63 @@ int main(void) {
         CHECK(!ggml_qat_quantize_model(NULL, in, out2, &b), "bad factors file");
         CHECK(strstr(ggml_qat_last_error(), "unknown role") != NULL, "message: %s", ggml_qat_last_error());
         b.plan_factors_path = NULL;
+    }
+    {
+        /* A calibration file: its diagonal gives the bytes imatrix_path gives
+         * with the same file; its factors (attn_q 2.5, depth neutral) steer
+         * the plan, and the report says where they came from. */
+        char calib[300], out3[512];
+        path(calib, "calib.gguf");
+        path(out3, "imatrix.gguf");
+        write_calibration(calib, true);
+        ggml_qat_model_params_t c = ggml_qat_model_default_params();
+        c.target = "Q4_K_M";
+        c.imatrix_path = calib;
+        CHECK(ggml_qat_quantize_model(NULL, in, out3, &c), "imatrix_path: %s", ggml_qat_last_error());
+        c.imatrix_path = NULL;
+        c.calibration_path = calib;
+        CHECK(ggml_qat_quantize_model(NULL, in, out2, &c), "calibration_path: %s", ggml_qat_last_error());
+        static char x[1 << 20], y[1 << 20];
+        size_t nx = read_file(out3, x, sizeof x), ny = read_file(out2, y, sizeof y);
+        CHECK(nx > 0 && nx == ny && memcmp(x, y, nx) == 0, "the same bytes with calibration_path as with imatrix_path");
+        remove(out2);
+        remove(out3);
+        b.calibration_path = calib;
+        b.report_json_path = json;
+        CHECK(ggml_qat_quantize_model(NULL, in, out2, &b), "calibration factors: %s", ggml_qat_last_error());
+        remove(out2);
+        static char text[1 << 16];
+        text[read_file(json, text, sizeof text - 1)] = 0;
+        CHECK(strstr(text, "\"factor\": 2.5,") != NULL, "the calibration file's factor is used");
+        CHECK(strstr(text, "\"source\": \"calibration file\"") != NULL, "the report names the source");
+        CHECK(strstr(text, "\"probe_type\": \"q4_0\"") != NULL, "the report gives the probe type");
+        /* Without factors: the default ones, said so. */
+        write_calibration(calib, false);
+        CHECK(ggml_qat_quantize_model(NULL, in, out2, &b), "calibration without factors: %s", ggml_qat_last_error());
+        remove(out2);
+        text[read_file(json, text, sizeof text - 1)] = 0;
+        CHECK(strstr(text, "\"source\": \"default\"") != NULL, "default factors reported");
+        remove(json);
+        b.report_json_path = NULL;
+        /* Not with imatrix_path or plan_factors_path. */
+        b.imatrix_path = calib;
+        CHECK(!ggml_qat_quantize_model(NULL, in, out2, &b), "calibration_path with imatrix_path");
+        CHECK(strstr(ggml_qat_last_error(), "--calibration") != NULL && strstr(ggml_qat_last_error(), "--imatrix") != NULL,
+              "message: %s", ggml_qat_last_error());
+        b.imatrix_path = NULL;
+        char factors[300];
+        path(factors, "factors2.txt");
+        FILE * f = fopen(factors, "w");
+        CHECK(f != NULL, "factors file");
+        if (f) {
+            fputs("attn_q 2.5\n", f);
+            fclose(f);
+        }
+        b.plan_factors_path = factors;
+        CHECK(!ggml_qat_quantize_model(NULL, in, out2, &b), "calibration_path with plan_factors_path");
+        CHECK(strstr(ggml_qat_last_error(), "--plan-factors") != NULL, "message: %s", ggml_qat_last_error());
+        b.plan_factors_path = NULL;
+        b.calibration_path = NULL;
     }
     b.target_size_bytes = 64;
     CHECK(!ggml_qat_quantize_model(NULL, in, out2, &b), "target too small");

@@ -182,6 +182,13 @@ typedef struct {
   // and `depth FIRST MIDDLE LAST` (as ggml-qat-quantize --plan-factors),
   // or NULL (default) for the factors measured on Gemma 3 270M.
   const char *plan_factors_path;
+  // A calibration file of ggml-qat-calibrate (as ggml-qat-quantize
+  // --calibration), or NULL (default): its diagonal is the importance
+  // matrix (the same bytes as imatrix_path with that file), and the role
+  // and depth factors it measured on the model, when it has them, are
+  // the size planner's (the default ones otherwise; the JSON report says
+  // which). Not together with imatrix_path or plan_factors_path.
+  const char *calibration_path;
 } ggml_qat_model_params_t;
 
 // An AtomSpace: truth values on the 8-bit grid k/255, atom types, and

@@ -976,7 +976,7 @@ fn size_target_meets_the_size_with_ggml_bytes_and_measured_errors() {
     p.how.dry_run = true;
     for (role, factor, want) in [("attn_q", 1e6, "q8_0"), ("attn_q", 1e-9, "q4_0")] {
         p.what.plan_factors =
-            ggml_qat::model::planner::Factors::parse(&format!("{role} {factor}")).unwrap();
+            Some(ggml_qat::model::planner::Factors::parse(&format!("{role} {factor}")).unwrap());
         let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
         for t in r.tensors.iter().filter(|t| t.name.contains(role)) {
             assert_eq!(t.chosen_type, want, "{role} {factor}: {}", t.name);
@@ -1249,6 +1249,20 @@ fn conflicting_options_are_refused_naming_both() {
             Box::new(|p| p.how.threads = 100_000),
             ["100000 threads", "1024"],
         ),
+        (
+            Box::new(|p| {
+                p.what.calibration = Some("calib.gguf".into());
+                p.what.imatrix = Some("im.gguf".into());
+            }),
+            ["--calibration", "--imatrix"],
+        ),
+        (
+            Box::new(|p| {
+                p.what.calibration = Some("calib.gguf".into());
+                p.what.plan_factors = Some(Default::default());
+            }),
+            ["--calibration", "--plan-factors"],
+        ),
     ];
     for (set, words) in cases {
         let mut p = params(Preset::Q4_0);
@@ -1259,4 +1273,464 @@ fn conflicting_options_are_refused_naming_both() {
         }
         assert!(!d.p("o.gguf").exists());
     }
+}
+
+/// The imatrix entries of a calibration file for `llama_model(n_layer)`:
+/// every block weight and output.weight, one expert, count 2.
+fn calib_entries(n_layer: u32) -> Vec<(String, Vec<f32>)> {
+    let mut names = vec![("output.weight".to_string(), 256)];
+    for l in 0..n_layer {
+        for (w, n) in [
+            ("attn_q", 256),
+            ("attn_k", 256),
+            ("attn_v", 256),
+            ("attn_output", 256),
+            ("ffn_gate", 256),
+            ("ffn_up", 256),
+            ("ffn_down", 96),
+        ] {
+            names.push((format!("blk.{l}.{w}.weight"), n));
+        }
+    }
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(k, (name, n))| {
+            let v = (0..n).map(|i| 0.25 + ((i * 7 + k) % 13) as f32).collect();
+            (name, v)
+        })
+        .collect()
+}
+
+/// The keys ggml-qat-calibrate writes (no factors), for the Gram tensors
+/// `grams` (the attention weights of block `l` read `grams[l]`).
+fn calib_kvs(grams: &[(String, u64)]) -> Vec<Kv> {
+    let (mut users, mut tensors) = (Vec::new(), Vec::new());
+    for (l, (g, _)) in grams.iter().enumerate() {
+        for w in ["attn_q", "attn_k", "attn_v"] {
+            users.push(format!("blk.{l}.{w}.weight"));
+            tensors.push(format!("{g}.gram"));
+        }
+    }
+    fn strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(|s| s.as_str()).collect()
+    }
+    vec![
+        Kv::string("general.type", "imatrix"),
+        Kv::strs("imatrix.datasets", &["self-generated"]),
+        Kv::u32("imatrix.chunk_count", 2),
+        Kv::u32("imatrix.chunk_size", 512),
+        Kv::u32("ggml_qat.calibration.version", 1),
+        Kv::string("ggml_qat.calibration.seed", "42"),
+        Kv::u32("ggml_qat.calibration.tokens", 1024),
+        Kv::u32("ggml_qat.calibration.generated_tokens", 1024),
+        Kv::u32("ggml_qat.gram.max", 4096),
+        Kv::strs("ggml_qat.gram.weights", &strs(&users)),
+        Kv::strs("ggml_qat.gram.tensors", &strs(&tensors)),
+    ]
+}
+
+/// The model's own factors, as the calibrator measures them.
+fn factor_kvs(roles: &[&str], values: &[f32], depth: &[f32]) -> Vec<Kv> {
+    vec![
+        Kv::strs("ggml_qat.factors.roles", roles),
+        Kv::f32s("ggml_qat.factors.values", values),
+        Kv::f32s("ggml_qat.factors.depth", depth),
+        Kv::string("ggml_qat.factors.probe_type", "q4_0"),
+        Kv::string("ggml_qat.factors.measure", "kl-divergence"),
+        Kv::u32("ggml_qat.factors.tokens", 4096),
+    ]
+}
+
+/// A calibration file: `NAME.in_sum2` / `NAME.counts` per entry, then a
+/// `G.gram` tensor of d × d per gram, all NaN (they must never be read);
+/// a Gram above 1024 × 1024 is left as a hole of the file (sparse).
+fn write_calibration(
+    path: &Path,
+    entries: &[(String, Vec<f32>)],
+    grams: &[(String, u64)],
+    kvs: &[Kv],
+) {
+    let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let mut t: Vec<(OutTensor, Vec<u8>)> = Vec::new();
+    let f32_tensor = |name: String, ne: [u64; 4], bytes: Vec<u8>| {
+        let nbytes = 4 * ne.iter().product::<u64>();
+        let ty = QuantType::F32.ggml_id();
+        (
+            OutTensor {
+                name,
+                ne,
+                ty,
+                nbytes,
+            },
+            bytes,
+        )
+    };
+    for (name, v) in entries {
+        let n = v.len() as u64;
+        t.push(f32_tensor(format!("{name}.in_sum2"), [n, 1, 1, 1], le(v)));
+        t.push(f32_tensor(
+            format!("{name}.counts"),
+            [1, 1, 1, 1],
+            le(&[2.0]),
+        ));
+    }
+    for (g, d) in grams {
+        let nan = if *d <= 1024 {
+            le(&vec![f32::NAN; (d * d) as usize])
+        } else {
+            Vec::new()
+        };
+        t.push(f32_tensor(format!("{g}.gram"), [*d, *d, 1, 1], nan));
+    }
+    let outs: Vec<OutTensor> = t.iter().map(|(o, _)| o.clone()).collect();
+    let (mut b, offsets) = gguf::encode_header(kvs, &outs, 32);
+    let base = b.len();
+    let mut end = base as u64;
+    for ((o, bytes), off) in t.iter().zip(offsets) {
+        b.resize(base + off as usize, 0);
+        b.extend(bytes);
+        end = base as u64 + (off + o.nbytes).next_multiple_of(32);
+    }
+    std::fs::write(path, &b).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(end).unwrap();
+}
+
+#[test]
+fn calibration_diagonal_gives_the_imatrix_bytes_and_grams_are_never_read() {
+    let d = Tmp::new("model-calib");
+    let (inp, _) = llama_file(&d, 2);
+    let entries = calib_entries(2);
+    // Gram entries named after a weight read by them: tensors
+    // `blk.L.attn_q.weight.gram`, of NaN.
+    let grams: Vec<(String, u64)> = (0..2)
+        .map(|l| (format!("blk.{l}.attn_q.weight"), 256))
+        .collect();
+    let calib = d.p("calib.gguf");
+    write_calibration(&calib, &entries, &grams, &calib_kvs(&grams));
+    let c = ggml_qat::model::calibration::load(&calib).unwrap();
+    let mut names: Vec<&String> = c.imatrix.keys().collect();
+    names.sort();
+    let mut want: Vec<&String> = entries.iter().map(|(n, _)| n).collect();
+    want.sort();
+    assert_eq!(names, want, "the entries, and no Gram tensor among them");
+    assert!(c.factors.is_none());
+    let run = |imatrix: Option<&Path>, calibration: Option<&Path>, out: &str| {
+        let mut p = params(Preset::Q4_K_M);
+        p.what.imatrix = imatrix.map(Path::to_path_buf);
+        p.what.calibration = calibration.map(Path::to_path_buf);
+        quantize_model(&inp, &d.p(out), &p, &mut no_progress()).unwrap();
+        std::fs::read(d.p(out)).unwrap()
+    };
+    let with_imatrix = run(Some(&calib), None, "imatrix.gguf");
+    let with_calibration = run(None, Some(&calib), "calibration.gguf");
+    assert!(
+        with_calibration == with_imatrix,
+        "--calibration and --imatrix with the same file give other bytes"
+    );
+    assert!(
+        run(None, None, "plain.gguf") != with_imatrix,
+        "the diagonal changed nothing"
+    );
+
+    // The command line, on a file whose Gram tensor is 1 GiB (a hole):
+    // the same bytes, and the Gram matrix is not loaded.
+    let big = d.p("big.gguf");
+    let grams = [("blk.0.attn_in".to_string(), 16384)];
+    write_calibration(&big, &entries, &grams, &calib_kvs(&grams));
+    assert!(std::fs::metadata(&big).unwrap().len() > 1 << 30);
+    let out = d.p("cli.gguf");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ggml-qat-quantize"))
+        .args([
+            "--allow-requantize",
+            "--max-buffer-size",
+            "1",
+            "--calibration",
+        ])
+        .arg(&big)
+        .arg("--report")
+        .arg(d.p("r.json"))
+        .args([&inp, &out])
+        .args(["Q4_K_M", "2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.p("r.json")).unwrap()).unwrap();
+    let rss = j["peak_rss_bytes"].as_u64().unwrap();
+    assert!(
+        rss < 512 << 20,
+        "peak RSS {rss} bytes: the Gram tensor was loaded?"
+    );
+    assert!(
+        std::fs::read(&out).unwrap() == with_imatrix,
+        "CLI bytes differ"
+    );
+}
+
+#[test]
+fn calibration_factors_steer_the_plan_and_the_report_names_their_source() {
+    use ggml_qat::model::planner::{Factors, SizeTarget};
+    let d = Tmp::new("model-calib-factors");
+    let (inp, _) = llama_file(&d, 3);
+    let entries = calib_entries(3);
+    let calib = d.p("calib.gguf");
+    let base = d.p("q4_0.gguf");
+    let r = quantize_model(&inp, &base, &params(Preset::Q4_0), &mut no_progress()).unwrap();
+    // room for the three attn_q at Q8_0 (3 x 4 KiB more than Q4_0)
+    let mut p = params(Preset::Q4_0);
+    p.what.size_target = Some(SizeTarget::FileBytes(r.file_bytes_out + 3 * 4096));
+    p.what.plan_types = vec![(None, vec![QuantType::Q4_0, QuantType::Q8_0])];
+    p.what.calibration = Some(calib.clone());
+    p.how.dry_run = true;
+    let out = d.p("out.gguf");
+    for (factor, want) in [(1e6f32, "q8_0"), (1e-9, "q4_0")] {
+        let mut kvs = calib_kvs(&[]);
+        kvs.extend(factor_kvs(
+            &["ffn_up", "attn_q"],
+            &[3.0, factor],
+            &[1.0, 2.0, 4.0],
+        ));
+        write_calibration(&calib, &entries, &[], &kvs);
+        let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+        for t in r.tensors.iter().filter(|t| t.name.contains("attn_q")) {
+            assert_eq!(t.chosen_type, want, "attn_q {factor}: {}", t.name);
+        }
+        let f = &r.plan.as_ref().unwrap().factors;
+        let mut want_values = Factors::parse("ffn_up 3\ndepth 1 2 4").unwrap();
+        want_values.roles[2] = factor as f64;
+        assert_eq!(f.values, want_values);
+        assert_eq!(f.source, "calibration file");
+        assert_eq!(f.calibration_file.as_deref(), calib.to_str());
+        assert_eq!(f.probe_type.as_deref(), Some("q4_0"));
+        assert_eq!(f.measure.as_deref(), Some("kl-divergence"));
+        assert_eq!(f.tokens, Some(4096));
+    }
+
+    // In the JSON report, beside the plan.
+    p.report.json_path = Some(d.p("r.json"));
+    quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.p("r.json")).unwrap()).unwrap();
+    let f = &j["plan"]["factors"];
+    assert_eq!(f["source"], "calibration file", "{f}");
+    assert_eq!(f["probe_type"], "q4_0");
+    assert_eq!(f["measure"], "kl-divergence");
+    assert_eq!(f["tokens"], 4096);
+    assert_eq!(f["roles"]["ffn_up"], 3.0);
+    assert_eq!(f["roles"]["attn_v"], Factors::default().roles[4]);
+    assert_eq!(f["depth"], serde_json::json!([1.0, 2.0, 4.0]));
+
+    // Without factors in the file: the default ones, and the report says so.
+    write_calibration(&calib, &entries, &[], &calib_kvs(&[]));
+    let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+    let f = &r.plan.as_ref().unwrap().factors;
+    assert_eq!((f.source, &f.values), ("default", &Factors::default()));
+    assert_eq!(f.calibration_file.as_deref(), calib.to_str());
+    assert_eq!((&f.probe_type, f.tokens), (&None, None));
+    // Factor keys naming no role and no depth (nothing measured): the same.
+    let mut kvs = calib_kvs(&[]);
+    kvs.extend(factor_kvs(&[], &[], &[]));
+    kvs.retain(|k| k.key != "ggml_qat.factors.depth");
+    write_calibration(&calib, &entries, &[], &kvs);
+    let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+    let f = &r.plan.as_ref().unwrap().factors;
+    assert_eq!((f.source, &f.values), ("default", &Factors::default()));
+    // A factors file, or nothing: named as such.
+    p.what.calibration = None;
+    let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+    let f = &r.plan.as_ref().unwrap().factors;
+    assert_eq!((f.source, &f.calibration_file), ("default", &None));
+    p.what.plan_factors = Some(Factors::parse("attn_q 2").unwrap());
+    let r = quantize_model(&inp, &out, &p, &mut no_progress()).unwrap();
+    assert_eq!(r.plan.as_ref().unwrap().factors.source, "factors file");
+    assert_eq!(d.files(), ["calib.gguf", "in.gguf", "q4_0.gguf", "r.json"]);
+}
+
+#[test]
+fn command_line_calibration_prints_its_factors_and_refuses_conflicts() {
+    let d = Tmp::new("model-calib-cli");
+    let (inp, _) = llama_file(&d, 1);
+    let calib = d.p("calib.gguf");
+    let mut kvs = calib_kvs(&[]);
+    kvs.extend(factor_kvs(&["attn_q"], &[2.0], &[1.0, 1.0, 1.0]));
+    write_calibration(&calib, &calib_entries(1), &[], &kvs);
+    let run = |extra: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_ggml-qat-quantize"))
+            .args(["--allow-requantize", "--dry-run", "--calibration"])
+            .arg(&calib)
+            .args(extra)
+            .args([&inp, &d.p("out.gguf")])
+            .args(["Q4_0", "1"])
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (o.status.code(), text(&o.stdout), text(&o.stderr))
+    };
+    let (code, stdout, stderr) = run(&["--target-bpw", "6"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("factors: calibration file (probe q4_0, kl-divergence, 4096 tokens)"),
+        "{stdout}"
+    );
+    let factors = d.p("f.txt");
+    std::fs::write(&factors, "attn_q 1\n").unwrap();
+    for (args, words) in [
+        (
+            vec!["--imatrix", calib.to_str().unwrap()],
+            ["--calibration", "--imatrix"],
+        ),
+        (
+            vec!["--plan-factors", factors.to_str().unwrap()],
+            ["--calibration", "--plan-factors"],
+        ),
+    ] {
+        let (code, _, stderr) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        for w in words {
+            assert!(stderr.contains(w), "{args:?}: '{stderr}' does not name {w}");
+        }
+    }
+    assert_eq!(d.files(), ["calib.gguf", "f.txt", "in.gguf"]);
+}
+
+#[test]
+fn malformed_calibration_files_are_refused_naming_the_key() {
+    use ggml_qat::model::gguf::vt;
+    let d = Tmp::new("model-calib-bad");
+    let (inp, _) = llama_file(&d, 1);
+    let entries = calib_entries(1);
+    let calib = d.p("calib.gguf");
+    let out = d.p("out.gguf");
+    let mut p = params(Preset::Q4_0);
+    p.what.calibration = Some(calib.clone());
+    let good = factor_kvs(&["attn_q", "ffn_down"], &[1.0, 2.0], &[1.0, 1.0, 1.0]);
+    let i32s = Kv {
+        key: "ggml_qat.factors.values".into(),
+        ty: vt::ARRAY,
+        raw: [
+            vt::I32.to_le_bytes(),
+            2u32.to_le_bytes(),
+            0u32.to_le_bytes(),
+        ]
+        .concat()
+        .into_iter()
+        .chain([1i32, 2].iter().flat_map(|x| x.to_le_bytes()))
+        .collect(),
+    };
+    let cases: Vec<(Kv, &str, &str)> = vec![
+        (
+            Kv::string("ggml_qat.factors.roles", "attn_q"),
+            "factors.roles",
+            "array of strings",
+        ),
+        (i32s, "factors.values", "array of f32"),
+        (
+            Kv::f32s("ggml_qat.factors.values", &[1.0]),
+            "factors.values",
+            "1 values for 2 roles",
+        ),
+        (
+            Kv::strs("ggml_qat.factors.roles", &["attn_q", "attn_x"]),
+            "factors.roles",
+            "unknown role 'attn_x'",
+        ),
+        (
+            Kv::strs("ggml_qat.factors.roles", &["attn_q", "attn_q"]),
+            "factors.roles",
+            "named twice",
+        ),
+        (
+            Kv::f32s("ggml_qat.factors.values", &[1.0, f32::NAN]),
+            "factors.values",
+            "NaN",
+        ),
+        (
+            Kv::f32s("ggml_qat.factors.values", &[0.0, 1.0]),
+            "factors.values",
+            "above 0",
+        ),
+        (
+            Kv::f32s("ggml_qat.factors.values", &[1.0, -2.0]),
+            "factors.values",
+            "above 0",
+        ),
+        (
+            Kv::f32s("ggml_qat.factors.depth", &[1.0, 1.0]),
+            "factors.depth",
+            "2 values, 3 expected",
+        ),
+        (
+            Kv::f32s("ggml_qat.factors.depth", &[1.0, f32::INFINITY, 1.0]),
+            "factors.depth",
+            "inf",
+        ),
+        (
+            Kv::u32("ggml_qat.factors.probe_type", 2),
+            "factors.probe_type",
+            "a string",
+        ),
+        (
+            Kv::f32("ggml_qat.factors.measure", 1.0),
+            "factors.measure",
+            "a string",
+        ),
+        (
+            Kv::string("ggml_qat.factors.tokens", "many"),
+            "factors.tokens",
+            "a u32",
+        ),
+        (
+            Kv::i32("ggml_qat.factors.tokens", 5),
+            "factors.tokens",
+            "a u32",
+        ),
+        (
+            Kv::u32("ggml_qat.calibration.version", 2),
+            "calibration.version",
+            "version 2",
+        ),
+        (
+            Kv::string("ggml_qat.calibration.version", "1"),
+            "calibration.version",
+            "u32",
+        ),
+    ];
+    for (bad, key, what) in cases {
+        let mut kvs = calib_kvs(&[]);
+        kvs.extend(good.iter().filter(|k| k.key != bad.key).cloned());
+        kvs.retain(|k| k.key != bad.key);
+        kvs.push(bad);
+        write_calibration(&calib, &entries, &[], &kvs);
+        let e = quantize_model(&inp, &out, &p, &mut no_progress())
+            .unwrap_err()
+            .to_string();
+        for w in ["calib.gguf", key, what] {
+            assert!(e.contains(w), "'{e}' does not say '{w}'");
+        }
+        assert!(!out.exists());
+    }
+    // one of roles and values without the other
+    for (drop, other) in [("values", "roles"), ("roles", "values")] {
+        let mut kvs = calib_kvs(&[]);
+        kvs.extend(good.iter().filter(|k| !k.key.ends_with(drop)).cloned());
+        write_calibration(&calib, &entries, &[], &kvs);
+        let e = quantize_model(&inp, &out, &p, &mut no_progress())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("factors.{drop}: missing")), "{e}");
+        assert!(e.contains(other), "{e}");
+    }
+    // a plain imatrix is not a calibration file (it goes to --imatrix)
+    let mut kvs = calib_kvs(&[]);
+    kvs.retain(|k| !k.key.starts_with("ggml_qat."));
+    write_calibration(&calib, &entries, &[], &kvs);
+    let e = quantize_model(&inp, &out, &p, &mut no_progress())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ggml_qat.calibration.version: missing") && e.contains("--imatrix"),
+        "{e}"
+    );
 }

@@ -599,12 +599,78 @@ fn write_fuzz_seeds() {
     gguf_imatrix(&p, &[("blk.0.attn_q.weight", &[1.0; 32], &[2.0])]);
     let p = im.join("gguf-experts");
     gguf_imatrix(&p, &[("e.weight", &[0.5; 64], &[1.0, 3.0])]);
+    calibration_seed(&im.join("calibration"));
     let w = [0.25f32; 32];
     imatrix::write_legacy(
         &im.join("legacy"),
         &[("blk.0.attn_q.weight", 2, &w), ("b", 1, &w[..8])],
     )
     .unwrap();
+}
+
+/// A calibration file of ggml-qat-calibrate: one imatrix entry, a Gram
+/// tensor (8 x 8, not read), the calibration, Gram and factor keys.
+fn calibration_seed(path: &Path) {
+    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let ts = [
+        (
+            "blk.0.attn_q.weight.in_sum2",
+            [32, 1, 1, 1],
+            f32s(&[1.0; 32]),
+        ),
+        ("blk.0.attn_q.weight.counts", [1, 1, 1, 1], f32s(&[2.0])),
+        ("blk.0.attn_q.weight.gram", [8, 8, 1, 1], f32s(&[0.5; 64])),
+    ];
+    let out: Vec<OutTensor> = ts
+        .iter()
+        .map(|(n, ne, b)| OutTensor {
+            name: n.to_string(),
+            ne: *ne,
+            ty: 0,
+            nbytes: b.len() as u64,
+        })
+        .collect();
+    let kvs = [
+        Kv::string("general.type", "imatrix"),
+        Kv::u32("ggml_qat.calibration.version", 1),
+        Kv::u32("ggml_qat.gram.max", 8),
+        Kv::strs("ggml_qat.gram.weights", &["blk.0.attn_q.weight"]),
+        Kv::strs("ggml_qat.gram.tensors", &["blk.0.attn_q.weight.gram"]),
+        Kv::strs("ggml_qat.factors.roles", &["attn_q", "ffn_down"]),
+        Kv::f32s("ggml_qat.factors.values", &[1.5, 7.0]),
+        Kv::f32s("ggml_qat.factors.depth", &[0.1, 0.1, 0.2]),
+        Kv::string("ggml_qat.factors.measure", "kl-divergence"),
+        Kv::u32("ggml_qat.factors.tokens", 512),
+    ];
+    let (mut b, _) = gguf::encode_header(&kvs, &out, 32);
+    for (_, _, data) in &ts {
+        b.extend(data);
+        b.resize(b.len().div_ceil(32) * 32, 0);
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn calibration_file_with_any_byte_flipped_is_no_panic() {
+    use ggml_qat::model::calibration;
+    let d = Tmp::new("input-calib");
+    let p = d.p("calib.gguf");
+    calibration_seed(&p);
+    let c = calibration::load(&p).unwrap();
+    assert_eq!(c.imatrix["blk.0.attn_q.weight"], vec![0.5; 32]);
+    let f = c.factors.unwrap();
+    assert_eq!((f.values.roles[2], f.values.depth[2]), (1.5, 0.2f32 as f64));
+    let good = std::fs::read(&p).unwrap();
+    let header = gguf::read_header(&p).unwrap().data_offset as usize;
+    let bad = d.p("bad.gguf");
+    for i in 0..header {
+        for x in [0x01u8, 0x80, 0xff] {
+            let mut b = good.clone();
+            b[i] ^= x;
+            std::fs::write(&bad, &b).unwrap();
+            let _ = calibration::load(&bad);
+        }
+    }
 }
 
 #[path = "../fuzz/fuzz_targets/common/model.rs"]

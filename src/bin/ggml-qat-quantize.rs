@@ -37,6 +37,13 @@ struct Args {
     /// Importance matrix (llama-imatrix's GGUF or legacy .dat).
     #[arg(long, value_name = "FILE")]
     imatrix: Option<PathBuf>,
+    /// Calibration file of ggml-qat-calibrate: its diagonal is the
+    /// importance matrix (as --imatrix with the same file: the same bytes),
+    /// and the role and depth factors it measured on the model, when it
+    /// has them, are the planner's (--target-size, --target-bpw; the
+    /// default ones otherwise). Not with --imatrix or --plan-factors.
+    #[arg(long, value_name = "FILE")]
+    calibration: Option<PathBuf>,
     /// Per-tensor type: NAME=TYPE, NAME a regular expression searched in the tensor name; first match wins. Repeatable.
     #[arg(long = "tensor-type", value_name = "NAME=TYPE")]
     tensor_type: Vec<String>,
@@ -107,7 +114,7 @@ struct Args {
     /// The planner's role and depth factors: a file of `ROLE VALUE` lines
     /// and `depth FIRST MIDDLE LAST` (scripts/measure-roles.sh writes one
     /// for its model); what it does not name keeps the default, measured on
-    /// Gemma 3 270M.
+    /// Gemma 3 270M. Not with --calibration (whose file gives them).
     #[arg(long = "plan-factors", value_name = "FILE")]
     plan_factors: Option<PathBuf>,
     /// Skip the per-tensor error measurement (a little faster).
@@ -135,6 +142,7 @@ fn params(a: &Args) -> Result<Params, String> {
         token_embd_type: type_of("--token-embedding-type", &a.token_embedding_type)?,
         leave_output: a.leave_output_tensor,
         imatrix: a.imatrix.clone(),
+        calibration: a.calibration.clone(),
         allow_requantize: a.allow_requantize,
         keep_split: a.keep_split,
         optimize: a.optimize,
@@ -146,12 +154,14 @@ fn params(a: &Args) -> Result<Params, String> {
             (None, None) => None,
         },
         plan_factors: match &a.plan_factors {
-            None => Factors::default(),
+            None => None,
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("--plan-factors {}: {e}", path.display()))?;
-                Factors::parse(&text)
-                    .map_err(|e| format!("--plan-factors {}: {e}", path.display()))?
+                Some(
+                    Factors::parse(&text)
+                        .map_err(|e| format!("--plan-factors {}: {e}", path.display()))?,
+                )
             }
         },
         plan_types: a
@@ -418,7 +428,30 @@ fn print_plan(
         "  measured on {} sampled values in {:.1} s",
         p.sampled_values, p.seconds
     )?;
-    Ok(())
+    writeln!(o, "  factors: {}", describe_factors(&p.factors))
+}
+
+/// Where the planner's factors came from, in a few words.
+fn describe_factors(f: &ggml_qat::model::planner::FactorsUsed) -> String {
+    let mut s = f.source.to_string();
+    if f.source == "default" {
+        s += " (measured on Gemma 3 270M)";
+        if f.calibration_file.is_some() {
+            s += "; the calibration file has none";
+        }
+    }
+    let info: Vec<String> = [
+        f.probe_type.as_ref().map(|t| format!("probe {t}")),
+        f.measure.clone(),
+        f.tokens.map(|n| format!("{n} tokens")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !info.is_empty() {
+        s += &format!(" ({})", info.join(", "));
+    }
+    s
 }
 
 fn main() -> ExitCode {

@@ -62,7 +62,7 @@ pub struct ggml_qat_model_report_t {
 
 /// Parameters of ggml_qat_quantize_model; start from
 /// ggml_qat_model_default_params().
-/// cbindgen:field-names=[target, overrides, n_overrides, output_tensor_type, token_embedding_type, imatrix_path, allow_requantize, pure, leave_output_tensor, dry_run, keep_split, n_threads, max_buffer_bytes, progress, progress_user_data, report_json_path, report, optimize, target_size_bytes, target_bpw, plan_types, n_plan_types, plan_factors_path]
+/// cbindgen:field-names=[target, overrides, n_overrides, output_tensor_type, token_embedding_type, imatrix_path, allow_requantize, pure, leave_output_tensor, dry_run, keep_split, n_threads, max_buffer_bytes, progress, progress_user_data, report_json_path, report, optimize, target_size_bytes, target_bpw, plan_types, n_plan_types, plan_factors_path, calibration_path]
 #[repr(C)]
 #[derive(Copy, Clone, Debug)]
 pub struct ggml_qat_model_params_t {
@@ -128,6 +128,13 @@ pub struct ggml_qat_model_params_t {
     /// and `depth FIRST MIDDLE LAST` (as ggml-qat-quantize --plan-factors),
     /// or NULL (default) for the factors measured on Gemma 3 270M.
     pub plan_factors_path: *const c_char,
+    /// A calibration file of ggml-qat-calibrate (as ggml-qat-quantize
+    /// --calibration), or NULL (default): its diagonal is the importance
+    /// matrix (the same bytes as imatrix_path with that file), and the role
+    /// and depth factors it measured on the model, when it has them, are
+    /// the size planner's (the default ones otherwise; the JSON report says
+    /// which). Not together with imatrix_path or plan_factors_path.
+    pub calibration_path: *const c_char,
 }
 
 /// The default model parameters: Q4_K_M, no overrides, all cores, 32 MiB
@@ -159,6 +166,7 @@ pub extern "C" fn ggml_qat_model_default_params() -> ggml_qat_model_params_t {
         plan_types: std::ptr::null(),
         n_plan_types: 0,
         plan_factors_path: std::ptr::null(),
+        calibration_path: std::ptr::null(),
     }
 }
 
@@ -260,6 +268,7 @@ unsafe fn params_from_c(ctx: *mut QatContext, cp: &ggml_qat_model_params_t) -> R
         token_embd_type: opt_type(cp.token_embedding_type, "params->token_embedding_type")?,
         leave_output: cp.leave_output_tensor.get(),
         imatrix: opt_path(cp.imatrix_path, "params->imatrix_path")?,
+        calibration: opt_path(cp.calibration_path, "params->calibration_path")?,
         allow_requantize: cp.allow_requantize.get(),
         keep_split: cp.keep_split.get(),
         optimize: cp.optimize.get(),
@@ -368,13 +377,14 @@ unsafe fn plan_types_from_c(cp: &ggml_qat_model_params_t) -> Result<PlanTypes> {
     })
 }
 
-unsafe fn factors_from_c(cp: &ggml_qat_model_params_t) -> Result<Factors> {
+unsafe fn factors_from_c(cp: &ggml_qat_model_params_t) -> Result<Option<Factors>> {
     if cp.plan_factors_path.is_null() {
-        return Ok(Factors::default());
+        return Ok(None);
     }
     let path = c_str(cp.plan_factors_path, "params->plan_factors_path")?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::invalid("params->plan_factors_path", format!("{path}: {e}")))?;
     Factors::parse(&text)
+        .map(Some)
         .map_err(|e| Error::invalid("params->plan_factors_path", format!("{path}: {e}")))
 }

@@ -1,5 +1,11 @@
 //! The planner's role and depth factors: how much a tensor's relative
-//! squared error costs the model, by role and by depth.
+//! squared error costs the model, by role and by depth; and which factors
+//! a plan used, and where they came from ([`FactorsUsed`]).
+
+use std::path::Path;
+
+use serde::ser::{SerializeStruct, Serializer};
+use serde::Serialize;
 
 use crate::model::roles::Category;
 
@@ -91,10 +97,8 @@ impl Factors {
                     .map_err(|_| format!("line {}: depth takes 3 numbers", n + 1))?;
                 continue;
             }
-            let i = ROLE_NAMES
-                .iter()
-                .position(|(name, _)| *name == key)
-                .ok_or_else(|| format!("line {}: unknown role '{key}'", n + 1))?;
+            let i =
+                role_index(key).ok_or_else(|| format!("line {}: unknown role '{key}'", n + 1))?;
             match values[..] {
                 [x] => f.roles[i] = x,
                 _ => return Err(format!("line {}: {key} takes 1 number", n + 1)),
@@ -117,6 +121,76 @@ impl Factors {
         let mean = self.depth.iter().sum::<f64>() / 3.0;
         let third = ((3 * layer.min(n_layer - 1)) / n_layer) as usize;
         self.depth[third.min(2)] / mean
+    }
+}
+
+/// The index in [`Factors::roles`] of the role named `name` (a factors
+/// file's vocabulary: token_embd, output, attn_q, ..., other).
+pub fn role_index(name: &str) -> Option<usize> {
+    ROLE_NAMES.iter().position(|(n, _)| *n == name)
+}
+
+/// In the report: `{"roles": {NAME: VALUE, ...}, "depth": [F, M, L]}`.
+impl Serialize for Factors {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Roles<'a>(&'a [f64; 12]);
+        impl Serialize for Roles<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(ROLE_NAMES.iter().map(|(n, _)| *n).zip(self.0))
+            }
+        }
+        let mut st = s.serialize_struct("Factors", 2)?;
+        st.serialize_field("roles", &Roles(&self.roles))?;
+        st.serialize_field("depth", &self.depth)?;
+        st.end()
+    }
+}
+
+/// The factors a plan used and where they came from (in the report).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct FactorsUsed {
+    /// "default", "factors file" or "calibration file".
+    pub source: &'static str,
+    /// The calibration file given, if any (also when it had no factors
+    /// and the default ones were used).
+    pub calibration_file: Option<String>,
+    /// What the calibration file says of its measurement: the type the
+    /// roles were quantized to, the measure ("kl-divergence" or
+    /// "1-cosine"), the tokens evaluated.
+    pub probe_type: Option<String>,
+    pub measure: Option<String>,
+    pub tokens: Option<u32>,
+    #[serde(flatten)]
+    pub values: Factors,
+}
+
+impl FactorsUsed {
+    /// The factors of a plan: those given (`--plan-factors`), else the
+    /// calibration file's (`calibrated`), else the default; `calibration`
+    /// is the calibration file given, if any.
+    pub fn choose(
+        given: Option<&Factors>,
+        calibrated: Option<FactorsUsed>,
+        calibration: Option<&Path>,
+    ) -> FactorsUsed {
+        let file = calibration.map(|p| p.display().to_string());
+        match (given, calibrated) {
+            (Some(f), _) => FactorsUsed {
+                source: "factors file",
+                calibration_file: file,
+                values: f.clone(),
+                ..FactorsUsed::default()
+            },
+            (None, Some(c)) => FactorsUsed {
+                calibration_file: file,
+                ..c
+            },
+            (None, None) => FactorsUsed {
+                source: "default",
+                calibration_file: file,
+                ..FactorsUsed::default()
+            },
+        }
     }
 }
 

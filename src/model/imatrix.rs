@@ -30,18 +30,32 @@ pub fn load(path: &Path) -> Result<Imatrix, ModelError> {
     (&file)
         .read_exact(&mut magic)
         .map_err(|_| fail(path, "file too short"))?;
-    let m = if &magic == gguf::GGUF_MAGIC {
+    if &magic == gguf::GGUF_MAGIC {
         drop(file);
-        load_gguf(path)?
-    } else {
-        load_legacy(path, file, len)?
-    };
-    for (name, v) in &m {
+        return from_gguf(path, &gguf::read_header(path)?);
+    }
+    let m = load_legacy(path, file, len)?;
+    check_finite(path, &m)?;
+    Ok(m)
+}
+
+/// The imatrix entries of the GGUF file `path` whose header is `h`
+/// (`NAME.in_sum2` with `NAME.counts`; other tensors, such as a
+/// calibration file's `.gram` matrices, are neither entries nor read).
+pub fn from_gguf(path: &Path, h: &gguf::Header) -> Result<Imatrix, ModelError> {
+    let m = gguf_entries(path, h)?;
+    check_finite(path, &m)?;
+    Ok(m)
+}
+
+/// Every weight finite (a sum divided by a tiny count may overflow).
+fn check_finite(path: &Path, m: &Imatrix) -> Result<(), ModelError> {
+    for (name, v) in m {
         if let Some(x) = v.iter().find(|x| !x.is_finite()) {
             return Err(fail(path, format!("entry '{name}' has the value {x}")));
         }
     }
-    Ok(m)
+    Ok(())
 }
 
 /// `n` little-endian f32 of `bytes`.
@@ -67,8 +81,7 @@ fn check_sums(path: &Path, name: &str, what: &str, v: &[f32]) -> Result<(), Mode
     }
 }
 
-fn load_gguf(path: &Path) -> Result<Imatrix, ModelError> {
-    let h = gguf::read_header(path)?;
+fn gguf_entries(path: &Path, h: &gguf::Header) -> Result<Imatrix, ModelError> {
     let (file, _) = gguf::open_regular(path, ModelError::Imatrix)?;
     let by_name: HashMap<&str, &gguf::TensorInfo> =
         h.tensors.iter().map(|t| (t.name.as_str(), t)).collect();

@@ -11,11 +11,14 @@
 //!    rules ([`preset`]) over the tensors' roles ([`roles`]), the manual
 //!    options, llama.cpp's fallbacks;
 //! 4. [`planner`] (under a size target): measure each free tensor's
-//!    candidates, then allocate the bytes;
+//!    candidates, then allocate the bytes, weighing errors by role and
+//!    depth ([`factors`]: the default, a factors file's, or those a
+//!    [`calibration`] file measured on the model);
 //! 5. [`layout`]: the output files' headers and sizes, computed once;
 //! 6. [`convert`]: each tensor read, converted ([`chunk`], with the column
-//!    weights of [`weights`] and [`imatrix`]) and written, the three
-//!    overlapping, into a temporary file ([`sink`]);
+//!    weights of [`weights`] and [`imatrix`], or the diagonal of a
+//!    [`calibration`] file) and written, the three overlapping, into a
+//!    temporary file ([`sink`]);
 //! 7. [`report`]: what was done, built at the end, written before the
 //!    outputs are committed.
 //!
@@ -23,6 +26,7 @@
 //! model's size.
 
 pub mod assign;
+pub mod calibration;
 pub mod chunk;
 pub mod convert;
 pub mod factors;
@@ -61,6 +65,8 @@ pub enum ModelError {
     Invalid(String),
     #[error("imatrix: {0}")]
     Imatrix(String),
+    #[error("calibration file: {0}")]
+    Calibration(String),
     #[error("cancelled by the progress callback")]
     Cancelled,
     #[error(transparent)]

@@ -39,6 +39,10 @@ pub struct What {
     /// Keep `output.weight` as it is.
     pub leave_output: bool,
     pub imatrix: Option<PathBuf>,
+    /// A calibration file of ggml-qat-calibrate ([`super::calibration`]):
+    /// its diagonal is the importance matrix, read as `imatrix` reads it
+    /// (the same bytes out); its factors, when it has them, the planner's.
+    pub calibration: Option<PathBuf>,
     pub allow_requantize: bool,
     /// Quantize every shard of a split model, each to its own output shard.
     pub keep_split: bool,
@@ -65,8 +69,10 @@ pub struct What {
     /// pattern found in a tensor's name wins, `None` matches every tensor;
     /// no match (or empty): [`super::planner::DEFAULT_TYPES`].
     pub plan_types: Vec<(Option<String>, Vec<QuantType>)>,
-    /// The planner's role and depth factors ([`Factors`]).
-    pub plan_factors: Factors,
+    /// The planner's role and depth factors ([`Factors`]), given
+    /// (`--plan-factors`); `None`: the calibration file's when it has
+    /// them, else the default.
+    pub plan_factors: Option<Factors>,
 }
 
 impl Default for What {
@@ -79,13 +85,14 @@ impl Default for What {
             token_embd_type: None,
             leave_output: false,
             imatrix: None,
+            calibration: None,
             allow_requantize: false,
             keep_split: false,
             optimize: false,
             norm_importance: false,
             size_target: None,
             plan_types: Vec::new(),
-            plan_factors: Factors::default(),
+            plan_factors: None,
         }
     }
 }
@@ -221,6 +228,20 @@ fn check_conflicts(w: &What) -> Result<(), ModelError> {
             "--leave-output-tensor",
             "--output-tensor-type",
             "one keeps output.weight as it is, the other gives it a type",
+        );
+    }
+    if w.calibration.is_some() && w.imatrix.is_some() {
+        return conflict(
+            "--calibration",
+            "--imatrix",
+            "the calibration file's diagonal is the importance matrix",
+        );
+    }
+    if w.calibration.is_some() && w.plan_factors.is_some() {
+        return conflict(
+            "--calibration",
+            "--plan-factors",
+            "the calibration file gives the planner's factors (the default ones when it has none)",
         );
     }
     if w.pure && !w.overrides.is_empty() {

@@ -4,11 +4,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::assign::{self, Assignment};
+use super::calibration;
 use super::convert::{self, Converted, Job, Settings};
+use super::factors::FactorsUsed;
 use super::gguf::DataWriter;
 use super::imatrix::{self, Imatrix};
 use super::layout::{self, OutFile};
-use super::params::{Checked, Params};
+use super::params::{Checked, Params, What};
 use super::planner::{self, Planned};
 use super::report::{Progress, Report};
 use super::sink::{self, TempOut};
@@ -36,12 +38,19 @@ pub fn quantize_model(
     let given: &[&Path] = if p.how.dry_run { &[] } else { &[output] };
     sink::check_paths(&[input], given, p.report.json_path.as_deref())?;
     let src = Source::open(input, p.what.keep_split)?;
-    let imatrix = load_imatrix(&src, p.what.imatrix.as_deref())?;
+    let (imatrix, calibrated) = load_importance(&src, p.what)?;
     let mut a = assign::assign(&src, &p, imatrix.is_some())?;
     let paths = layout::output_paths(&src, output, p.what.keep_split);
     check_paths(&src, &paths, &p)?;
     let planned = match p.what.size_target {
-        Some(target) => Some(plan(&src, &mut a, &p, &pool, target, &imatrix, progress)?),
+        Some(target) => {
+            let how = Planning {
+                target,
+                imatrix: imatrix.as_ref(),
+                calibrated,
+            };
+            Some(plan(&src, &mut a, &p, &pool, how, progress)?)
+        }
         None => None,
     };
     let files = layout::layout(&src, &a, &paths, p.what.target.file_type());
@@ -86,12 +95,30 @@ fn check_paths(src: &Source, outputs: &[PathBuf], p: &Checked) -> Result<(), Mod
     sink::check_paths(&inputs, &outputs, p.report.json_path.as_deref())
 }
 
-/// The importance matrix, checked against the model.
-fn load_imatrix(src: &Source, path: Option<&Path>) -> Result<Option<Imatrix>, ModelError> {
-    let Some(path) = path else { return Ok(None) };
-    let im = imatrix::load(path)?;
+/// The importance matrix (`imatrix`, or the calibration file's diagonal),
+/// checked against the model, and the calibration file's factors.
+fn load_importance(
+    src: &Source,
+    w: &What,
+) -> Result<(Option<Imatrix>, Option<FactorsUsed>), ModelError> {
+    let (im, factors) = match (&w.calibration, &w.imatrix) {
+        (Some(path), _) => {
+            let c = calibration::load(path)?;
+            (c.imatrix, c.factors)
+        }
+        (None, Some(path)) => (imatrix::load(path)?, None),
+        (None, None) => return Ok((None, None)),
+    };
     weights::check_imatrix(&im, src)?;
-    Ok(Some(im))
+    Ok((Some(im), factors))
+}
+
+/// What the planner takes besides the model and the parameters.
+struct Planning<'a> {
+    target: planner::SizeTarget,
+    imatrix: Option<&'a Imatrix>,
+    /// The calibration file's factors, if it has them.
+    calibrated: Option<FactorsUsed>,
 }
 
 /// The size planner over the assignment.
@@ -100,8 +127,7 @@ fn plan(
     a: &mut Assignment,
     p: &Checked,
     pool: &rayon::ThreadPool,
-    target: planner::SizeTarget,
-    imatrix: &Option<Imatrix>,
+    how: Planning,
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<Planned, ModelError> {
     if src.shards.len() > 1 && !p.what.keep_split {
@@ -109,15 +135,20 @@ fn plan(
             "a size target on a split model needs --keep-split (the size is that of all output shards)".into(),
         ));
     }
+    let factors = FactorsUsed::choose(
+        p.what.plan_factors.as_ref(),
+        how.calibrated,
+        p.what.calibration.as_deref(),
+    );
     let inputs = planner::Inputs {
         pool,
         header_bytes: layout::header_bytes(src, a, p.what.target.file_type()),
-        imatrix: imatrix.as_ref(),
+        imatrix: how.imatrix,
         rules: &p.plan_rules,
         optimize: p.what.optimize,
         norm_importance: p.what.norm_importance,
-        target,
-        factors: &p.what.plan_factors,
+        target: how.target,
+        factors: &factors,
     };
     let count = src.tensors().count();
     let mut cb = |i: usize, name: &str| {

@@ -1,5 +1,6 @@
-//! The model-file cases of the fuzz targets gguf_header, imatrix_file and
-//! quantize_model, on a file. tests/model_input.rs includes this file too
+//! The model-file cases of the fuzz targets gguf_header, imatrix_file (the
+//! imatrix readers and the calibration file's) and quantize_model, on a
+//! file. tests/model_input.rs includes this file too
 //! and replays the committed corpora (seeds and crash reproducers) through
 //! the same cases in `cargo test`.
 
@@ -7,7 +8,7 @@ use std::path::Path;
 
 use ggml_qat::model::gguf::{self, OutTensor};
 use ggml_qat::model::preset::{Preset, Target};
-use ggml_qat::model::{imatrix, quantize_model, How, Params, ReportParams, What};
+use ggml_qat::model::{calibration, imatrix, quantize_model, How, Params, ReportParams, What};
 
 /// The header reader: an error is fine. An accepted header survives the
 /// model checks, every accessor, and a round trip through the writer
@@ -52,14 +53,32 @@ pub fn gguf_header(path: &Path, scratch: &Path) {
     }
 }
 
-/// Both imatrix readers: an error is fine; an accepted imatrix holds only
-/// finite, non-negative weights.
+/// Both imatrix readers and the calibration file's: an error is fine; an
+/// accepted imatrix holds only finite, non-negative weights, accepted
+/// factors are finite and positive.
 pub fn imatrix_file(path: &Path) {
-    let Ok(m) = imatrix::load(path) else {
+    if let Ok(m) = imatrix::load(path) {
+        check_imatrix(&m);
+    }
+    let Ok(c) = calibration::load(path) else {
         return;
     };
+    check_imatrix(&c.imatrix);
+    if let Some(f) = c.factors {
+        let v = f.values;
+        assert!(
+            v.roles
+                .iter()
+                .chain(&v.depth)
+                .all(|x| x.is_finite() && *x > 0.0),
+            "{v:?}"
+        );
+    }
+}
+
+fn check_imatrix(m: &imatrix::Imatrix) {
     assert!(!m.is_empty());
-    for (name, v) in &m {
+    for (name, v) in m {
         assert!(!v.is_empty(), "{name}: empty");
         assert!(
             v.iter().all(|x| x.is_finite() && *x >= 0.0),

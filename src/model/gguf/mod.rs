@@ -101,6 +101,31 @@ impl Kv {
             raw,
         }
     }
+    /// An array of f32.
+    pub fn f32s(key: &str, v: &[f32]) -> Kv {
+        let mut raw = vt::F32.to_le_bytes().to_vec();
+        raw.extend((v.len() as u64).to_le_bytes());
+        raw.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+        Kv {
+            key: key.into(),
+            ty: vt::ARRAY,
+            raw,
+        }
+    }
+    /// An array of strings.
+    pub fn strs(key: &str, v: &[&str]) -> Kv {
+        let mut raw = vt::STRING.to_le_bytes().to_vec();
+        raw.extend((v.len() as u64).to_le_bytes());
+        for s in v {
+            raw.extend((s.len() as u64).to_le_bytes());
+            raw.extend(s.as_bytes());
+        }
+        Kv {
+            key: key.into(),
+            ty: vt::ARRAY,
+            raw,
+        }
+    }
     /// The value as an unsigned integer (any integer type); for an array,
     /// its first element (per-layer head counts: llama.cpp's n_gqa() uses
     /// layer 0).
@@ -144,6 +169,36 @@ impl Kv {
         (self.ty == vt::STRING)
             .then(|| std::str::from_utf8(self.raw.get(8..)?).ok())
             .flatten()
+    }
+    /// The element count and encoded elements of an array of `et`.
+    fn array_of(&self, et: u32) -> Option<(u64, &[u8])> {
+        let r = &self.raw;
+        let t = u32::from_le_bytes(r.get(..4)?.try_into().ok()?);
+        let n = u64::from_le_bytes(r.get(4..12)?.try_into().ok()?);
+        (self.ty == vt::ARRAY && t == et).then(|| (n, &r[12..]))
+    }
+    /// The values of an array of f32 (`None` for any other type).
+    pub fn as_f32s(&self) -> Option<Vec<f32>> {
+        let (n, b) = self.array_of(vt::F32)?;
+        (b.len() as u64 == n.checked_mul(4)?).then(|| {
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        })
+    }
+    /// The strings of an array of strings (`None` for any other type or
+    /// a string that is not UTF-8).
+    pub fn as_strs(&self) -> Option<Vec<&str>> {
+        let (n, mut b) = self.array_of(vt::STRING)?;
+        // each string takes at least its 8-byte length
+        let mut v = Vec::with_capacity(n.min(b.len() as u64 / 8) as usize);
+        for _ in 0..n {
+            let len = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
+            let end = usize::try_from(len).ok()?.checked_add(8)?;
+            v.push(std::str::from_utf8(b.get(8..end)?).ok()?);
+            b = &b[end..];
+        }
+        b.is_empty().then_some(v)
     }
 }
 
@@ -318,4 +373,36 @@ impl DataWriter {
 pub fn read_at(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     file.read_exact_at(buf, offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrays_decode_and_truncated_ones_are_none() {
+        let s = Kv::strs("k", &["attn_q", "", "ffn_down"]);
+        assert_eq!(s.as_strs().unwrap(), ["attn_q", "", "ffn_down"]);
+        let f = Kv::f32s("k", &[1.5, -2.0]);
+        assert_eq!(f.as_f32s().unwrap(), [1.5, -2.0]);
+        // the wrong element type, or not an array
+        assert!(s.as_f32s().is_none() && f.as_strs().is_none());
+        assert!(Kv::u32("k", 7).as_strs().is_none());
+        assert!(Kv::string("k", "abc").as_f32s().is_none());
+        // every cut of the encoded bytes, and bytes left over
+        for (kv, n) in [(&s, s.raw.len()), (&f, f.raw.len())] {
+            for cut in 0..n {
+                let mut k = kv.clone();
+                k.raw.truncate(cut);
+                assert!(k.as_strs().is_none() && k.as_f32s().is_none(), "{cut}");
+            }
+            let mut k = kv.clone();
+            k.raw.push(0);
+            assert!(k.as_strs().is_none() && k.as_f32s().is_none());
+        }
+        // a string length beyond the bytes
+        let mut k = Kv::strs("k", &["ab"]);
+        k.raw[12..20].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(k.as_strs().is_none());
+    }
 }

@@ -19,7 +19,9 @@
 //!   differ on the rows not sampled; a type equal to the source's is
 //!   copied, error 0 (the source is the reference).
 //! - Predicted model error of a plan: `Σ_t f(role_t) · E_t(type_t)`, where
-//!   `f` is the role's and depth's factor ([`Factors`]).
+//!   `f` is the role's and depth's factor ([`Factors`]: the default, a
+//!   factors file's, or a calibration file's; [`FactorsUsed`] in the
+//!   report says which).
 //! - Search: on each tensor's lower convex hull of (bytes, weighted error),
 //!   the upgrade saving the most error per byte first while it fits; then
 //!   any single change that still fits and lowers the error. The preset's
@@ -42,7 +44,7 @@ use crate::quant::QuantType;
 mod allocate;
 mod measure;
 
-pub use super::factors::Factors;
+pub use super::factors::{Factors, FactorsUsed};
 pub use super::params::{SizeTarget, TypeRule};
 pub use measure::measure;
 
@@ -107,6 +109,8 @@ pub struct PlanSummary {
     /// The preset's plan fitted and was predicted no worse: kept.
     pub kept_preset: bool,
     pub seconds: f64,
+    /// The role and depth factors used, and where they came from.
+    pub factors: FactorsUsed,
 }
 
 /// What the planner needs besides the model and its assignment.
@@ -121,7 +125,7 @@ pub struct Inputs<'a> {
     /// The writer's `norm_importance` (the search's weights).
     pub norm_importance: bool,
     pub target: SizeTarget,
-    pub factors: &'a Factors,
+    pub factors: &'a FactorsUsed,
 }
 
 /// One option of a free tensor.
@@ -191,6 +195,7 @@ pub fn plan(
     summary.preset_error = total_error(&measured.options, &measured.preset_pick);
     summary.chosen_error = total_error(&measured.options, &pick);
     summary.kept_preset = kept_preset;
+    summary.factors = inp.factors.clone();
     summary.seconds = start.elapsed().as_secs_f64();
     let mut plans: Vec<Vec<Option<TensorPlan>>> = a.iter().map(|s| vec![None; s.len()]).collect();
     for ((it, ty), p) in items.iter().zip(types).zip(measured.plans.iter_mut()) {
@@ -345,8 +350,9 @@ fn measure_free(
             .zip(items)
             .filter(|(&r, it)| r == roles[i] && it.free)
             .count();
-        let factor = inp.factors.role(roles[i]) / in_role.max(1) as f64
-            * inp.factors.depth(roles::layer_of(&t.name), n_layer);
+        let f = &inp.factors.values;
+        let factor =
+            f.role(roles[i]) / in_role.max(1) as f64 * f.depth(roles::layer_of(&t.name), n_layer);
         let (plan, opts) = measure_one(src, it, inp, scale, factor)?;
         m.sampled_values += plan.sampled_rows * t.ne[0];
         m.preset_pick.push(
