@@ -42,6 +42,13 @@
 #   Gemma by measure-roles.sh) and uniform ones (every role and depth 1), so
 #   the table shows what the measured factors are worth. PLAN_AT_Q4_0=0
 #   leaves out the plans at Q4_0's size.
+# - The calibrator (EVAL_CALIB=1): ggml-qat-calibrate on the F16 model with
+#   its defaults (10240 self-generated tokens, no text: data-free; made once,
+#   target/eval-kld/calib-self.gguf), then ggml-qat-quantize --optimize
+#   --calibration for each of EVAL_OPT_TYPES; and ggml-qat-calibrate on the
+#   calibration text (IMATRIX_CHUNKS chunks, as llama-imatrix above) read by
+#   llama-quantize --imatrix for Q4_0. The planner's ranking with a
+#   calibration file's factors: scripts/eval-planner.sh.
 # Prints one table: file size, bits per weight, mean KLD, same-top-token %,
 # PPL(Q)/PPL(F16); bits per weight = 8 x tensor data bytes / weights. Work
 # files in target/eval-kld/ (the KLD base is ~3.2 GB).
@@ -63,6 +70,7 @@ plan_embd_types=${PLAN_EMBD_TYPES:-Q4_0,Q4_1,IQ4_NL,Q5_0,Q5_1,Q8_0}
 plan_sizes=${PLAN_SIZES-200000000}
 plan_factors=${PLAN_FACTORS-measured uniform}
 plan_at_q4_0=${PLAN_AT_Q4_0:-1}
+calib_rows=${EVAL_CALIB:-1}
 bin=$(scripts/build-llama-tools.sh)
 tree=$(scripts/fetch-llama-cpp.sh)
 cargo build -j "$jobs" --release --bin ggml-qat-quantize >&2
@@ -195,6 +203,29 @@ for t in $opt_types; do
         kld "ggml-qat-quantize --optimize $t$sfx" "$ours"
     done
 done
+
+if [ "$calib_rows" = 1 ]; then
+    # The calibrator's rows: data-free (its file from the model's own samples,
+    # no text anywhere) with --optimize; and llama-quantize reading its file
+    # made from the calibration text (beside llama-imatrix's, above).
+    cargo build -j "$jobs" --release --manifest-path calibrate/Cargo.toml >&2
+    cal="$root/calibrate/target/release/ggml-qat-calibrate"
+    self="$work/calib-self.gguf"
+    [ -f "$self" ] || "$cal" "$f16" -q -t "$threads" -o "$self"
+    ctext="$work/calib-text-$ctx-$im_chunks.gguf"
+    [ -f "$ctext" ] || "$cal" "$f16" -q -t "$threads" -f "$calib" --tokens $((ctx * im_chunks)) \
+        -c "$ctx" --no-sensitivity -o "$ctext"
+    for t in $opt_types; do
+        ours="$work/$t-calib-self-opt.ggml-qat.gguf"
+        "$tool" -q --optimize --calibration "$self" "$f16" "$ours" "$t" "$threads" > /dev/null
+        kld "ggml-qat-quantize --optimize $t --calibration (self-generated: no text)" "$ours"
+        rm -f "$ours"
+    done
+    theirs="$work/Q4_0-ourcalib.llama.gguf"
+    "$bin/llama-quantize" --imatrix "$ctext" "$f16" "$theirs" Q4_0 "$threads" > "$work/lq-Q4_0-ourcalib.log" 2>&1
+    kld "llama-quantize Q4_0 --imatrix (ggml-qat-calibrate's file from the calibration text)" "$theirs"
+    rm -f "$theirs"
+fi
 
 ntok=$(sed -n 's/.*calculating perplexity over \([0-9]*\) chunks, n_ctx=\([0-9]*\).*/\1 chunks of \2 tokens/p' "$work/base.log" | head -1)
 echo
