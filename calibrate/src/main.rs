@@ -108,6 +108,13 @@ fn run(args: &cli::Args) -> Result<()> {
     let t_gen = Instant::now();
     let generated = generate_text(args, &model, missing, threads, &mut sinks)?;
     secs += t_gen.elapsed().as_secs_f64();
+    if collector.weights.is_empty() {
+        return Err(Error::Statistics(
+            "no matrix product read a model weight named blk.* in the graphs llama.cpp ran: \
+             this architecture's weights could not be matched"
+                .into(),
+        ));
+    }
     let n_gen: usize = generated.iter().map(Vec::len).sum();
     let mut stream = plan.text[..text_chunks * ctx].to_vec();
     stream.extend(generated.iter().flatten());
