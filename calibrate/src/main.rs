@@ -138,12 +138,13 @@ fn run(args: &cli::Args) -> Result<()> {
     };
     let sens = meta.sensitivity.as_ref().map_or(String::new(), |s| {
         format!(
-            ", sensitivities of {} groups at {} on {} tokens ({} positions, {:.0} MiB of reference) {:.1} s",
+            ", sensitivities of {} groups at {} on {} tokens ({} positions, {:.0} MiB of reference, floor {:.1e}) {:.1} s",
             s.groups.len(),
             s.probe_type,
             s.tokens,
             s.positions,
             s.reference_bytes as f64 / (1 << 20) as f64,
+            s.floor,
             s.seconds
         )
     });
@@ -210,7 +211,8 @@ fn measure_sensitivity(
         threads: shape.threads,
         probe_type,
     };
-    let measured = sensitivity::measure(&probe, &weights, reference, &mut |d| bar.update(d))?;
+    let (measured, floor) =
+        sensitivity::measure(&probe, &weights, reference, &mut |d| bar.update(d))?;
     let seconds = bar.finish();
     Ok(output::Sensitivity {
         probe_type: args.probe_type.to_lowercase(),
@@ -218,6 +220,7 @@ fn measure_sensitivity(
         positions: reference.positions(),
         reference_bytes: reference.bytes(),
         seconds,
+        floor,
         groups: measured,
     })
 }

@@ -42,6 +42,8 @@ pub struct Sensitivity {
     /// Bytes of the reference distributions held.
     pub reference_bytes: usize,
     pub seconds: f64,
+    /// KL divergence of the restored model (the measure's floor).
+    pub floor: f64,
     pub groups: Vec<Group>,
 }
 
@@ -351,6 +353,7 @@ impl Gguf {
         self.set_str("ggml_qat.factors.measure", "kl-divergence");
         self.set_u32("ggml_qat.factors.tokens", clamp_u32(s.tokens));
         self.set_u32("ggml_qat.sensitivity.positions", clamp_u32(s.positions));
+        self.set_f32s("ggml_qat.sensitivity.floor", &[s.floor as f32]);
         let names: Vec<String> = s.groups.iter().map(|g| g.name.clone()).collect();
         self.set_strs("ggml_qat.sensitivity.groups", &names);
         self.set_f32s(

@@ -224,13 +224,15 @@ pub struct Probe<'a> {
     pub probe_type: i32,
 }
 
-/// Measures every group: quantize it, score, restore.
+/// Measures every group (quantize it, score, restore), then the model as
+/// restored: that last figure is the measure's floor (f16 reference
+/// rounding, batch shapes), near zero unless a restore failed.
 pub fn measure(
     p: &Probe,
     w: &Weights,
     r: &mut Reference,
     progress: &mut dyn FnMut(usize),
-) -> Result<Vec<Group>> {
+) -> Result<(Vec<Group>, f64)> {
     let longest = r.units.iter().map(|u| u.tokens.len()).max().unwrap_or(1);
     let cp = ContextParams {
         n_ctx: longest.max(2) as u32,
@@ -257,5 +259,6 @@ pub fn measure(
         });
         progress(done + 1);
     }
-    Ok(out)
+    let floor = score(&mut ctx, n_vocab, p.step, r)?;
+    Ok((out, floor))
 }

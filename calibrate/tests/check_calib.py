@@ -4,7 +4,8 @@
       llama-imatrix's layout and metadata; each Gram symmetric, its diagonal
       equal to in_sum2 / counts of every weight reading it (rel. 1e-5).
   check_calib.py factors OURS.gguf MIN MAX
-      the sensitivities: every group's KL divergence in [MIN, MAX]; the
+      the sensitivities: the restored model's KL divergence (the floor) at
+      most 1e-5, every group's KL divergence in [MIN, MAX]; the
       planner's role factors equal to KLD / mean relative squared error of
       each role with both above zero, the depth factors to the thirds' KLD.
   check_calib.py imatrix OURS.gguf THEIRS.gguf TOL
@@ -95,6 +96,9 @@ def factors(path, lo, hi):
     groups, kld, nsr = (f.get("ggml_qat.sensitivity." + k) for k in ("groups", "kld", "nsr"))
     if not groups or len(kld) != len(groups) or len(nsr) != len(groups):
         fail("sensitivity groups, kld and nsr missing or of different lengths")
+    floor = f.get("ggml_qat.sensitivity.floor", [None])[0]
+    if floor is None or not 0 <= floor <= 1e-5:
+        fail(f"the restored model's KL divergence (floor) is {floor}, not near 0: a weight was not restored")
     for g, k in zip(groups, kld):
         if not lo <= k <= hi:
             fail(f"{g}: KL divergence {k:.3g} outside [{lo}, {hi}]")
@@ -108,7 +112,8 @@ def factors(path, lo, hi):
     depth = [k for g, k in zip(groups, kld) if g.startswith("depth")]
     if len(depth) == 3 and min(depth) > 0 and f.get("ggml_qat.factors.depth") is None:
         fail("three depth thirds measured but no depth factors")
-    print("check_calib: factors ok: " + ", ".join(f"{g} {k:.3g}" for g, k in zip(groups, kld)))
+    print("check_calib: factors ok: " + ", ".join(f"{g} {k:.3g}" for g, k in zip(groups, kld))
+          + f"; floor {floor:.3g}")
 
 
 if __name__ == "__main__":
