@@ -656,7 +656,7 @@ fn calibration_file_with_any_byte_flipped_is_no_panic() {
     let d = Tmp::new("input-calib");
     let p = d.p("calib.gguf");
     calibration_seed(&p);
-    let c = calibration::load(&p).unwrap();
+    let c = calibration::load(&p, true).unwrap();
     assert_eq!(c.imatrix["blk.0.attn_q.weight"], vec![0.5; 32]);
     let f = c.factors.unwrap();
     assert_eq!((f.values.roles[2], f.values.depth[2]), (1.5, 0.2f32 as f64));
@@ -668,7 +668,7 @@ fn calibration_file_with_any_byte_flipped_is_no_panic() {
             let mut b = good.clone();
             b[i] ^= x;
             std::fs::write(&bad, &b).unwrap();
-            let _ = calibration::load(&bad);
+            let _ = calibration::load(&bad, true);
         }
     }
 }

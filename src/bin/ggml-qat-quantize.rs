@@ -361,6 +361,18 @@ fn print_report(o: &mut dyn Write, r: &Report, table: bool) -> std::io::Result<(
             objs.len(),
             100.0 * mean_gain
         )?;
+        let won = objs
+            .iter()
+            .filter_map(|o| o.won)
+            .fold([0u64; 3], |a, w| [a[0] + w[0], a[1] + w[1], a[2] + w[2]]);
+        if won.iter().sum::<u64>() > 0 {
+            let n = objs.iter().filter(|o| o.won.is_some()).count();
+            writeln!(
+                o,
+                "optimize: {n} tensors on their Gram matrix; rows kept from ggml {}, the diagonal search {}, the Gram quantizer {}",
+                won[0], won[1], won[2]
+            )?;
+        }
     }
     writeln!(
         o,

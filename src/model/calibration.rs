@@ -5,8 +5,9 @@
 //!
 //! - `ggml_qat.calibration.version` (u32, 1; required) and the other
 //!   `ggml_qat.calibration.*` keys (informational, not read);
-//! - Gram matrices (`ENTRY.gram` tensors, `ggml_qat.gram.*` keys): for a
-//!   later quantizer; accepted, and their data never read;
+//! - Gram matrices (`ENTRY.gram` tensors, `ggml_qat.gram.*` keys): under
+//!   `--optimize`, the Gram quantizer's (read on demand by [`Grams`]);
+//!   otherwise accepted and never read;
 //! - the model's own planner factors, optional: `ggml_qat.factors.roles`
 //!   (strings, a factors file's role names) with `ggml_qat.factors.values`
 //!   (f32, finite and above 0, one per role), `ggml_qat.factors.depth`
@@ -24,6 +25,7 @@ use std::path::Path;
 
 use super::factors::{role_index, Factors, FactorsUsed};
 use super::gguf::{self, Header, Kv};
+use super::gram::Grams;
 use super::imatrix::{self, Imatrix};
 use super::ModelError;
 
@@ -44,14 +46,17 @@ pub struct Calibration {
     /// The planner's factors measured on the model (source "calibration
     /// file"), when the file has them.
     pub factors: Option<FactorsUsed>,
+    /// The Gram matrices, when asked for and the file has them.
+    pub grams: Option<Grams>,
 }
 
 fn fail(path: &Path, key: &str, what: impl std::fmt::Display) -> ModelError {
     ModelError::Calibration(format!("{}: {key}: {what}", path.display()))
 }
 
-/// Reads the calibration file `path`.
-pub fn load(path: &Path) -> Result<Calibration, ModelError> {
+/// Reads the calibration file `path` (and, with `grams`, where its Gram
+/// matrices are).
+pub fn load(path: &Path, grams: bool) -> Result<Calibration, ModelError> {
     let h = gguf::read_header(path)?;
     match h.kv(KEY_VERSION) {
         None => return Err(fail(
@@ -74,7 +79,12 @@ pub fn load(path: &Path) -> Result<Calibration, ModelError> {
     }
     let factors = factors(path, &h)?;
     let imatrix = imatrix::from_gguf(path, &h)?;
-    Ok(Calibration { imatrix, factors })
+    let grams = if grams { Grams::load(path, &h)? } else { None };
+    Ok(Calibration {
+        imatrix,
+        factors,
+        grams,
+    })
 }
 
 /// The key `key` decoded by `get` when present; `want` names its type.

@@ -3,24 +3,30 @@
 //! so the planner measures exactly the bytes that would be written.
 
 use crate::error::Error;
-use crate::qat::optimize;
+use crate::qat::optimize::{self, GramFactor};
 use crate::quant::{self, QuantType};
 
 /// What the output-aware search did to one chunk (`optimize` only).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Searched {
-    /// Objective of ggml's bytes and of the bytes kept (Σ d_i (w_i − ŵ_i)²).
+    /// Objective of ggml's bytes and of the bytes kept (Σ d_i (w_i − ŵ_i)²,
+    /// or with a Gram matrix Σ_rows eᵀGe).
     pub ggml: f64,
     pub kept: f64,
     /// Rows whose bytes differ from ggml's.
     pub rows_changed: u64,
+    /// With a Gram matrix: rows won by ggml's bytes, the diagonal search and
+    /// the Gram quantizer.
+    pub won: [u64; 3],
 }
 
 /// Quantizes the rows `x` (rows of `row_len`) to `to` into `dst`: ggml's
 /// quantizer (with the imatrix row `imrow` when given); with `optimize`,
 /// then the output-aware search under the column weights `wrow`, whose
-/// bytes replace ggml's when their objective is not higher. Runs on the
-/// current rayon pool.
+/// bytes replace ggml's when their objective is not higher; with `optimize`
+/// and the Gram matrix of the tensor's inputs, per row the best of ggml's
+/// bytes, the diagonal search's and the Gram quantizer's on the Gram
+/// objective ([`gram_chunk`]). Runs on the current rayon pool.
 pub fn quantize_chunk(
     to: QuantType,
     x: &[f32],
@@ -29,11 +35,15 @@ pub fn quantize_chunk(
     imrow: Option<&[f32]>,
     wrow: Option<&[f32]>,
     optimize: bool,
+    gram: Option<&GramFactor>,
 ) -> Result<Option<Searched>, Error> {
     quant::quantize_rows(to, x, row_len, dst, imrow)?;
     // Float targets (F16, BF16, F32) have nothing to search.
     if !optimize || to.format().block_size <= 1 {
         return Ok(None);
+    }
+    if let Some(g) = gram {
+        return gram_chunk(to, x, row_len, dst, wrow, g).map(Some);
     }
     let opts = optimize::Options::default();
     let (bytes, _) = optimize::quantize_weighted(to, x, row_len, wrow, &opts)?;
@@ -43,7 +53,7 @@ pub fn quantize_chunk(
         return Ok(Some(Searched {
             ggml,
             kept: ggml,
-            rows_changed: 0,
+            ..Searched::default()
         }));
     }
     let row_bytes = dst.len() / (x.len() / row_len).max(1);
@@ -57,5 +67,51 @@ pub fn quantize_chunk(
         ggml,
         kept: ours,
         rows_changed,
+        ..Searched::default()
     }))
+}
+
+/// The Gram path of [`quantize_chunk`]: `dst` holds ggml's bytes; each row
+/// becomes the best of those, the diagonal search's (weights `wrow`) and
+/// the Gram quantizer's, on `eᵀGe`.
+fn gram_chunk(
+    to: QuantType,
+    x: &[f32],
+    row_len: usize,
+    dst: &mut [u8],
+    wrow: Option<&[f32]>,
+    g: &GramFactor,
+) -> Result<Searched, Error> {
+    let opts = optimize::Options::default();
+    let (diag, _) = optimize::quantize_weighted(to, x, row_len, wrow, &opts)?;
+    let gptq = optimize::quantize_gram(to, x, g)?;
+    let errs = [
+        optimize::gram_errors(to, dst, x, g)?,
+        optimize::gram_errors(to, &diag, x, g)?,
+        optimize::gram_errors(to, &gptq, x, g)?,
+    ];
+    let row_bytes = dst.len() / errs[0].len().max(1);
+    let mut s = Searched::default();
+    for r in 0..errs[0].len() {
+        let mut best = 0;
+        for c in 1..3 {
+            if errs[c][r] < errs[best][r] {
+                best = c;
+            }
+        }
+        s.ggml += errs[0][r];
+        s.kept += errs[best][r];
+        s.won[best] += 1;
+        let span = r * row_bytes..(r + 1) * row_bytes;
+        let from = match best {
+            0 => continue,
+            1 => &diag[span.clone()],
+            _ => &gptq[span.clone()],
+        };
+        if dst[span.clone()] != *from {
+            s.rows_changed += 1;
+            dst[span].copy_from_slice(from);
+        }
+    }
+    Ok(s)
 }

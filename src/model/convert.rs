@@ -19,11 +19,12 @@ use serde::Serialize;
 
 use super::chunk;
 use super::gguf::DataWriter;
+use super::gram::Grams;
 use super::layout::OutFile;
 use super::source::{Source, TensorRef};
 use super::weights::ColumnWeights;
 use super::ModelError;
-use crate::qat::metrics;
+use crate::qat::{metrics, optimize};
 use crate::quant::{self, QuantType};
 
 /// A tensor's objective under `--optimize`: ggml's bytes against ours.
@@ -31,13 +32,19 @@ use crate::quant::{self, QuantType};
 pub struct Objective {
     /// The column weights of the objective: "imatrix" (the tensor's
     /// imatrix entry), "norm" (the squared RMS-norm weight scaling its
-    /// inputs, [`Params::norm_importance`]) or "none" (plain squared error).
+    /// inputs, [`Params::norm_importance`]), "none" (plain squared error),
+    /// or "gram": the output error Σ_rows eᵀGe with the calibration file's
+    /// Gram matrix of the tensor's inputs.
     pub weights: &'static str,
     pub ggml: f64,
     pub ours: f64,
     /// Rows where the search's result was kept over ggml's (chunks where
     /// it was not better keep ggml's bytes whole).
     pub rows_changed: u64,
+    /// With a Gram matrix ("gram" weights): rows won by ggml's bytes, the
+    /// diagonal search and the Gram quantizer, in that order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub won: Option<[u64; 3]>,
 }
 
 impl Objective {
@@ -74,6 +81,8 @@ pub struct Settings<'a> {
     pub max_buffer: usize,
     pub measure_error: bool,
     pub optimize: bool,
+    /// The calibration file's Gram matrices (`optimize` only).
+    pub grams: Option<&'a Grams>,
 }
 
 /// A chunk of rows of job `job`.
@@ -367,9 +376,18 @@ fn convert_span(
         job.weights.imatrix_row(sp.row),
         job.weights.search_row(sp.row),
     );
+    // The Gram matrix of a 2-D weight, when the calibration file has one.
+    let gram = match set.grams {
+        Some(g) if set.optimize && t.ne[2] == 1 && optimize::gram_supported(to) => {
+            set.pool.install(|| g.factor(&t.name))?
+        }
+        _ => None,
+    };
     work.searched = set
         .pool
-        .install(|| chunk::quantize_chunk(to, x, row_len, d, im, search, set.optimize))
+        .install(|| {
+            chunk::quantize_chunk(to, x, row_len, d, im, search, set.optimize, gram.as_deref())
+        })
         .map_err(|e| ModelError::Invalid(format!("tensor '{}': {e}", t.name)))?;
     if set.measure_error {
         work.back.resize(values, 0.0);
@@ -393,15 +411,22 @@ fn convert_span(
 /// `kind`: what the search's weights are ([`ColumnWeights::kind`]).
 fn add_figures(c: &mut Converted, acc: &mut (f64, f64), work: &Work, kind: &'static str) {
     if let Some(sr) = work.searched {
+        let gram = sr.won.iter().sum::<u64>() > 0;
         let o = c.objective.get_or_insert(Objective {
-            weights: kind,
+            weights: if gram { "gram" } else { kind },
             ggml: 0.0,
             ours: 0.0,
             rows_changed: 0,
+            won: gram.then_some([0; 3]),
         });
         o.ggml += sr.ggml;
         o.ours += sr.kept;
         o.rows_changed += sr.rows_changed;
+        if let Some(w) = &mut o.won {
+            for (a, b) in w.iter_mut().zip(sr.won) {
+                *a += b;
+            }
+        }
     }
     acc.0 += work.err.0;
     acc.1 += work.err.1;

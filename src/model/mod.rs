@@ -31,6 +31,7 @@ pub mod chunk;
 pub mod convert;
 pub mod factors;
 pub mod gguf;
+pub mod gram;
 pub mod imatrix;
 pub mod layout;
 pub mod params;

@@ -8,6 +8,7 @@ use super::calibration;
 use super::convert::{self, Converted, Job, Settings};
 use super::factors::FactorsUsed;
 use super::gguf::DataWriter;
+use super::gram::Grams;
 use super::imatrix::{self, Imatrix};
 use super::layout::{self, OutFile};
 use super::params::{Checked, Params, What};
@@ -38,7 +39,7 @@ pub fn quantize_model(
     let given: &[&Path] = if p.how.dry_run { &[] } else { &[output] };
     sink::check_paths(&[input], given, p.report.json_path.as_deref())?;
     let src = Source::open(input, p.what.keep_split)?;
-    let (imatrix, calibrated) = load_importance(&src, p.what)?;
+    let (imatrix, calibrated, grams) = load_importance(&src, p.what)?;
     let mut a = assign::assign(&src, &p, imatrix.is_some())?;
     let paths = layout::output_paths(&src, output, p.what.keep_split);
     check_paths(&src, &paths, &p)?;
@@ -58,7 +59,8 @@ pub fn quantize_model(
     let mut sinks = Vec::new();
     let mut converted = Vec::new();
     for f in &files {
-        let (c, s) = write_file(&src, f, &a, &p, &pool, imatrix.as_ref(), &report, progress)?;
+        let imp = (imatrix.as_ref(), grams.as_ref());
+        let (c, s) = write_file(&src, f, &a, &p, &pool, imp, &report, progress)?;
         converted.push(c);
         sinks.extend(s);
     }
@@ -96,21 +98,25 @@ fn check_paths(src: &Source, outputs: &[PathBuf], p: &Checked) -> Result<(), Mod
 }
 
 /// The importance matrix (`imatrix`, or the calibration file's diagonal),
-/// checked against the model, and the calibration file's factors.
+/// checked against the model, the calibration file's factors, and under
+/// `optimize` its Gram matrices.
 fn load_importance(
     src: &Source,
     w: &What,
-) -> Result<(Option<Imatrix>, Option<FactorsUsed>), ModelError> {
-    let (im, factors) = match (&w.calibration, &w.imatrix) {
+) -> Result<(Option<Imatrix>, Option<FactorsUsed>, Option<Grams>), ModelError> {
+    let (im, factors, grams) = match (&w.calibration, &w.imatrix) {
         (Some(path), _) => {
-            let c = calibration::load(path)?;
-            (c.imatrix, c.factors)
+            let c = calibration::load(path, w.optimize)?;
+            (c.imatrix, c.factors, c.grams)
         }
-        (None, Some(path)) => (imatrix::load(path)?, None),
-        (None, None) => return Ok((None, None)),
+        (None, Some(path)) => (imatrix::load(path)?, None, None),
+        (None, None) => return Ok((None, None, None)),
     };
     weights::check_imatrix(&im, src)?;
-    Ok((Some(im), factors))
+    if let Some(g) = &grams {
+        g.check(src)?;
+    }
+    Ok((Some(im), factors, grams))
 }
 
 /// What the planner takes besides the model and the parameters.
@@ -173,7 +179,7 @@ fn write_file(
     a: &Assignment,
     p: &Checked,
     pool: &rayon::ThreadPool,
-    imatrix: Option<&Imatrix>,
+    (imatrix, grams): (Option<&Imatrix>, Option<&Grams>),
     report: &Report,
     progress: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<(Vec<Converted>, Option<TempOut>), ModelError> {
@@ -190,6 +196,7 @@ fn write_file(
         max_buffer: p.how.max_buffer,
         measure_error: p.report.measure_error,
         optimize: p.what.optimize,
+        grams,
     };
     let (first, before, total) = report.position(src, f.shard);
     let mut cb = |j: usize, n: u64| {

@@ -60,7 +60,7 @@ pub fn imatrix_file(path: &Path) {
     if let Ok(m) = imatrix::load(path) {
         check_imatrix(&m);
     }
-    let Ok(c) = calibration::load(path) else {
+    let Ok(c) = calibration::load(path, true) else {
         return;
     };
     check_imatrix(&c.imatrix);

@@ -63,8 +63,9 @@ pub fn measure(
             let xs = &x[first * row_len..(first + count) * row_len];
             let mut dst = vec![0u8; count * dst_row];
             let (im, search) = (w.imatrix_row(row), w.search_row(row));
-            let searched = chunk::quantize_chunk(ty, xs, row_len, &mut dst, im, search, optimize)
-                .map_err(in_tensor)?;
+            let searched =
+                chunk::quantize_chunk(ty, xs, row_len, &mut dst, im, search, optimize, None)
+                    .map_err(in_tensor)?;
             // The search measured what it kept on its own weights; when
             // they are the metric's, that figure is the error.
             err += match searched {

@@ -64,13 +64,19 @@
 //!   bytes;
 //! - `row`: one row: its candidates and the choice between them;
 //! - `refine`: the refinement loop, code descent and the sub-block rescan;
-//! - `refit`: the least-squares re-fit of a super-block's scales and mins.
+//! - `refit`: the least-squares re-fit of a super-block's scales and mins;
+//! - `feedback`: the Gram quantizer of any block format (GPTQ with a Gram
+//!   matrix given, as a calibration file holds it) and its objective;
+//! - `grid`: a row's codes chosen one at a time inside ggml's block
+//!   parameters, for every block format.
 
 // Index loops follow the block layouts, which reads better than iterators.
 #![allow(clippy::needless_range_loop)]
 
+mod feedback;
 mod gptq;
 mod gram;
+mod grid;
 mod legacy;
 mod model;
 mod refine;
@@ -84,6 +90,7 @@ use rayon::prelude::*;
 use crate::error::Error;
 use crate::quant::{format, is_implemented, quantize_rows, QuantError, QuantType};
 
+pub use feedback::{gram_errors, quantize_gram, GramFactor};
 use gptq::gptq_factor;
 use gram::Gram;
 use model::kind;
@@ -142,6 +149,15 @@ pub struct Choice {
     /// The shrinkage `α` the search used (1: diagonal metric).
     pub shrinkage: f64,
 }
+
+/// Whether [`quantize_gram`] can write `ty` (every implemented block
+/// format; not the float types).
+pub fn gram_supported(ty: QuantType) -> bool {
+    is_implemented(ty) && grid::Grid::new(ty, format(ty).block_size.max(QK_K_ROW)).is_some()
+}
+
+/// A row length every block format divides.
+const QK_K_ROW: usize = 256;
 
 /// Per-column importance of the inputs: the mean of `x²` over samples (f64
 /// accumulation), i.e. `diag(XᵀX)/s`. This is the importance matrix that

@@ -1,0 +1,207 @@
+//! The Gram quantizer: for a weight `W` whose inputs have the Gram matrix
+//! `G` (`XᵀX/s`, from a calibration file), bytes of any block format that
+//! make the output error `tr((W − Ŵ) G (W − Ŵ)ᵀ)` small, by GPTQ's column
+//! order with error feedback (optimal brain quantization):
+//!
+//! - once per `G` ([`GramFactor::new`]): the upper Cholesky factor `U` of
+//!   `(G + λI)⁻¹`, `λ` a fraction of the mean of `diag G` (raised tenfold
+//!   up to three times when the factorisation fails);
+//! - per row, block by block: the block's parameters (scale, min,
+//!   sub-block scales) from ggml's own quantizer with `diag G` as its
+//!   importance, on the row as the errors of the columns already coded have
+//!   left it; then each element's code nearest to its updated value, and
+//!   its error `(w_i − ŵ_i)/U_ii` fed forward to every later column through
+//!   row `i` of `U`.
+//!
+//! The objective itself ([`gram_errors`]) is a matrix product per tile of
+//! rows (`E·G`, matrixmultiply's sgemm) summed in f64.
+
+use rayon::prelude::*;
+
+use super::gptq::gptq_factor;
+use super::grid::Grid;
+use crate::error::Error;
+use crate::quant::{format, QuantType};
+
+/// Rows per tile of the objective's matrix product.
+const TILE: usize = 64;
+
+/// A Gram matrix ready for the quantizer: `G` itself (the objective),
+/// `diag G` (ggml's importance for block parameters) and GPTQ's factor.
+pub struct GramFactor {
+    n: usize,
+    g: Vec<f32>,
+    diag: Vec<f32>,
+    u: Vec<f32>,
+    /// The damping used, relative to the mean of `diag G`.
+    pub damp: f64,
+}
+
+impl GramFactor {
+    /// Factors `g` (`n × n`, row-major, symmetric) with damping `damp`
+    /// (relative to the mean of its diagonal; 0.01 is GPTQ's). An error
+    /// when `g` is not `n × n`, holds a non-finite value, has a diagonal
+    /// that is negative or all zero, or stays singular after damping.
+    pub fn new(g: Vec<f32>, n: usize, damp: f64) -> Result<GramFactor, Error> {
+        let bad = |what: String| Err(Error::invalid("gram", what));
+        if n == 0 || Some(g.len()) != n.checked_mul(n) {
+            return bad(format!("{} values for a {n} × {n} matrix", g.len()));
+        }
+        if let Some(i) = g.iter().position(|v| !v.is_finite()) {
+            return bad(format!("value [{}][{}] is {}", i / n, i % n, g[i]));
+        }
+        let diag: Vec<f32> = (0..n).map(|i| g[i * n + i]).collect();
+        if diag.iter().any(|&d| d < 0.0) || diag.iter().all(|&d| d == 0.0) {
+            return bad("its diagonal is negative or all zero (no input seen)".into());
+        }
+        let h: Vec<f64> = g.iter().map(|&v| v as f64).collect();
+        let mut damp = damp.max(1e-6);
+        for _ in 0..4 {
+            if let Some(u) = gptq_factor(&h, n, damp) {
+                return Ok(GramFactor {
+                    n,
+                    g,
+                    diag,
+                    u: u.iter().map(|&v| v as f32).collect(),
+                    damp,
+                });
+            }
+            damp *= 10.0;
+        }
+        bad(format!(
+            "not positive definite even with damping {damp:e} of its mean diagonal"
+        ))
+    }
+
+    /// The row length `n`.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// `diag G`, the importance of each column.
+    pub fn diag(&self) -> &[f32] {
+        &self.diag
+    }
+}
+
+/// Quantizes the rows `w` (rows of `f.n()`) to `ty` by GPTQ in `ty`'s
+/// blocks (see the module doc). Rows run in parallel on the current rayon
+/// pool; the bytes do not depend on the thread count.
+pub fn quantize_gram(ty: QuantType, w: &[f32], f: &GramFactor) -> Result<Vec<u8>, Error> {
+    let n = f.n;
+    let fmt = format(ty);
+    let row_bytes = fmt
+        .row_bytes(n)
+        .filter(|_| w.len() % n == 0)
+        .ok_or_else(|| Error::invalid("w", format!("rows of {n} cannot be {ty:?}")))?;
+    let Some(probe) = Grid::new(ty, n) else {
+        return Err(Error::invalid("ty", format!("{ty:?} has no block grid")));
+    };
+    if n % probe.block() != 0 {
+        return Err(Error::invalid("w", format!("rows of {n} cannot be {ty:?}")));
+    }
+    let mut out = vec![0u8; w.len() / n * row_bytes];
+    out.par_chunks_mut(row_bytes)
+        .zip(w.par_chunks(n))
+        .for_each(|(dst, row)| gptq_row(ty, row, f, dst));
+    Ok(out)
+}
+
+/// One row through GPTQ (see the module doc).
+fn gptq_row(ty: QuantType, w: &[f32], f: &GramFactor, dst: &mut [u8]) {
+    let n = f.n;
+    let fmt = format(ty);
+    let mut grid = Grid::new(ty, n).expect("checked by the caller");
+    let bs = grid.block();
+    let bb = fmt.block_bytes * bs / fmt.block_size;
+    let mut wq = w.to_vec();
+    let mut blk = vec![0u8; bb];
+    for b in 0..n / bs {
+        let s0 = b * bs;
+        (fmt.quantize_row)(&wq[s0..s0 + bs], &mut blk, Some(&f.diag[s0..s0 + bs]));
+        grid.set_block(b, &blk);
+        for i in s0..s0 + bs {
+            let v = grid.pick(i, wq[i]);
+            let u = &f.u[i * n..(i + 1) * n];
+            let err = (wq[i] - v) / u[i];
+            if err != 0.0 && err.is_finite() {
+                for (x, &c) in wq[i + 1..].iter_mut().zip(&u[i + 1..]) {
+                    *x -= err * c;
+                }
+            }
+        }
+    }
+    grid.encode(dst);
+}
+
+/// The output error of each row of `q` (bytes of `ty`) against `w` (rows
+/// of `f.n()`): `eᵀ G e` with `e = w − ŵ`, `ŵ` as ggml decodes it, in
+/// f64. A row with a non-finite error gets infinity.
+pub fn gram_errors(ty: QuantType, q: &[u8], w: &[f32], f: &GramFactor) -> Result<Vec<f64>, Error> {
+    let n = f.n;
+    let fmt = format(ty);
+    let row_bytes = fmt.row_bytes(n).unwrap_or(0);
+    let rows = w.len() / n;
+    if w.len() % n != 0 || row_bytes == 0 || q.len() != rows * row_bytes {
+        return Err(Error::invalid(
+            "q",
+            format!("{} bytes for {rows} rows of {n} in {ty:?}", q.len()),
+        ));
+    }
+    let tiles: Vec<Vec<f64>> = q
+        .par_chunks(TILE * row_bytes)
+        .zip(w.par_chunks(TILE * n))
+        .map(|(qt, wt)| tile_errors(ty, qt, wt, f))
+        .collect();
+    Ok(tiles.concat())
+}
+
+/// [`gram_errors`] of one tile of rows.
+fn tile_errors(ty: QuantType, q: &[u8], w: &[f32], f: &GramFactor) -> Vec<f64> {
+    let n = f.n;
+    let fmt = format(ty);
+    let rows = w.len() / n;
+    let mut e = vec![0f32; rows * n];
+    for ((er, qr), wr) in e
+        .chunks_exact_mut(n)
+        .zip(q.chunks_exact(q.len() / rows))
+        .zip(w.chunks_exact(n))
+    {
+        (fmt.dequantize_row)(qr, er);
+        for (x, &a) in er.iter_mut().zip(wr) {
+            *x = a - *x;
+        }
+    }
+    let mut p = vec![0f32; rows * n];
+    // SAFETY: e is rows × n, g is n × n, p is rows × n, all row-major with
+    // the strides given; the slices outlive the call.
+    unsafe {
+        matrixmultiply::sgemm(
+            rows,
+            n,
+            n,
+            1.0,
+            e.as_ptr(),
+            n as isize,
+            1,
+            f.g.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            p.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+    e.chunks_exact(n)
+        .zip(p.chunks_exact(n))
+        .map(|(er, pr)| {
+            let s: f64 = er.iter().zip(pr).map(|(&a, &b)| a as f64 * b as f64).sum();
+            if s.is_finite() {
+                s
+            } else {
+                f64::INFINITY
+            }
+        })
+        .collect()
+}
