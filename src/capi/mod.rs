@@ -13,6 +13,8 @@ pub mod context;
 pub mod error;
 pub mod metrics;
 pub mod model;
+// After model: the header declares calibration after model quantization.
+pub mod calibrate;
 pub mod opencog;
 pub mod plan;
 pub mod quantize;
