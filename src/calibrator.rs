@@ -11,10 +11,10 @@
 //! knows libllama or the calibration file's contents.
 
 use std::ffi::{c_void, CStr, OsStr, OsString};
-use std::os::unix::ffi::OsStrExt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -166,7 +166,9 @@ impl Progress {
         let stage = it.next()?.to_string();
         let done = it.next()?.parse().ok()?;
         let total = it.next()?.parse().ok()?;
-        it.next().is_none().then_some(Progress { stage, done, total })
+        it.next()
+            .is_none()
+            .then_some(Progress { stage, done, total })
     }
 }
 
@@ -431,7 +433,8 @@ pub fn calibrate(
         )));
     }
     // SAFETY: fresh descriptors from pipe2, owned once each.
-    let (read_end, write_end) = unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) =
+        unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let wfd = write_end.as_raw_fd();
     let mut cmd = Command::new(&exe);
     let mut report_arg = OsString::from("--report=");

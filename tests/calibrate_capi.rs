@@ -31,7 +31,11 @@ fn calibrator() -> Option<PathBuf> {
     match std::env::var_os("GGML_QAT_CALIBRATE").filter(|v| !v.is_empty()) {
         Some(p) => {
             let p = PathBuf::from(p);
-            assert!(p.is_file(), "GGML_QAT_CALIBRATE={}: no such file", p.display());
+            assert!(
+                p.is_file(),
+                "GGML_QAT_CALIBRATE={}: no such file",
+                p.display()
+            );
             Some(p)
         }
         None if std::env::var("GGML_QAT_SKIP_CALIBRATOR").as_deref() == Ok("1") => {
@@ -145,14 +149,19 @@ fn calibrates_like_the_command_line() {
     let ok = unsafe { ggml_qat_calibrate_model(c(&model).as_ptr(), c(&out).as_ptr(), &p) };
     assert!(ok, "{}", last_error());
     let cli = Command::new(&exe)
-        .args(["-q", "-t", "2", "--tokens", "256", "-c", "64", "--seed", "0", "-o"])
+        .args([
+            "-q", "-t", "2", "--tokens", "256", "-c", "64", "--seed", "0", "-o",
+        ])
         .arg(&cli_out)
         .arg(&model)
         .output()
         .unwrap();
     assert!(cli.status.success(), "{cli:?}");
     let ours = std::fs::read(&out).unwrap();
-    assert!(ours == std::fs::read(&cli_out).unwrap(), "not the CLI's file");
+    assert!(
+        ours == std::fs::read(&cli_out).unwrap(),
+        "not the CLI's file"
+    );
     // The progress: generation then sensitivities, each from 0 to its total.
     let stages: Vec<&str> = {
         let mut v: Vec<&str> = seen.calls.iter().map(|c| c.0.as_str()).collect();
@@ -170,7 +179,10 @@ fn calibrates_like_the_command_line() {
     assert_eq!(report.n_sensitivity_groups, 9);
     assert!(report.n_weights > 0 && report.n_grams > 0, "{report:?}");
     assert_eq!(report.output_bytes, ours.len() as u64);
-    assert!(report.seconds > 0.0 && report.peak_rss_bytes > 0, "{report:?}");
+    assert!(
+        report.seconds > 0.0 && report.peak_rss_bytes > 0,
+        "{report:?}"
+    );
     assert!(report.sensitivity_floor >= 0.0 && report.sensitivity_floor < 1e-3);
     let text = std::fs::read_to_string(&json).unwrap();
     assert!(text.contains("\"generated_tokens\": 256"), "{text}");
@@ -225,13 +237,20 @@ fn cancel_and_errors_leave_nothing() {
     std::fs::write(&text, "not a model").unwrap();
     assert!(!call(&p, &c(&text)));
     let e = last_error();
-    assert!(e.contains("not a GGUF file") && e.contains("exit status 1"), "{e}");
+    assert!(
+        e.contains("not a GGUF file") && e.contains("exit status 1"),
+        "{e}"
+    );
     // A bad option value is the calibrator's to refuse.
     let mut p = small_params(&exe_c);
     let probe = CString::new("q9_9").unwrap();
     p.probe_type = probe.as_ptr();
     assert!(!call(&p, &model_c));
-    assert!(last_error().contains("--probe-type q9_9"), "{}", last_error());
+    assert!(
+        last_error().contains("--probe-type q9_9"),
+        "{}",
+        last_error()
+    );
     assert!(outputs(&d).is_empty(), "{:?}", outputs(&d));
 }
 
@@ -252,7 +271,10 @@ fn bad_arguments() {
             std::ptr::null(),
             std::ptr::null()
         ));
-        assert_eq!(last_error(), "ggml_qat_calibrate_model: output_path is NULL");
+        assert_eq!(
+            last_error(),
+            "ggml_qat_calibrate_model: output_path is NULL"
+        );
         let mut p = ggml_qat_calibrate_default_params();
         p.n_text_files = 2;
         assert!(!ggml_qat_calibrate_model(model.as_ptr(), out.as_ptr(), &p));
@@ -267,7 +289,11 @@ fn bad_arguments() {
         let mut p = ggml_qat_calibrate_default_params();
         p.temperature = f32::NAN;
         assert!(!ggml_qat_calibrate_model(model.as_ptr(), out.as_ptr(), &p));
-        assert!(last_error().contains("params->temperature"), "{}", last_error());
+        assert!(
+            last_error().contains("params->temperature"),
+            "{}",
+            last_error()
+        );
         let empty = CString::new("").unwrap();
         assert!(!ggml_qat_calibrate_model(
             empty.as_ptr(),
@@ -287,7 +313,8 @@ fn the_calibrator_is_searched_for() {
     if std::env::var_os("CALIBRATE_CAPI_CHILD").is_some() {
         let model = CString::new("/nonexistent/model.gguf").unwrap();
         let out = CString::new("/nonexistent/out.gguf").unwrap();
-        let ok = unsafe { ggml_qat_calibrate_model(model.as_ptr(), out.as_ptr(), std::ptr::null()) };
+        let ok =
+            unsafe { ggml_qat_calibrate_model(model.as_ptr(), out.as_ptr(), std::ptr::null()) };
         assert!(!ok);
         println!("ERROR[{}]", last_error());
         return;
@@ -303,7 +330,11 @@ fn the_calibrator_is_searched_for() {
         }
         let o = c.output().unwrap();
         let s = String::from_utf8_lossy(&o.stdout).into_owned();
-        assert!(o.status.success(), "{s}{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{s}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let at = s.find("ERROR[").expect("the child's message") + 6;
         s[at..at + s[at..].find("]\n").unwrap()].to_string()
     };
@@ -318,11 +349,18 @@ fn the_calibrator_is_searched_for() {
     );
     // $GGML_QAT_CALIBRATE naming nothing.
     let e = run(&[("GGML_QAT_CALIBRATE", "/nonexistent/calib")]);
-    assert!(e.contains("/nonexistent/calib ($GGML_QAT_CALIBRATE)"), "{e}");
+    assert!(
+        e.contains("/nonexistent/calib ($GGML_QAT_CALIBRATE)"),
+        "{e}"
+    );
     // One on PATH (a script standing in for it): it runs and fails.
     let d = dir("search");
     let fake = d.join("ggml-qat-calibrate");
-    std::fs::write(&fake, "#!/bin/sh\necho 'fake: error: I am on PATH' >&2\nexit 3\n").unwrap();
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'fake: error: I am on PATH' >&2\nexit 3\n",
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let e = run(&[("PATH", d.to_str().unwrap())]);

@@ -73,8 +73,8 @@ pub fn temp_for(target: &Path) -> PathBuf {
 /// Writes `r` to `target` through [`temp_for`] (removed on failure).
 pub fn write(target: &Path, r: &Report) -> Result<()> {
     let temp = temp_for(target);
-    let text = serde_json::to_vec_pretty(r)
-        .map_err(|e| Error::Write(format!("the report: {e}")))?;
+    let text =
+        serde_json::to_vec_pretty(r).map_err(|e| Error::Write(format!("the report: {e}")))?;
     let res = std::fs::write(&temp, text).and_then(|_| std::fs::rename(&temp, target));
     if let Err(e) = res {
         let _ = std::fs::remove_file(&temp);

@@ -434,7 +434,10 @@ fn progress_lines_and_report() {
     assert_eq!(num("tokens"), 1024.0, "{r}");
     assert_eq!(text_tokens + num("generated_tokens"), 1024.0, "{r}");
     assert_eq!(num("chunk_size"), 64.0, "{r}");
-    assert_eq!(num("output_bytes"), std::fs::metadata(&out).unwrap().len() as f64);
+    assert_eq!(
+        num("output_bytes"),
+        std::fs::metadata(&out).unwrap().len() as f64
+    );
     assert_eq!(stages[2].2, 9, "sensitivity groups: {lines}");
     assert_eq!(r.matches("\"kld\"").count(), 9, "{r}");
     assert!(num("peak_rss_bytes") > 0.0 && num("total") > 0.0, "{r}");
@@ -449,7 +452,10 @@ fn progress_lines_and_report() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     left.sort();
-    assert_eq!(left, ["out.gguf", "p.txt", "r.json", "text.txt", "tiny-0.gguf"]);
+    assert_eq!(
+        left,
+        ["out.gguf", "p.txt", "r.json", "text.txt", "tiny-0.gguf"]
+    );
     // A bad descriptor is refused before any work.
     fails(
         &[&model, &"--progress-fd", &"999", &"-o", &out],
