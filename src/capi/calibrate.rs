@@ -3,11 +3,11 @@
 //! calibration file that ggml_qat_quantize_model's calibration_path reads.
 #![allow(non_camel_case_types)]
 
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CString};
 use std::path::PathBuf;
 
-use super::ffi_boundary;
 use super::types::CBool;
+use super::{c_str, ffi_boundary, opt_path};
 use crate::calibrator::{self, CalibratorError, Options, Progress};
 use crate::error::{Error, Result};
 
@@ -177,22 +177,6 @@ pub extern "C" fn ggml_qat_calibrate_default_params() -> ggml_qat_calibrate_para
         progress: None,
         progress_user_data: std::ptr::null_mut(),
     }
-}
-
-unsafe fn c_str<'a>(p: *const c_char, name: &'static str) -> Result<&'a str> {
-    if p.is_null() {
-        return Err(Error::Null(name));
-    }
-    CStr::from_ptr(p)
-        .to_str()
-        .map_err(|_| Error::invalid(name, "not UTF-8"))
-}
-
-unsafe fn opt_path(p: *const c_char, name: &'static str) -> Result<Option<PathBuf>> {
-    if p.is_null() {
-        return Ok(None);
-    }
-    Ok(Some(PathBuf::from(c_str(p, name)?)))
 }
 
 /// A count: 0 → None (the default), negative → an error.
