@@ -292,8 +292,9 @@ pub fn find_calibrator(explicit: Option<&Path>) -> Result<PathBuf> {
     )))
 }
 
-/// The calibrator's temporary output for `output` when its process id is
-/// `pid` (`calibrate/src/output.rs`: `.NAME.PID.tmp` beside the target).
+/// The calibrator's temporary file for `output` (or its report) when its
+/// process id is `pid` (`calibrate/src/output.rs`, `report.rs`:
+/// `.NAME.PID.tmp` beside the target).
 fn child_temp(output: &Path, pid: u32) -> Option<PathBuf> {
     let name = output.file_name()?;
     let dir = output
@@ -381,6 +382,34 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
+/// The running calibrator: stopped by [`stop`] if dropped before it was
+/// waited for (a panic in the caller's process never leaves it running).
+struct Running(Option<Child>);
+
+impl Running {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("not yet reaped")
+    }
+
+    /// Waits for the end (or stops it first when `cancel`).
+    fn finish(mut self, cancel: bool) -> std::io::Result<Option<ExitStatus>> {
+        let mut child = self.0.take().expect("not yet reaped");
+        if cancel {
+            stop(&mut child);
+            return Ok(None);
+        }
+        child.wait().map(Some)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            stop(c);
+        }
+    }
+}
+
 /// SIGTERM, then SIGKILL after [`KILL_AFTER`]; waits for the end.
 fn stop(child: &mut Child) {
     // SAFETY: a signal to our own child, which has not been reaped yet.
@@ -455,12 +484,13 @@ pub fn calibrate(
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| CalibratorError::Spawn(exe.clone(), e))?;
+    let mut child = Running(Some(
+        cmd.spawn()
+            .map_err(|e| CalibratorError::Spawn(exe.clone(), e))?,
+    ));
     drop(write_end);
-    let pid = child.id();
-    let stderr = child.stderr.take();
+    let pid = child.child().id();
+    let stderr = child.child().stderr.take();
     let echo = opts.verbose;
     let tail = std::thread::spawn(move || stderr.map(|s| read_tail(s, echo)).unwrap_or_default());
     let mut cancelled = false;
@@ -481,23 +511,19 @@ pub fn calibrate(
             }
         }
     }
-    let status = if cancelled {
-        drop(lines);
-        stop(&mut child);
-        None
-    } else {
-        Some(
-            child
-                .wait()
-                .map_err(|e| CalibratorError::Io(format!("waiting for the calibrator: {e}")))?,
-        )
-    };
+    drop(lines);
+    let status = child
+        .finish(cancelled)
+        .map_err(|e| CalibratorError::Io(format!("waiting for the calibrator: {e}")))?;
     let stderr = tail.join().unwrap_or_default();
     let ok = status.is_some_and(|s| s.success());
     if !ok {
-        // The calibrator removes its temporary output itself, even on
+        // The calibrator removes its temporary files itself, even on
         // SIGTERM; after SIGKILL (or a crash) it could not.
-        if let Some(t) = child_temp(output, pid) {
+        for t in [output, report_path.as_path()]
+            .into_iter()
+            .filter_map(|p| child_temp(p, pid))
+        {
             let _ = std::fs::remove_file(t);
         }
     }
