@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 /// Progress of ggml_qat_calibrate_model: `stage` is "evaluate" (tokens of
 /// the given text evaluated), "generate" (tokens self-generated) or
 /// "sensitivity" (groups of weights measured), with `done` of `total`
-/// units of that stage. Called from the calling thread, a few times per
-/// stage at least (the last call of a stage has done == total). Return
+/// units of that stage. Called on the calling thread when a stage starts
+/// (done 0), at most every 50 ms while it runs, and when it ends (done ==
+/// total); a stage with nothing to do (no text files) is not reported. Return
 /// false to cancel: the calibrator is stopped (SIGTERM, SIGKILL after 30
 /// s), no output file remains, and the call fails with
 /// ggml_qat_last_error() ending in "cancelled".
