@@ -1,7 +1,8 @@
 /* ggml_qat_quantize_model from C: a GGUF model written by ggml's own gguf
  * code, quantized by the library, read back by ggml's gguf code; tensors
  * equal to ggml_quantize_chunk; progress, cancel, report, overrides, bad
- * arguments, the size planner with a factors file and a calibration file. */
+ * arguments, the size planner with a factors file and a calibration file;
+ * ggml_qat_calibrate_model's bad arguments. */
 #include "ggml-qat.h"
 #include "gguf.h"
 #include "test-common.h"
@@ -369,6 +370,24 @@ int main(void) {
     CHECK(access(out2, F_OK) != 0, "dry run writes nothing");
     CHECK(rep.n_tensors == 4 && rep.file_bytes_out > 0, "dry run report");
     ggml_qat_free(ctx);
+
+    /* ggml_qat_calibrate_model's arguments, refused before any calibrator
+     * runs (tests/calibrate_capi.rs runs the real one). */
+    ggml_qat_calibrate_params_t cp = ggml_qat_calibrate_default_params();
+    CHECK(cp.calibrator_path == NULL && cp.n_tokens == 0 && !cp.has_seed && !cp.no_sensitivity,
+          "calibrate defaults are zero");
+    CHECK(!ggml_qat_calibrate_model(NULL, out2, NULL), "calibrate: NULL model_path");
+    CHECK(strstr(ggml_qat_last_error(), "model_path is NULL") != NULL, "message: %s", ggml_qat_last_error());
+    CHECK(!ggml_qat_calibrate_model(in, NULL, &cp), "calibrate: NULL output_path");
+    CHECK(strstr(ggml_qat_last_error(), "output_path is NULL") != NULL, "message: %s", ggml_qat_last_error());
+    cp.calibrator_path = "/nonexistent/ggml-qat-calibrate";
+    CHECK(!ggml_qat_calibrate_model(in, out2, &cp), "calibrate: missing calibrator");
+    CHECK(strstr(ggml_qat_last_error(), "/nonexistent/ggml-qat-calibrate") != NULL, "message: %s",
+          ggml_qat_last_error());
+    cp.n_text_files = 1;
+    CHECK(!ggml_qat_calibrate_model(in, out2, &cp), "calibrate: text_files NULL");
+    CHECK(strstr(ggml_qat_last_error(), "text_files") != NULL, "message: %s", ggml_qat_last_error());
+    CHECK(access(out2, F_OK) != 0, "no output after calibrate's errors");
 
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
     CHECK(system(cmd) == 0, "cleanup");

@@ -191,6 +191,131 @@ typedef struct {
   const char *calibration_path;
 } ggml_qat_model_params_t;
 
+// Figures of a calibration (more in the JSON report: report_path).
+typedef struct {
+  // Calibration tokens in all: text evaluated plus self-generated.
+  uint64_t tokens;
+  // Tokens of the given text files evaluated (whole chunks).
+  uint64_t text_tokens;
+  // Tokens the model generated itself.
+  uint64_t generated_tokens;
+  // Chunks (imatrix.chunk_count: text chunks plus generated sequences).
+  uint64_t n_chunks;
+  // Weights with statistics (imatrix entries).
+  uint64_t n_weights;
+  // Gram matrices written.
+  uint64_t n_grams;
+  // Groups whose sensitivity was measured (0 with no_sensitivity).
+  uint64_t n_sensitivity_groups;
+  // KL divergence of the restored model: the sensitivities' floor.
+  double sensitivity_floor;
+  // Seconds spent evaluating the text, generating, measuring the
+  // sensitivities, and in all (the calibrator's own figures).
+  double seconds_evaluate;
+  double seconds_generate;
+  double seconds_sensitivity;
+  double seconds;
+  // Size of the calibration file written.
+  uint64_t output_bytes;
+  // Peak resident memory of the calibrator process (bytes).
+  uint64_t peak_rss_bytes;
+} ggml_qat_calibrate_report_t;
+
+// Progress of ggml_qat_calibrate_model: `stage` is "evaluate" (tokens of
+// the given text evaluated), "generate" (tokens self-generated) or
+// "sensitivity" (groups of weights measured), with `done` of `total`
+// units of that stage. Called on the calling thread when a stage starts
+// (done 0), at most every 50 ms while it runs, and when it ends (done ==
+// total); a stage with nothing to do (no text files) is not reported. Return
+// false to cancel: the calibrator is stopped (SIGTERM, SIGKILL after 30
+// s), no output file remains, and the call fails with
+// ggml_qat_last_error() ending in "cancelled".
+typedef bool (*ggml_qat_calibrate_progress_callback)(const char *stage,
+                                                     uint64_t done,
+                                                     uint64_t total,
+                                                     void *user_data);
+
+// Parameters of ggml_qat_calibrate_model; start from
+// ggml_qat_calibrate_default_params(). Zero and NULL fields mean the
+// calibrator's default (said per field); the command-line option of
+// ggml-qat-calibrate (llama.cpp's names) is in brackets.
+typedef struct {
+  // The calibrator executable. NULL (default): the environment variable
+  // GGML_QAT_CALIBRATE, else bin/ggml-qat-calibrate beside the folder of
+  // the loaded libggml-qat (an installed lib/libggml-qat.so finds
+  // bin/ggml-qat-calibrate), else ggml-qat-calibrate on PATH. A path
+  // given here or in GGML_QAT_CALIBRATE that is not an executable file
+  // is an error (the search does not go on).
+  const char *calibrator_path;
+  // Text files to calibrate on, in order [-f FILE, repeated]; may be
+  // NULL when n_text_files is 0. None (default): text the model samples
+  // itself.
+  const char *const *text_files;
+  int n_text_files;
+  // When not NULL, the evaluated text is also written there [--save-text].
+  const char *save_text_path;
+  // Calibration tokens, rounded up to whole chunks [--tokens]. 0
+  // (default): 10000, or with text files all of their text; with text
+  // files and n_tokens, self-generated text fills up to n_tokens.
+  uint64_t n_tokens;
+  // Chunk (context) size [-c]; 0 (default): 512.
+  int n_ctx;
+  // Tokens per evaluation step [-ub]; 0 (default): 128.
+  int n_ubatch;
+  // Threads [-t]; 0 (default): all cores. The same seed, model and
+  // thread count give the same file.
+  int n_threads;
+  // Layers offloaded to a GPU when the calibrator's llama.cpp has one
+  // [-ngl]; 0 (default): none.
+  int n_gpu_layers;
+  // When true, `seed` seeds the self-generated text [--seed] (0 is a
+  // seed like any other); false (default): the calibrator's seed, 42.
+  bool has_seed;
+  uint64_t seed;
+  // Sequences generated together in one batch [-np]; 0 (default): 32.
+  int n_parallel;
+  // Sampling temperature of the self-generated text [--temp]; 0
+  // (default): 1.0 (greedy sampling is not offered: every sequence
+  // would be the same text).
+  float temperature;
+  // Keep only the top_k most likely tokens [--top-k]; 0 (default): all.
+  int top_k;
+  // Keep the smallest set of tokens of probability top_p [--top-p]; 0
+  // (default): 1, all.
+  float top_p;
+  // Gram matrices only for weights whose rows are at most this long
+  // [--gram-max]; 0 (default): 8192; negative: no Gram matrices
+  // (--gram-max 0).
+  int64_t gram_max;
+  // Also collect output.weight [--process-output].
+  bool process_output;
+  // The type each group of weights is quantized to when measuring the
+  // sensitivities, by ggml's name ("q4_0", "q4_k", "iq4_nl", …)
+  // [--probe-type]; NULL (default): "q4_0".
+  const char *probe_type;
+  // Skip the sensitivities (the file then carries no planner factors;
+  // needed for an already-quantized model) [--no-sensitivity]; false
+  // (default): measure them.
+  bool no_sensitivity;
+  // Tokens the sensitivities are measured on [--sensitivity-tokens]; 0
+  // (default): 1024.
+  uint64_t sensitivity_tokens;
+  // Copy the calibrator's stderr (llama.cpp's log, progress bars) to this
+  // process's stderr [-v]; false (default): kept quiet, only its last
+  // lines kept for the error message.
+  bool verbose;
+  // When not NULL, the calibrator's JSON report (tokens, chunks,
+  // weights, Gram matrices, each sensitivity group's kld and nsr,
+  // seconds per stage, output bytes, peak RSS) is written there
+  // [--report].
+  const char *report_path;
+  // When not NULL, receives the main figures of the report.
+  ggml_qat_calibrate_report_t *report;
+  // Progress callback (may cancel), or NULL.
+  ggml_qat_calibrate_progress_callback progress;
+  void *progress_user_data;
+} ggml_qat_calibrate_params_t;
+
 // An AtomSpace: truth values on the 8-bit grid k/255, atom types, and
 // hypergraph connections. Free with ggml_qat_free_atomspace().
 typedef struct {
@@ -344,6 +469,25 @@ bool ggml_qat_quantize_model(ggml_qat_context_t *ctx,
                              const char *in_path,
                              const char *out_path,
                              const ggml_qat_model_params_t *params);
+
+// The default calibration parameters: every field 0 or NULL (the
+// calibrator's defaults: 10000 self-generated tokens in chunks of 512,
+// seed 42, sensitivities at q4_0, all cores).
+ggml_qat_calibrate_params_t ggml_qat_calibrate_default_params(void);
+
+// Calibrates the GGUF model at `model_path` into the calibration file
+// `output_path` (see ggml_qat_calibrate_params_t; `params` NULL: the
+// defaults) by running the calibrator ggml-qat-calibrate (llama.cpp's
+// libllama needs its own ggml, so it runs as a child process; its stdout
+// is discarded, its stderr kept for the error message). The file is
+// written under a temporary name and renamed at the end: on failure or
+// cancel no output remains. False on failure, with ggml_qat_last_error()
+// saying why: the calibrator's own last error line when it failed,
+// "cancelled" when the progress callback cancelled, which executables
+// were tried when none was found.
+bool ggml_qat_calibrate_model(const char *model_path,
+                              const char *output_path,
+                              const ggml_qat_calibrate_params_t *params);
 
 // A new AtomSpace of `n_atoms` atoms and `n_connections` connections (each
 // at least 1), synthetic data from the context's generator: truth values on the

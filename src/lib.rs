@@ -7,8 +7,11 @@
 //! - [`opencog`]: AtomSpace, MOSES tree and ECAN structures.
 //! - [`ggml`]: the only code that touches libggml.
 //! - [`model`]: whole GGUF model files: read, type choice, streaming quantization, write.
+//! - [`calibrator`]: runs the calibrator executable (llama.cpp) as a child process.
 //! - [`capi`]: the `ggml_qat_*` C ABI declared in `include/ggml-qat.h`.
 
+/// cbindgen:ignore
+pub mod calibrator;
 pub mod capi;
 /// cbindgen:ignore
 pub mod error;

@@ -72,6 +72,16 @@ pub struct Args {
     /// factors, and the model is memory-mapped rather than read).
     #[arg(long = "no-sensitivity")]
     pub no_sensitivity: bool,
+    /// Write machine-readable progress lines `STAGE DONE TOTAL` (stages
+    /// evaluate, generate, sensitivity; at least one per stage, the last
+    /// with DONE = TOTAL) to this open file descriptor (the C API's pipe).
+    #[arg(long = "progress-fd", value_name = "N")]
+    pub progress_fd: Option<i32>,
+    /// Also write a JSON report (tokens, chunks, weights, Gram matrices,
+    /// each sensitivity group's figures, seconds per stage, output bytes,
+    /// peak RSS) to FILE, before the calibration file is renamed into place.
+    #[arg(long = "report", value_name = "FILE")]
+    pub report: Option<PathBuf>,
     /// Show llama.cpp's log.
     #[arg(short, long)]
     pub verbose: bool,
@@ -123,6 +133,12 @@ impl Args {
         }
         if self.top_k < 0 {
             return bad("--top-k must be >= 0");
+        }
+        if self.report.as_ref() == Some(&self.output) {
+            return bad("--report must not be the output file");
+        }
+        if self.progress_fd.is_some_and(|fd| fd < 0) {
+            return bad("--progress-fd must be an open file descriptor");
         }
         Ok(())
     }

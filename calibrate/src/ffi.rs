@@ -79,6 +79,7 @@ extern "C" {
     pub fn qc_init(verbose: bool);
     pub fn qc_last_log_error() -> *const c_char;
     pub fn qc_on_fatal(path: *const c_char);
+    pub fn qc_cleanup_also(path: *const c_char);
     pub fn qc_model_load(path: *const c_char, n_gpu_layers: i32, writable: bool)
         -> *mut LlamaModel;
     pub fn qc_context_new(

@@ -18,10 +18,17 @@ pub fn init(verbose: bool) {
 }
 
 /// Makes a fatal assert inside llama.cpp or ggml end the process with a
-/// message and exit status 1, removing `cleanup` (the temporary output).
+/// message and exit status 1, and SIGINT, SIGTERM or SIGHUP end it by that
+/// signal, each removing `cleanup` (the temporary output) first.
 pub fn on_fatal(cleanup: &Path) {
     let c = CString::new(cleanup.as_os_str().as_encoded_bytes()).unwrap_or_default();
     unsafe { ffi::qc_on_fatal(c.as_ptr()) }
+}
+
+/// A second file those handlers remove (the report's temporary file).
+pub fn cleanup_also(path: &Path) {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
+    unsafe { ffi::qc_cleanup_also(c.as_ptr()) }
 }
 
 /// The last error llama.cpp or ggml logged.

@@ -18,6 +18,7 @@ mod llama;
 mod output;
 mod probe;
 mod progress;
+mod report;
 mod sensitivity;
 
 use error::{Error, Result};
@@ -60,10 +61,17 @@ fn passive_openmp() {
 
 fn run(args: &cli::Args) -> Result<()> {
     args.check()?;
+    if let Some(fd) = args.progress_fd {
+        progress::machine_fd(fd)?;
+    }
     let t0 = Instant::now();
     llama::init(args.verbose);
+    // The cleanup knows the temporary files before they exist.
+    llama::on_fatal(&output::Output::temp_for(&args.output)?);
+    if let Some(r) = &args.report {
+        llama::cleanup_also(&report::temp_for(r));
+    }
     let out = output::Output::prepare(&args.output)?;
-    llama::on_fatal(out.temp_path());
     let probe_type = probe_type(args)?;
     let model = llama::Model::load(&args.model, args.n_gpu_layers, probe_type.is_some())?;
     if args.n_gpu_layers != 0 && !llama::gpu_offload() && !args.quiet {
@@ -99,7 +107,7 @@ fn run(args: &cli::Args) -> Result<()> {
         reference.as_mut(),
         &mut |d| bar.update(d * ctx),
     )?;
-    let mut secs = if text_chunks > 0 { bar.finish() } else { 0.0 };
+    let eval_secs = if text_chunks > 0 { bar.finish() } else { 0.0 };
     let missing = (plan.chunks * ctx).saturating_sub(text_chunks * ctx);
     let mut sinks = generate::Sinks {
         collector: &mut collector,
@@ -107,7 +115,12 @@ fn run(args: &cli::Args) -> Result<()> {
     };
     let t_gen = Instant::now();
     let generated = generate_text(args, &model, missing, threads, &mut sinks)?;
-    secs += t_gen.elapsed().as_secs_f64();
+    let gen_secs = if missing > 0 {
+        t_gen.elapsed().as_secs_f64()
+    } else {
+        0.0
+    };
+    let secs = eval_secs + gen_secs;
     if collector.weights.is_empty() {
         return Err(Error::Statistics(
             "no matrix product read a model weight named blk.* in the graphs llama.cpp ran: \
@@ -149,8 +162,52 @@ fn run(args: &cli::Args) -> Result<()> {
         )
     });
     collector.flush();
-    let bytes = out.commit(&meta, &collector)?;
     let gram_floats: usize = collector.grams.iter().map(|g| g.d * g.d).sum();
+    let mut rep = report::Report {
+        model: args.model.display().to_string(),
+        output: args.output.display().to_string(),
+        tokens: stream.len(),
+        text_tokens: text_chunks * ctx,
+        generated_tokens: n_gen,
+        sequences: generated.len(),
+        chunks: meta.chunk_count as usize,
+        chunk_size: ctx,
+        seed: args.seed,
+        weights: collector.weights.len(),
+        grams: collector.grams.len(),
+        gram_bytes: gram_floats as u64 * 4,
+        sensitivity: meta.sensitivity.as_ref().map(|s| report::Sensitivity {
+            probe_type: s.probe_type.clone(),
+            tokens: s.tokens,
+            positions: s.positions,
+            floor: s.floor,
+            groups: s
+                .groups
+                .iter()
+                .map(|g| report::Group {
+                    name: g.name.clone(),
+                    kld: g.kld,
+                    nsr: g.nsr,
+                })
+                .collect(),
+        }),
+        seconds: report::Seconds {
+            evaluate: eval_secs,
+            generate: gen_secs,
+            sensitivity: meta.sensitivity.as_ref().map_or(0.0, |s| s.seconds),
+            total: 0.0,
+        },
+        ..Default::default()
+    };
+    let bytes = out.commit(&meta, &collector, |bytes| match &args.report {
+        None => Ok(()),
+        Some(path) => {
+            rep.output_bytes = bytes;
+            rep.seconds.total = t0.elapsed().as_secs_f64();
+            rep.peak_rss_bytes = report::peak_rss();
+            report::write(path, &rep)
+        }
+    })?;
     println!(
         "calibrate: {} tokens ({} of text in {text_chunks} chunks of {ctx}, {n_gen} self-generated in {} sequences), {} weights, {} Gram matrices ({:.1} MiB), statistics {secs:.1} s{sens}, total {:.1} s -> {} ({:.1} MiB)",
         stream.len(),

@@ -91,18 +91,7 @@ impl Output {
                 )));
             }
         }
-        let name = target
-            .file_name()
-            .ok_or_else(|| Error::Write(format!("{}: no file name", target.display())))?;
-        let dir = target
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let temp = dir.join(format!(
-            ".{}.{}.tmp",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
+        let temp = Output::temp_for(target)?;
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -115,13 +104,32 @@ impl Output {
         })
     }
 
-    /// The temporary file's path.
-    pub fn temp_path(&self) -> &Path {
-        &self.temp
+    /// The temporary file of `target`: `.NAME.PID.tmp` beside it (known
+    /// before it exists, so the signal handlers can be told first).
+    pub fn temp_for(target: &Path) -> Result<PathBuf> {
+        let name = target
+            .file_name()
+            .ok_or_else(|| Error::Write(format!("{}: no file name", target.display())))?;
+        let dir = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Ok(dir.join(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        )))
     }
 
-    /// Writes everything and renames the file into place; the bytes written.
-    pub fn commit(mut self, meta: &Meta, c: &Collector) -> Result<u64> {
+    /// Writes everything, calls `before_rename` with the bytes written
+    /// (an error there leaves no file), and renames the file into place;
+    /// the bytes written.
+    pub fn commit(
+        mut self,
+        meta: &Meta,
+        c: &Collector,
+        before_rename: impl FnOnce(u64) -> Result<()>,
+    ) -> Result<u64> {
         let file = self.file.take().unwrap();
         let werr = |e: std::io::Error| Error::Io(self.target.clone(), e);
         let header = Header::build(meta, c)?;
@@ -143,6 +151,7 @@ impl Output {
         let file = w.into_inner().map_err(|e| werr(e.into_error()))?;
         file.sync_all().map_err(werr)?;
         drop(file);
+        before_rename(pos)?;
         fs::rename(&self.temp, &self.target).map_err(werr)?;
         Ok(pos)
     }

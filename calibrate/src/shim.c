@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "ggml.h"
@@ -59,19 +60,48 @@ const char * qc_last_log_error(void) {
  * instead of a backtrace and SIGABRT. ---- */
 
 static char qc_cleanup_path[4096];
+static char qc_cleanup_report[4096];
 
-static void qc_on_abort(const char * message) {
-    fprintf(stderr, "ggml-qat-calibrate: error: llama.cpp stopped: %s\n", message ? message : "");
+static void qc_cleanup(void) {
     if (qc_cleanup_path[0]) {
         unlink(qc_cleanup_path);
     }
+    if (qc_cleanup_report[0]) {
+        unlink(qc_cleanup_report);
+    }
+}
+
+static void qc_on_abort(const char * message) {
+    fprintf(stderr, "ggml-qat-calibrate: error: llama.cpp stopped: %s\n", message ? message : "");
+    qc_cleanup();
     _exit(1);
 }
 
-/* Installs the handler; `path` (may be NULL) is removed if it fires. */
+/* SIGINT, SIGTERM, SIGHUP (a cancel from the C API, ^C, a closed
+ * terminal): the temporary files removed (unlink is async-signal-safe),
+ * then the signal's default action, so the process dies of it. */
+static void qc_on_signal(int sig) {
+    qc_cleanup();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* Installs the handlers; `path` (may be NULL) is removed if one fires. */
 void qc_on_fatal(const char * path) {
     snprintf(qc_cleanup_path, sizeof qc_cleanup_path, "%s", path ? path : "");
     ggml_set_abort_callback(qc_on_abort);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = qc_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+/* A second file removed by those handlers (the report's temporary file). */
+void qc_cleanup_also(const char * path) {
+    snprintf(qc_cleanup_report, sizeof qc_cleanup_report, "%s", path ? path : "");
 }
 
 /* ---- model and contexts ---- */

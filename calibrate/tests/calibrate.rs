@@ -367,3 +367,163 @@ fn full_disk(model: &Path, out: &Path) {
         .into_iter()
         .any(|e| e.file_name().to_string_lossy().contains("out.gguf")));
 }
+
+/// `--progress-fd`: `STAGE DONE TOTAL` lines, each stage from 0 to its
+/// total, counts never going back; `--report`: the JSON says what the
+/// summary line says, and the file size.
+#[test]
+fn progress_lines_and_report() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let d = dir("progress");
+    let model = tiny_model(&d, 0);
+    let txt = text(&d, 200);
+    let (out, rep, prog) = (d.join("out.gguf"), d.join("r.json"), d.join("p.txt"));
+    let file = std::fs::File::create(&prog).unwrap();
+    let fd = file.as_raw_fd();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ggml-qat-calibrate"));
+    c.args(["-t", "2", "-q", "-c", "64", "--tokens", "1024", "-f"])
+        .arg(&txt)
+        .arg("--progress-fd")
+        .arg(fd.to_string())
+        .arg("--report")
+        .arg(&rep)
+        .arg("-o")
+        .arg(&out)
+        .arg(&model);
+    // SAFETY: fcntl is async-signal-safe: the descriptor survives the exec.
+    unsafe {
+        c.pre_exec(move || {
+            libc::fcntl(fd, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+    let summary = ok(c.output().unwrap(), "ggml-qat-calibrate --progress-fd");
+    drop(file);
+    let lines = std::fs::read_to_string(&prog).unwrap();
+    let mut stages: Vec<(String, u64, u64)> = Vec::new();
+    for l in lines.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        assert_eq!(f.len(), 3, "{l:?} in\n{lines}");
+        let (done, total): (u64, u64) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+        assert!(done <= total, "{l}");
+        match stages.last_mut() {
+            Some(s) if s.0 == f[0] => {
+                assert!(done >= s.1 && total == s.2, "{l} after {s:?}");
+                s.1 = done;
+            }
+            _ => {
+                assert_eq!(done, 0, "a stage starts at 0: {l}");
+                stages.push((f[0].to_string(), done, total));
+            }
+        }
+    }
+    let names: Vec<&str> = stages.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(names, ["evaluate", "generate", "sensitivity"], "{lines}");
+    assert!(stages.iter().all(|s| s.1 == s.2), "unfinished: {stages:?}");
+    let r = std::fs::read_to_string(&rep).unwrap();
+    let num = |key: &str| -> f64 {
+        let at = r
+            .find(&format!("\"{key}\": "))
+            .unwrap_or_else(|| panic!("{key} in {r}"));
+        let v = &r[at + key.len() + 4..];
+        v[..v.find([',', '\n']).unwrap()].trim().parse().unwrap()
+    };
+    let text_tokens = num("text_tokens");
+    assert_eq!(stages[0].2 as f64, text_tokens, "{r}");
+    assert_eq!(num("tokens"), 1024.0, "{r}");
+    assert_eq!(text_tokens + num("generated_tokens"), 1024.0, "{r}");
+    assert_eq!(num("chunk_size"), 64.0, "{r}");
+    assert_eq!(
+        num("output_bytes"),
+        std::fs::metadata(&out).unwrap().len() as f64
+    );
+    assert_eq!(stages[2].2, 9, "sensitivity groups: {lines}");
+    assert_eq!(r.matches("\"kld\"").count(), 9, "{r}");
+    assert!(num("peak_rss_bytes") > 0.0 && num("total") > 0.0, "{r}");
+    assert!(
+        summary.contains(&format!("{} weights", num("weights"))),
+        "{summary}\n{r}"
+    );
+    // Nothing but the three files is left.
+    let mut left: Vec<String> = std::fs::read_dir(&d)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["out.gguf", "p.txt", "r.json", "text.txt", "tiny-0.gguf"]
+    );
+    // A bad descriptor is refused before any work.
+    fails(
+        &[&model, &"--progress-fd", &"999", &"-o", &out],
+        &d.join("none/out.gguf"),
+        "--progress-fd 999",
+    );
+}
+
+/// SIGTERM (the C API's cancel), SIGINT and SIGHUP in the middle of a run:
+/// the process dies of the signal and leaves neither the output nor its
+/// temporary files (calibration file, report).
+#[test]
+fn a_signal_mid_run_leaves_nothing() {
+    use std::io::BufRead;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let d = dir("signal");
+    let model = tiny_model(&d, 0);
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        let (out, rep) = (d.join("out.gguf"), d.join("r.json"));
+        let mut fds = [0; 2];
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (r, w) = unsafe {
+            (
+                std::fs::File::from_raw_fd(fds[0]),
+                std::fs::File::from_raw_fd(fds[1]),
+            )
+        };
+        let (rfd, wfd) = (r.as_raw_fd(), w.as_raw_fd());
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ggml-qat-calibrate"));
+        // Enough tokens for many seconds of generation.
+        c.args(["-t", "2", "-q", "-c", "64", "--tokens", "1000000"])
+            .arg(format!("--progress-fd={wfd}"))
+            .arg("--report")
+            .arg(&rep)
+            .arg("-o")
+            .arg(&out)
+            .arg(&model)
+            .stderr(std::process::Stdio::piped());
+        // SAFETY: close is async-signal-safe.
+        unsafe {
+            c.pre_exec(move || {
+                libc::close(rfd);
+                Ok(())
+            });
+        }
+        let mut child = c.spawn().unwrap();
+        drop(w);
+        let mut lines = std::io::BufReader::new(r).lines();
+        // Into the generation: its temporary file exists.
+        loop {
+            let l = lines.next().expect("progress lines").unwrap();
+            if l.starts_with("generate ") && !l.starts_with("generate 0 ") {
+                break;
+            }
+        }
+        let temps = || {
+            std::fs::read_dir(&d)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains("out.gguf") || n.contains("r.json"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(temps().len(), 1, "{:?}", temps());
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let st = child.wait().unwrap();
+        assert_eq!(st.signal(), Some(sig), "{st:?}");
+        assert!(temps().is_empty(), "left behind: {:?}", temps());
+    }
+}

@@ -13,6 +13,8 @@ pub mod context;
 pub mod error;
 pub mod metrics;
 pub mod model;
+// After model: the header declares calibration after model quantization.
+pub mod calibrate;
 pub mod opencog;
 pub mod plan;
 pub mod quantize;
@@ -20,7 +22,10 @@ pub mod types;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::error::Result;
+use std::ffi::{c_char, CStr};
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
 
 /// The body of an exported function, inside the panic boundary: as
 /// rustls-ffi's `ffi_panic_boundary!`, it is used *in* the function (so
@@ -84,6 +89,24 @@ pub(crate) fn guard<T>(func: &'static str, fail: T, body: impl FnOnce() -> Resul
             fail
         }
     }
+}
+
+/// The caller's C string `p` (the argument `name`), as UTF-8.
+pub(crate) unsafe fn c_str<'a>(p: *const c_char, name: &'static str) -> Result<&'a str> {
+    if p.is_null() {
+        return Err(Error::Null(name));
+    }
+    CStr::from_ptr(p)
+        .to_str()
+        .map_err(|_| Error::invalid(name, "not UTF-8"))
+}
+
+/// An optional path: NULL → `None`.
+pub(crate) unsafe fn opt_path(p: *const c_char, name: &'static str) -> Result<Option<PathBuf>> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    Ok(Some(PathBuf::from(c_str(p, name)?)))
 }
 
 #[cfg(test)]

@@ -1,12 +1,12 @@
 //! Whole-model quantization (extension): a GGUF file in, a GGUF file out.
 #![allow(non_camel_case_types)]
 
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CString};
 use std::path::PathBuf;
 
 use super::context::QatContext;
-use super::ffi_boundary;
 use super::types::{CBool, GgmlType};
+use super::{c_str, ffi_boundary, opt_path};
 use crate::error::{Error, Result};
 use crate::model::planner::{Factors, SizeTarget};
 use crate::model::preset::{Preset, Target};
@@ -170,15 +170,6 @@ pub extern "C" fn ggml_qat_model_default_params() -> ggml_qat_model_params_t {
     }
 }
 
-unsafe fn c_str<'a>(p: *const c_char, name: &'static str) -> Result<&'a str> {
-    if p.is_null() {
-        return Err(Error::Null(name));
-    }
-    CStr::from_ptr(p)
-        .to_str()
-        .map_err(|_| Error::invalid(name, "not UTF-8"))
-}
-
 /// The caller's array `p` of `n` items (NULL allowed when `n` is 0).
 unsafe fn c_array<'a, T>(p: *const T, n: c_int, name: &'static str) -> Result<&'a [T]> {
     let n = usize::try_from(n).map_err(|_| Error::invalid(name, "negative count"))?;
@@ -292,13 +283,6 @@ unsafe fn params_from_c(ctx: *mut QatContext, cp: &ggml_qat_model_params_t) -> R
         json_path: opt_path(cp.report_json_path, "params->report_json_path")?,
     };
     Ok(Params { what, how, report })
-}
-
-unsafe fn opt_path(p: *const c_char, name: &'static str) -> Result<Option<PathBuf>> {
-    if p.is_null() {
-        return Ok(None);
-    }
-    Ok(Some(PathBuf::from(c_str(p, name)?)))
 }
 
 /// The preset, or the context's classes for "classes".
