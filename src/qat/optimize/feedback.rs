@@ -85,8 +85,8 @@ impl GramFactor {
 }
 
 /// Quantizes the rows `w` (rows of `f.n()`) to `ty` by GPTQ in `ty`'s
-/// blocks (see the module doc). Rows run in parallel on the current rayon
-/// pool; the bytes do not depend on the thread count.
+/// blocks (see the module doc). Rows run in tiles of [`TILE`], in parallel
+/// on the current rayon pool; the bytes do not depend on the thread count.
 pub fn quantize_gram(ty: QuantType, w: &[f32], f: &GramFactor) -> Result<Vec<u8>, Error> {
     let n = f.n;
     let fmt = format(ty);
@@ -101,37 +101,94 @@ pub fn quantize_gram(ty: QuantType, w: &[f32], f: &GramFactor) -> Result<Vec<u8>
         return Err(Error::invalid("w", format!("rows of {n} cannot be {ty:?}")));
     }
     let mut out = vec![0u8; w.len() / n * row_bytes];
-    out.par_chunks_mut(row_bytes)
-        .zip(w.par_chunks(n))
-        .for_each(|(dst, row)| gptq_row(ty, row, f, dst));
+    out.par_chunks_mut(TILE * row_bytes)
+        .zip(w.par_chunks(TILE * n))
+        .for_each(|(dst, rows)| gptq_tile(ty, rows, f, dst));
     Ok(out)
 }
 
-/// One row through GPTQ (see the module doc).
-fn gptq_row(ty: QuantType, w: &[f32], f: &GramFactor, dst: &mut [u8]) {
+/// Columns coded between two updates of the rest of the row (GPTQ's lazy
+/// batch): a multiple of the grid's block that divides `n`.
+fn lazy_block(n: usize, block: usize) -> usize {
+    let mut b = block;
+    while b < LAZY && n % (2 * b) == 0 {
+        b *= 2;
+    }
+    b
+}
+
+/// Lazy batch width the columns are grouped to (at least the grid's block).
+const LAZY: usize = 128;
+
+/// A tile of rows through GPTQ: inside each lazy batch of columns, each
+/// row's codes are chosen in order with the feedback limited to the batch;
+/// then the batch's scaled errors update the rest of every row of the tile
+/// at once (`W[:, rest] −= E · U[batch, rest]`, one sgemm).
+fn gptq_tile(ty: QuantType, w: &[f32], f: &GramFactor, dst: &mut [u8]) {
     let n = f.n;
+    let rows = w.len() / n;
     let fmt = format(ty);
-    let mut grid = Grid::new(ty, n).expect("checked by the caller");
-    let bs = grid.block();
+    let mut grids: Vec<Grid> = (0..rows)
+        .map(|_| Grid::new(ty, n).expect("checked by the caller"))
+        .collect();
+    let bs = grids[0].block();
     let bb = fmt.block_bytes * bs / fmt.block_size;
+    let lb = lazy_block(n, bs);
     let mut wq = w.to_vec();
+    let mut errs = vec![0f32; rows * lb];
     let mut blk = vec![0u8; bb];
-    for b in 0..n / bs {
-        let s0 = b * bs;
-        (fmt.quantize_row)(&wq[s0..s0 + bs], &mut blk, Some(&f.diag[s0..s0 + bs]));
-        grid.set_block(b, &blk);
-        for i in s0..s0 + bs {
-            let v = grid.pick(i, wq[i]);
-            let u = &f.u[i * n..(i + 1) * n];
-            let err = (wq[i] - v) / u[i];
-            if err != 0.0 && err.is_finite() {
-                for (x, &c) in wq[i + 1..].iter_mut().zip(&u[i + 1..]) {
-                    *x -= err * c;
+    for s0 in (0..n).step_by(lb) {
+        for (r, grid) in grids.iter_mut().enumerate() {
+            let row = &mut wq[r * n..(r + 1) * n];
+            let e = &mut errs[r * lb..(r + 1) * lb];
+            for b0 in (s0..s0 + lb).step_by(bs) {
+                (fmt.quantize_row)(&row[b0..b0 + bs], &mut blk, Some(&f.diag[b0..b0 + bs]));
+                grid.set_block(b0 / bs, &blk);
+                for i in b0..b0 + bs {
+                    let v = grid.pick(i, row[i]);
+                    let u = &f.u[i * n..i * n + s0 + lb];
+                    let mut err = (row[i] - v) / u[i];
+                    if !err.is_finite() {
+                        err = 0.0;
+                    }
+                    e[i - s0] = err;
+                    if err != 0.0 {
+                        for (x, &c) in row[i + 1..s0 + lb].iter_mut().zip(&u[i + 1..]) {
+                            *x -= err * c;
+                        }
+                    }
                 }
             }
         }
+        let rest = n - (s0 + lb);
+        if rest > 0 {
+            // SAFETY: errs is rows × lb (row stride lb), U's rows s0..s0+lb
+            // from column s0+lb are lb × rest (row stride n), wq's columns
+            // s0+lb.. are rows × rest (row stride n); all in bounds.
+            unsafe {
+                matrixmultiply::sgemm(
+                    rows,
+                    lb,
+                    rest,
+                    -1.0,
+                    errs.as_ptr(),
+                    lb as isize,
+                    1,
+                    f.u.as_ptr().add(s0 * n + s0 + lb),
+                    n as isize,
+                    1,
+                    1.0,
+                    wq.as_mut_ptr().add(s0 + lb),
+                    n as isize,
+                    1,
+                );
+            }
+        }
     }
-    grid.encode(dst);
+    let row_bytes = dst.len() / rows;
+    for (grid, d) in grids.iter().zip(dst.chunks_exact_mut(row_bytes)) {
+        grid.encode(d);
+    }
 }
 
 /// The output error of each row of `q` (bytes of `ty`) against `w` (rows
