@@ -1351,6 +1351,18 @@ fn write_calibration(
     grams: &[(String, u64)],
     kvs: &[Kv],
 ) {
+    let grams: Vec<(String, u64, Option<Vec<f32>>)> =
+        grams.iter().map(|(g, d)| (g.clone(), *d, None)).collect();
+    write_calibration_grams(path, entries, &grams, kvs);
+}
+
+/// [`write_calibration`] with the Gram tensors' values when given.
+fn write_calibration_grams(
+    path: &Path,
+    entries: &[(String, Vec<f32>)],
+    grams: &[(String, u64, Option<Vec<f32>>)],
+    kvs: &[Kv],
+) {
     let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let mut t: Vec<(OutTensor, Vec<u8>)> = Vec::new();
     let f32_tensor = |name: String, ne: [u64; 4], bytes: Vec<u8>| {
@@ -1375,8 +1387,10 @@ fn write_calibration(
             le(&[2.0]),
         ));
     }
-    for (g, d) in grams {
-        let nan = if *d <= 1024 {
+    for (g, d, values) in grams {
+        let nan = if let Some(v) = values {
+            le(v)
+        } else if *d <= 1024 {
             le(&vec![f32::NAN; (d * d) as usize])
         } else {
             Vec::new()
@@ -1395,6 +1409,117 @@ fn write_calibration(
     std::fs::write(path, &b).unwrap();
     let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.set_len(end).unwrap();
+}
+
+/// `XᵀX / s` of strongly correlated inputs of width `d` (an AR(1) walk
+/// along the columns), row-major.
+fn correlated_gram(d: usize, seed: u64) -> Vec<f32> {
+    let s = 512;
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    let mut normal = || {
+        let mut u = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        let (a, b) = (u(), u());
+        (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()
+    };
+    let mut g = vec![0f64; d * d];
+    let mut x = vec![0f64; d];
+    for _ in 0..s {
+        let mut walk = normal();
+        for v in x.iter_mut() {
+            walk = 0.9 * walk + 0.44 * normal();
+            *v = walk;
+        }
+        for i in 0..d {
+            for j in 0..d {
+                g[i * d + j] += x[i] * x[j];
+            }
+        }
+    }
+    g.iter().map(|v| (v / s as f64) as f32).collect()
+}
+
+/// `--optimize --calibration` with Gram matrices: the attention weights
+/// that read them are searched on their Gram objective (reported as such,
+/// with the winners), which drops well below ggml's; the other tensors
+/// keep the diagonal objective; a Gram of NaN or of the wrong size is an
+/// error naming it, and nothing is left behind.
+#[test]
+fn optimize_with_calibration_searches_on_the_gram_matrix() {
+    let d = Tmp::new("model-gram");
+    let (inp, _) = llama_file(&d, 2);
+    let entries = calib_entries(2);
+    let names: Vec<(String, u64)> = (0..2).map(|l| (format!("blk.{l}.attn_in"), 256)).collect();
+    let grams: Vec<(String, u64, Option<Vec<f32>>)> = names
+        .iter()
+        .enumerate()
+        .map(|(l, (g, n))| (g.clone(), *n, Some(correlated_gram(256, l as u64))))
+        .collect();
+    let calib = d.p("calib.gguf");
+    write_calibration_grams(&calib, &entries, &grams, &calib_kvs(&names));
+    let mut p = params(Preset::Q4_K_M);
+    p.what.optimize = true;
+    p.what.calibration = Some(calib.clone());
+    let r = quantize_model(&inp, &d.p("gram.gguf"), &p, &mut no_progress()).unwrap();
+    let mut seen = 0;
+    for t in &r.tensors {
+        let Some(o) = t.objective else { continue };
+        let attn_in = ["attn_q", "attn_k", "attn_v"]
+            .iter()
+            .any(|w| t.name.ends_with(&format!("{w}.weight")));
+        if attn_in {
+            seen += 1;
+            assert_eq!(o.weights, "gram", "{}", t.name);
+            let won = o.won.expect("winners");
+            let rows: u64 = t.shape[1..].iter().product();
+            assert_eq!(won.iter().sum::<u64>(), rows, "{}: every row", t.name);
+            assert!(
+                o.ours < 0.7 * o.ggml,
+                "{}: {} vs ggml {}",
+                t.name,
+                o.ours,
+                o.ggml
+            );
+        } else {
+            assert_ne!(o.weights, "gram", "{}", t.name);
+            assert!(o.won.is_none());
+        }
+    }
+    assert_eq!(seen, 6);
+    // The same file as an imatrix (no Gram): other bytes.
+    p.what.calibration = None;
+    p.what.imatrix = Some(calib.clone());
+    quantize_model(&inp, &d.p("diag.gguf"), &p, &mut no_progress()).unwrap();
+    assert!(std::fs::read(d.p("gram.gguf")).unwrap() != std::fs::read(d.p("diag.gguf")).unwrap());
+
+    // A Gram of NaN, then one of the wrong size: errors naming it.
+    p.what.imatrix = None;
+    p.what.calibration = Some(calib.clone());
+    let mut bad = grams.clone();
+    bad[1].2 = None;
+    write_calibration_grams(&calib, &entries, &bad, &calib_kvs(&names));
+    let e = quantize_model(&inp, &d.p("nan.gguf"), &p, &mut no_progress())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("blk.1.attn_in.gram") && e.contains("NaN"), "{e}");
+    assert!(!d.p("nan.gguf").exists());
+    let small: Vec<(String, u64, Option<Vec<f32>>)> = names
+        .iter()
+        .map(|(g, _)| (g.clone(), 128, Some(correlated_gram(128, 0))))
+        .collect();
+    write_calibration_grams(&calib, &entries, &small, &calib_kvs(&names));
+    let e = quantize_model(&inp, &d.p("small.gguf"), &p, &mut no_progress())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("128 × 128") && e.contains("another model"),
+        "{e}"
+    );
+    assert!(!d.p("small.gguf").exists());
 }
 
 #[test]
