@@ -609,7 +609,7 @@ fn write_fuzz_seeds() {
 }
 
 /// A calibration file of ggml-qat-calibrate: one imatrix entry, a Gram
-/// tensor (8 x 8, not read), the calibration, Gram and factor keys.
+/// tensor (8 x 8, rank 1), the calibration, Gram and factor keys.
 fn calibration_seed(path: &Path) {
     let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let ts = [
@@ -660,15 +660,22 @@ fn calibration_file_with_any_byte_flipped_is_no_panic() {
     assert_eq!(c.imatrix["blk.0.attn_q.weight"], vec![0.5; 32]);
     let f = c.factors.unwrap();
     assert_eq!((f.values.roles[2], f.values.depth[2]), (1.5, 0.2f32 as f64));
+    let g = c.grams.unwrap();
+    let f = g.factor("blk.0.attn_q.weight").unwrap().unwrap();
+    assert_eq!((f.n(), f.diag()), (8, &[0.5f32; 8][..]));
     let good = std::fs::read(&p).unwrap();
-    let header = gguf::read_header(&p).unwrap().data_offset as usize;
     let bad = d.p("bad.gguf");
-    for i in 0..header {
+    // Every byte, the Gram matrix's included: read and factored, or refused.
+    for i in 0..good.len() {
         for x in [0x01u8, 0x80, 0xff] {
             let mut b = good.clone();
             b[i] ^= x;
             std::fs::write(&bad, &b).unwrap();
-            let _ = calibration::load(&bad, true);
+            if let Ok(Some(g)) = calibration::load(&bad, true).map(|c| c.grams) {
+                for w in g.weights().map(String::from).collect::<Vec<_>>() {
+                    let _ = g.factor(&w);
+                }
+            }
         }
     }
 }

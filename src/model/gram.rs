@@ -117,9 +117,9 @@ impl Grams {
         Ok(())
     }
 
-    /// Whether `weight` has a Gram matrix.
-    pub fn has(&self, weight: &str) -> bool {
-        self.of.contains_key(weight)
+    /// The weights that have a Gram matrix.
+    pub fn weights(&self) -> impl Iterator<Item = &str> {
+        self.of.keys().map(String::as_str)
     }
 
     /// The factored Gram matrix of `weight` (read and factored on first use,
@@ -163,7 +163,7 @@ fn entry(path: &Path, h: &Header, name: &str) -> Result<Entry, ModelError> {
     })?;
     let d = t.ne[0];
     let square = t.ne[1] == d && t.ne[2] == 1 && t.ne[3] == 1 && d > 0;
-    if t.ty != 0 || !square || Some(t.nbytes) != d.checked_mul(d * 4) {
+    if t.ty != 0 || !square || Some(t.nbytes) != d.checked_mul(4).and_then(|b| b.checked_mul(d)) {
         return Err(fail(path, format!("'{name}' is not a square F32 matrix")));
     }
     let at = h.data_offset.checked_add(t.offset);

@@ -64,6 +64,12 @@ pub fn imatrix_file(path: &Path) {
         return;
     };
     check_imatrix(&c.imatrix);
+    // Every Gram matrix read and factored, or refused.
+    if let Some(g) = &c.grams {
+        for w in g.weights() {
+            let _ = g.factor(w);
+        }
+    }
     if let Some(f) = c.factors {
         let v = f.values;
         assert!(
