@@ -1520,6 +1520,49 @@ fn optimize_with_calibration_searches_on_the_gram_matrix() {
         "{e}"
     );
     assert!(!d.p("small.gguf").exists());
+
+    // The planner measures the same weights on their Gram objective: their
+    // candidates' errors change with the Gram matrices, the others' not.
+    use ggml_qat::model::planner::SizeTarget;
+    let plan_errors = |grams: &[(String, u64, Option<Vec<f32>>)]| {
+        write_calibration_grams(&calib, &entries, grams, &calib_kvs(&names));
+        let mut p = params(Preset::Q4_0);
+        p.what.optimize = true;
+        p.what.calibration = Some(calib.clone());
+        p.what.size_target = Some(SizeTarget::BitsPerWeight(6.0));
+        p.how.dry_run = true;
+        let r = quantize_model(&inp, &d.p("plan.gguf"), &p, &mut no_progress()).unwrap();
+        r.tensors
+            .iter()
+            .filter_map(|t| Some((t.name.clone(), t.plan.as_ref()?.candidates.clone())))
+            .map(|(n, c)| (n, c.iter().map(|c| c.error).collect::<Vec<f64>>()))
+            .collect::<Vec<_>>()
+    };
+    let with = plan_errors(&grams);
+    let identity: Vec<(String, u64, Option<Vec<f32>>)> = names
+        .iter()
+        .map(|(g, n)| {
+            let n = *n as usize;
+            let eye = (0..n * n)
+                .map(|i| f32::from(u8::from(i / n == i % n)))
+                .collect();
+            (g.clone(), n as u64, Some(eye))
+        })
+        .collect();
+    let without = plan_errors(&identity);
+    assert_eq!(with.len(), without.len());
+    let mut changed = 0;
+    for ((name, a), (_, b)) in with.iter().zip(&without) {
+        let attn_in = ["attn_q", "attn_k", "attn_v"]
+            .iter()
+            .any(|w| name.contains(w));
+        if attn_in {
+            changed += usize::from(a != b);
+        } else {
+            assert_eq!(a, b, "{name}");
+        }
+    }
+    assert_eq!(changed, 6, "the Gram matrices did not reach the planner");
 }
 
 #[test]

@@ -49,6 +49,7 @@ pub fn quantize_model(
                 target,
                 imatrix: imatrix.as_ref(),
                 calibrated,
+                grams: grams.as_ref(),
             };
             Some(plan(&src, &mut a, &p, &pool, how, progress)?)
         }
@@ -125,6 +126,8 @@ struct Planning<'a> {
     imatrix: Option<&'a Imatrix>,
     /// The calibration file's factors, if it has them.
     calibrated: Option<FactorsUsed>,
+    /// Its Gram matrices (`optimize`).
+    grams: Option<&'a Grams>,
 }
 
 /// The size planner over the assignment.
@@ -155,6 +158,7 @@ fn plan(
         norm_importance: p.what.norm_importance,
         target: how.target,
         factors: &factors,
+        grams: how.grams,
     };
     let count = src.tensors().count();
     let mut cb = |i: usize, name: &str| {

@@ -6,20 +6,23 @@ use crate::model::chunk;
 use crate::model::source::{Source, TensorRef};
 use crate::model::weights::ColumnWeights;
 use crate::model::ModelError;
-use crate::qat::optimize::weighted_error;
+use crate::qat::optimize::{self, gram_errors, gram_norms, weighted_error, GramFactor};
 use crate::quant::QuantType;
 
 /// Quantizes an evenly spaced sample of `r`'s rows to each of `tys`;
 /// returns the number of rows sampled and each type's relative squared
-/// error `Σ a (w − ŵ)² / Σ a w²`, `a` the imatrix entry or ones. A type
-/// equal to the source's is copied by the writer: error 0. Runs on the
-/// current rayon pool.
+/// error `Σ a (w − ŵ)² / Σ a w²`, `a` the imatrix entry or ones, or with
+/// the Gram matrix `gram` of the tensor's inputs (the writer's bytes then
+/// come from the Gram path too) `Σ eᵀGe / Σ wᵀGw`. A type equal to the
+/// source's is copied by the writer: error 0. Runs on the current rayon
+/// pool.
 pub fn measure(
     src: &Source,
     r: TensorRef,
     w: &ColumnWeights,
     tys: &[QuantType],
     optimize: bool,
+    gram: Option<&GramFactor>,
 ) -> Result<(u64, Vec<f64>), ModelError> {
     let t = src.info(r);
     let row_len = t.ne[0] as usize;
@@ -35,22 +38,25 @@ pub fn measure(
         src.rows_f32(r, row, &mut raw, &mut x[k * row_len..(k + 1) * row_len])?;
     }
     let groups = expert_groups(&picked, w);
-    let signal: f64 = groups
-        .iter()
-        .map(|&(first, count, row)| {
-            weighted_signal(
-                &x[first * row_len..(first + count) * row_len],
-                w.imatrix_row(row),
-            )
-        })
-        .sum();
+    let in_tensor = |e| ModelError::Invalid(format!("tensor '{}': {e}", t.name));
+    let signal: f64 = match gram {
+        Some(g) => gram_norms(&x, g).map_err(in_tensor)?.iter().sum(),
+        None => groups
+            .iter()
+            .map(|&(first, count, row)| {
+                weighted_signal(
+                    &x[first * row_len..(first + count) * row_len],
+                    w.imatrix_row(row),
+                )
+            })
+            .sum(),
+    };
     if !signal.is_finite() {
         return Err(ModelError::Format(format!(
             "tensor '{}' holds non-finite values (NaN or Inf)",
             t.name
         )));
     }
-    let in_tensor = |e| ModelError::Invalid(format!("tensor '{}': {e}", t.name));
     let mut errors = Vec::with_capacity(tys.len());
     for &ty in tys {
         if ty.ggml_id() == t.ty {
@@ -63,13 +69,19 @@ pub fn measure(
             let xs = &x[first * row_len..(first + count) * row_len];
             let mut dst = vec![0u8; count * dst_row];
             let (im, search) = (w.imatrix_row(row), w.search_row(row));
+            let g = gram.filter(|_| optimize::gram_supported(ty));
             let searched =
-                chunk::quantize_chunk(ty, xs, row_len, &mut dst, im, search, optimize, None)
+                chunk::quantize_chunk(ty, xs, row_len, &mut dst, im, search, optimize, g)
                     .map_err(in_tensor)?;
             // The search measured what it kept on its own weights; when
             // they are the metric's, that figure is the error.
-            err += match searched {
-                Some(s) if w.kind() != "norm" => s.kept,
+            err += match (searched, gram) {
+                (Some(s), Some(_)) if g.is_some() => s.kept,
+                (_, Some(g)) => gram_errors(ty, &dst, xs, g)
+                    .map_err(in_tensor)?
+                    .iter()
+                    .sum(),
+                (Some(s), None) if w.kind() != "norm" => s.kept,
                 _ => weighted_error(ty, &dst, xs, row_len, im).map_err(in_tensor)?,
             };
         }

@@ -32,6 +32,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::assign::{Assignment, Origin};
+use super::gram::Grams;
 use super::imatrix::Imatrix;
 use super::preset;
 use super::roles::{self, Category};
@@ -126,6 +127,9 @@ pub struct Inputs<'a> {
     pub norm_importance: bool,
     pub target: SizeTarget,
     pub factors: &'a FactorsUsed,
+    /// The calibration file's Gram matrices (`optimize` only): a tensor
+    /// that has one is measured on its Gram objective.
+    pub grams: Option<&'a Grams>,
 }
 
 /// One option of a free tensor.
@@ -394,9 +398,13 @@ fn measure_one(
         }
     }
     let w = ColumnWeights::load(src, it.r, inp.imatrix, inp.optimize && inp.norm_importance)?;
+    let gram = match inp.grams {
+        Some(g) if inp.optimize && t.ne[2] == 1 => inp.pool.install(|| g.factor(&t.name))?,
+        _ => None,
+    };
     let (rows, errors) = inp
         .pool
-        .install(|| measure(src, it.r, &w, &tys, inp.optimize))?;
+        .install(|| measure(src, it.r, &w, &tys, inp.optimize, gram.as_deref()))?;
     let mut cands: Vec<Candidate> = tys
         .iter()
         .zip(&errors)

@@ -213,6 +213,24 @@ pub fn gram_errors(ty: QuantType, q: &[u8], w: &[f32], f: &GramFactor) -> Result
     Ok(tiles.concat())
 }
 
+/// `vᵀ G v` of each row of `v` (rows of `f.n()`), in f64: the Gram
+/// objective of the rows themselves (the planner's signal). A row with a
+/// non-finite result gets infinity.
+pub fn gram_norms(v: &[f32], f: &GramFactor) -> Result<Vec<f64>, Error> {
+    let n = f.n;
+    if v.len() % n != 0 {
+        return Err(Error::invalid(
+            "v",
+            format!("{} values for rows of {n}", v.len()),
+        ));
+    }
+    let tiles: Vec<Vec<f64>> = v
+        .par_chunks(TILE * n)
+        .map(|t| quadratic(t.to_vec(), f))
+        .collect();
+    Ok(tiles.concat())
+}
+
 /// [`gram_errors`] of one tile of rows.
 fn tile_errors(ty: QuantType, q: &[u8], w: &[f32], f: &GramFactor) -> Vec<f64> {
     let n = f.n;
@@ -229,6 +247,13 @@ fn tile_errors(ty: QuantType, q: &[u8], w: &[f32], f: &GramFactor) -> Vec<f64> {
             *x = a - *x;
         }
     }
+    quadratic(e, f)
+}
+
+/// `eᵀ G e` of each row of the tile `e` (one sgemm, sums in f64).
+fn quadratic(e: Vec<f32>, f: &GramFactor) -> Vec<f64> {
+    let n = f.n;
+    let rows = e.len() / n;
     let mut p = vec![0f32; rows * n];
     // SAFETY: e is rows × n, g is n × n, p is rows × n, all row-major with
     // the strides given; the slices outlive the call.
