@@ -7,6 +7,7 @@
 //! error kept. ggml's own search (make_qx_quants, 19 starting scales, one
 //! fit) is one of the candidates the row chooses from, so this only adds.
 
+use super::model::roundf;
 use crate::quant::float::{fp16_to_fp32, fp32_to_fp16};
 
 const QK: usize = 32;
@@ -28,7 +29,7 @@ fn err(x: &[f32], w: &[f64], q: &[i8; QK], d: f32) -> f64 {
 fn round_codes(x: &[f32], d: f32, q: &mut [i8; QK]) {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     for i in 0..QK {
-        q[i] = (x[i] * id).round().clamp(-8.0, 7.0) as i8;
+        q[i] = roundf(x[i] * id).clamp(-8.0, 7.0) as i8;
     }
 }
 

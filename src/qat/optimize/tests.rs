@@ -97,3 +97,42 @@ fn bad_shapes_are_errors() {
     assert!(quantize_output_aware(QuantType::Q4_K, &w, 256, Some(&[0.0; 10]), 1).is_err());
     assert!(quantize_output_aware(QuantType::Q4_K, &w, 256, Some(&[]), 0).is_err());
 }
+
+#[test]
+fn round_matches_std_bit_for_bit() {
+    use super::model::{round, roundf};
+    let mut s = 5u64;
+    let mut xs: Vec<f64> = vec![
+        0.5,
+        -0.5,
+        1.5,
+        -1.5,
+        2.5,
+        0.49999999999999994,
+        -0.49999999999999994,
+        4503599627370495.5,
+        -4503599627370495.5,
+        4503599627370497.0,
+        1e300,
+        -1e300,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        0.0,
+        -0.0,
+        -0.3,
+    ];
+    for _ in 0..100_000 {
+        let scale = [1.0, 8.0, 100.0, 1e6, 1e12][(rng(&mut s) * 5.0) as usize];
+        xs.push((rng(&mut s) * 2.0 - 1.0) * scale);
+        // half-integers exactly
+        xs.push(((rng(&mut s) * 200.0) as i64 - 100) as f64 + 0.5);
+    }
+    for &x in &xs {
+        // equal values (+0 and −0 compare equal; both convert alike)
+        assert_eq!(round(x), x.round(), "{x}");
+        let xf = x as f32;
+        assert_eq!(roundf(xf), xf.round(), "{xf}");
+    }
+    assert!(round(f64::NAN).is_nan());
+    assert!(roundf(f32::NAN).is_nan());
+}
