@@ -38,6 +38,15 @@ pub fn quantize_chunk(
     let opts = optimize::Options::default();
     let (bytes, _) = optimize::quantize_weighted(to, x, row_len, wrow, &opts)?;
     let ggml = optimize::weighted_error(to, dst, x, row_len, wrow)?;
+    if bytes == dst {
+        // The search kept ggml's bytes (e.g. Q8_0, whose quantizer ignores
+        // the weights): nothing to measure twice.
+        return Ok(Some(Searched {
+            ggml,
+            kept: ggml,
+            rows_changed: 0,
+        }));
+    }
     let ours = optimize::weighted_error(to, &bytes, x, row_len, wrow)?;
     if ours > ggml {
         return Ok(Some(Searched {
