@@ -14,7 +14,7 @@ const QK: usize = 32;
 
 /// Weighted error of codes `q` at scale `d`.
 #[inline]
-fn err(x: &[f32], w: &[f64], q: &[i8; QK], d: f32) -> f64 {
+pub(super) fn err(x: &[f32], w: &[f64], q: &[i8; QK], d: f32) -> f64 {
     let mut e = 0f64;
     for i in 0..QK {
         let r = x[i] as f64 - d as f64 * q[i] as f64;
@@ -24,7 +24,7 @@ fn err(x: &[f32], w: &[f64], q: &[i8; QK], d: f32) -> f64 {
 }
 
 #[inline]
-fn round_codes(x: &[f32], d: f32, q: &mut [i8; QK]) {
+pub(super) fn round_codes(x: &[f32], d: f32, q: &mut [i8; QK]) {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     for i in 0..QK {
         q[i] = roundf(x[i] * id).clamp(-8.0, 7.0) as i8;
@@ -53,7 +53,7 @@ fn fit(x: &[f32], w: &[f64], q: &[i8; QK]) -> Option<f32> {
 /// once, with O(1) updates of both sums. The best scale overall (before
 /// fp16 rounding) is the fit of one of them: at the optimum the codes are
 /// the rounded ones and the scale is their fit. Returns how many were filled.
-fn starts(x: &[f32], w: &[f64], out: &mut [f32; 4]) -> usize {
+pub(super) fn starts(x: &[f32], w: &[f64], out: &mut [f32; 4]) -> usize {
     // Crossing of element i from level k to k + 1 (magnitudes), keyed by
     // 1/|d| = (k + 0.5)/|x_i|: positive f32s order as their bits.
     let mut ev = [0u64; QK * 8];

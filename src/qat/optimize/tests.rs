@@ -136,3 +136,94 @@ fn round_matches_std_bit_for_bit() {
     assert!(round(f64::NAN).is_nan());
     assert!(roundf(f32::NAN).is_nan());
 }
+
+/// Q4_0's starting scales: re-rounding the codes at the best of them (no
+/// fp16 rounding) is at least as good as any scale of a dense grid, i.e.
+/// the sweep finds the least-squares optimum over all code vectors.
+#[test]
+fn q4_0_starts_contain_the_optimum() {
+    use super::legacy::{err, round_codes, starts};
+    let mut s = 17u64;
+    for b in 0..300 {
+        let x: Vec<f32> = (0..32)
+            .map(|i| {
+                let v = normal(&mut s);
+                // a few outliers, and some exact zeros
+                if b % 3 == 0 && i == 5 {
+                    v * 6.0
+                } else if b % 7 == 0 && i % 4 == 0 {
+                    0.0
+                } else {
+                    v
+                }
+            })
+            .collect();
+        let w: Vec<f64> = (0..32)
+            .map(|i| if b % 2 == 0 { 1.0 } else { 0.1 + rng(&mut s) * (i % 3) as f64 })
+            .collect();
+        let mut ds = [0f32; 4];
+        let k = starts(&x, &w, &mut ds);
+        assert!(k >= 2, "block {b}: {k} starts");
+        let mut q = [0i8; 32];
+        let ours = ds[..k]
+            .iter()
+            .map(|&d| {
+                round_codes(&x, d, &mut q);
+                err(&x, &w, &q, d)
+            })
+            .fold(f64::INFINITY, f64::min);
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for t in 0..4000 {
+            let d = amax / (0.5 + 11.5 * t as f32 / 3999.0) * if t % 2 == 0 { 1.0 } else { -1.0 };
+            round_codes(&x, d, &mut q);
+            let e = err(&x, &w, &q, d);
+            assert!(ours <= e * (1.0 + 1e-9), "block {b}: {ours} > {e} at d = {d}");
+        }
+    }
+}
+
+/// The row choice's short-circuit: where ggml's reference and imatrix
+/// bytes agree and no search follows (Q8_0 ignores the weights), the
+/// result is those bytes; where they differ (Q5_0), each row keeps the
+/// better of the two; Q4_0 still searches.
+#[test]
+fn weighted_skips_only_when_nothing_can_change() {
+    let (rows, n) = (16, 256);
+    let mut s = 23u64;
+    let w: Vec<f32> = (0..rows * n).map(|_| normal(&mut s) * 0.02).collect();
+    let d: Vec<f32> = (0..n).map(|_| 0.1 + rng(&mut s) as f32).collect();
+    let opts = Options::default();
+    for (ty, weights) in [
+        (QuantType::Q8_0, None),
+        (QuantType::Q8_0, Some(&d[..])),
+        (QuantType::Q5_0, None),
+        (QuantType::Q5_0, Some(&d[..])),
+        (QuantType::Q4_0, None),
+    ] {
+        let rb = format(ty).row_bytes(n).unwrap();
+        let mut reference = vec![0u8; rows * rb];
+        quantize_rows(ty, &w, n, &mut reference, None).unwrap();
+        let ones = vec![1f32; n];
+        let mut imat = vec![0u8; rows * rb];
+        quantize_rows(ty, &w, n, &mut imat, Some(weights.unwrap_or(&ones))).unwrap();
+        let (bytes, choice) = quantize_weighted(ty, &w, n, weights, &opts).unwrap();
+        assert_eq!(choice.reference + choice.imatrix + choice.refined, rows);
+        for r in 0..rows {
+            let (wr, b) = (&w[r * n..(r + 1) * n], &bytes[r * rb..(r + 1) * rb]);
+            let (a, i) = (&reference[r * rb..(r + 1) * rb], &imat[r * rb..(r + 1) * rb]);
+            let e = |q: &[u8]| weighted_error(ty, q, wr, n, weights).unwrap();
+            if ty == QuantType::Q4_0 {
+                assert!(e(b) < e(a).min(e(i)), "{ty:?} row {r}: no search");
+            } else if a == i {
+                assert_eq!(b, a, "{ty:?} row {r}");
+            } else {
+                let want = if e(i) < e(a) { i } else { a };
+                assert_eq!(b, want, "{ty:?} row {r}");
+            }
+        }
+        if ty == QuantType::Q8_0 {
+            assert_eq!(bytes, reference);
+            assert_eq!(choice.reference, rows);
+        }
+    }
+}
