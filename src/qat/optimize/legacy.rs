@@ -1,11 +1,13 @@
 //! Q4_0 (32 values, one fp16 scale `d`, codes in −8..7): a weighted search
 //! of each block's scale. With a diagonal metric the best codes for a given
 //! `d` are the rounded, clamped `x/d`, and the best `d` for given codes is
-//! the weighted least-squares fit (then rounded to fp16), so each of a dense
-//! grid of starting scales (the block's extreme value mapped to ±5.5 … ±9)
-//! is alternated between the two to a fixed point, and the lowest weighted
-//! error kept. ggml's own search (make_qx_quants, 19 starting scales, one
-//! fit) is one of the candidates the row chooses from, so this only adds.
+//! the weighted least-squares fit (then rounded to fp16). The code vectors
+//! that rounding produces change only at finitely many scales, so one
+//! sorted sweep over them ([`starts`]) finds the fits with the lowest error
+//! (before fp16 rounding); from those, and from ggml's start (the extreme
+//! value on −8), codes and scale are alternated to a fixed point and the
+//! lowest weighted error kept. ggml's own candidates (make_qx_quants) are
+//! among those the row chooses from, so this only adds.
 
 use super::model::roundf;
 use crate::quant::float::{fp16_to_fp32, fp32_to_fp16};
@@ -44,29 +46,50 @@ fn fit(x: &[f32], w: &[f64], q: &[i8; QK]) -> Option<f32> {
     (den > 0.0).then(|| fp16_to_fp32(fp32_to_fp16((num / den) as f32)))
 }
 
+/// The window of the sweep in [`starts`]: `1/|d|` from `T_LO/amax` to
+/// `T_HI/amax` (the block's extreme value on level `T_LO` … `T_HI`).
+/// ggml's own choice is 8.
+pub(super) const T_LO: f32 = 4.0;
+pub(super) const T_HI: f32 = 12.0;
+
 /// The scales worth starting the alternation from, for one block: per sign
 /// of `d`, the weighted least-squares scales of the two code vectors with
 /// the lowest continuous error `Σ w x² − (Σ w x q)² / Σ w q²`, among all
-/// the code vectors `q = clamp(round(x/d))` that any real `d` of that sign
-/// produces. Those vectors change only where some `|x_i|/|d|` crosses a
-/// half-integer, so sweeping the crossings in order of `1/|d|` visits each
-/// once, with O(1) updates of both sums. The best scale overall (before
-/// fp16 rounding) is the fit of one of them: at the optimum the codes are
-/// the rounded ones and the scale is their fit. Returns how many were filled.
+/// the code vectors `q = clamp(round(x/d))` that the scales `d` of that
+/// sign in the window [`T_LO`, `T_HI`] produce. Those vectors change only
+/// where some `|x_i|/|d|` crosses a half-integer, so sweeping the crossings
+/// in order of `1/|d|` visits each once, with O(1) updates of both sums.
+/// When the best scale (before fp16 rounding) lies in the window, it is
+/// the fit of one of them: at the optimum the codes are the rounded ones
+/// and the scale is their fit. Returns how many were filled.
 pub(super) fn starts(x: &[f32], w: &[f64], out: &mut [f32; 4]) -> usize {
-    // Crossing of element i from level k to k + 1 (magnitudes), keyed by
-    // 1/|d| = (k + 0.5)/|x_i|: positive f32s order as their bits.
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if !(amax > 0.0) {
+        return 0;
+    }
+    let (s_lo, s_hi) = (T_LO / amax, T_HI / amax);
+    // Crossing of element i from level k to k + 1 (magnitudes) at
+    // 1/|d| = (k + 0.5)/|x_i|, keyed by it (positive f32s order as their
+    // bits); crossings before the window make the starting levels.
     let mut ev = [0u64; QK * 8];
     let mut m = 0;
+    let mut lev0 = [0u32; QK];
     for i in 0..QK {
         let a = x[i].abs();
         if !(a > 0.0) || !(w[i] > 0.0) {
             continue;
         }
-        for k in 0..8 {
-            let s = (k as f32 + 0.5) / a;
-            ev[m] = ((s.to_bits() as u64) << 8) | ((i as u64) << 3) | k as u64;
-            m += 1;
+        let ia = 1.0 / a;
+        for k in 0..8u32 {
+            let s = (k as f32 + 0.5) * ia;
+            if s <= s_lo {
+                lev0[i] = k + 1;
+            } else if s <= s_hi {
+                ev[m] = ((s.to_bits() as u64) << 8) | ((i as u64) << 3) | k as u64;
+                m += 1;
+            } else {
+                break;
+            }
         }
     }
     let ev = &mut ev[..m];
@@ -74,32 +97,41 @@ pub(super) fn starts(x: &[f32], w: &[f64], out: &mut [f32; 4]) -> usize {
     let mut filled = 0;
     // sign = +1: d > 0, codes of positive x reach at most 7, of negative
     // x −8 (magnitude 8); sign = −1: the other way round.
-    for sign in [1f32, -1.0] {
+    for pos in [true, false] {
+        let cap = |i: usize| if (x[i] > 0.0) == pos { 7 } else { 8 };
         let (mut num, mut den) = (0f64, 0f64);
-        let mut best = [(0f64, 0f64); 2]; // (num²/den, d)
+        for i in 0..QK {
+            let l = lev0[i].min(cap(i)) as f64;
+            num += w[i] * x[i].abs() as f64 * l;
+            den += w[i] * l * l;
+        }
+        // The two best (num, den) by num²/den, compared without dividing.
+        let mut best = [(0f64, 0f64); 2];
+        let better = |(n, d): (f64, f64), (bn, bd): (f64, f64)| n * n * bd > bn * bn * d;
+        let offer = |nd: (f64, f64), best: &mut [(f64, f64); 2]| {
+            if nd.1 > 0.0 && (best[1].1 == 0.0 || better(nd, best[1])) {
+                if best[0].1 == 0.0 || better(nd, best[0]) {
+                    best[1] = best[0];
+                    best[0] = nd;
+                } else {
+                    best[1] = nd;
+                }
+            }
+        };
+        offer((num, den), &mut best);
         for &e in ev.iter() {
             let i = ((e >> 3) & 31) as usize;
             let k = (e & 7) as u32;
-            let cap = if (x[i] > 0.0) == (sign > 0.0) { 7 } else { 8 };
-            if k + 1 > cap {
+            if k + 1 > cap(i) {
                 continue;
             }
             num += w[i] * x[i].abs() as f64;
             den += w[i] * (2 * k + 1) as f64;
-            let score = num * num / den;
-            if score > best[1].0 {
-                let d = sign as f64 * num / den;
-                if score > best[0].0 {
-                    best[1] = best[0];
-                    best[0] = (score, d);
-                } else {
-                    best[1] = (score, d);
-                }
-            }
+            offer((num, den), &mut best);
         }
-        for (score, d) in best {
-            if score > 0.0 {
-                out[filled] = d as f32;
+        for (n, d) in best {
+            if d > 0.0 && n > 0.0 {
+                out[filled] = ((if pos { n } else { -n }) / d) as f32;
                 filled += 1;
             }
         }
