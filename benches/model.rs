@@ -443,7 +443,15 @@ fn main() {
         synth_model(&synth);
         // minutes per run for llama-quantize and the loop: once
         std::env::set_var("GGML_QAT_BENCH_REPEAT", "1");
-        compare(&synth, "Q4_K_M", 2, &work, &mut rows, llama.as_deref(), false);
+        compare(
+            &synth,
+            "Q4_K_M",
+            2,
+            &work,
+            &mut rows,
+            llama.as_deref(),
+            false,
+        );
         // the dry run's sizes against the real run's
         let o = Command::new(QUANTIZE)
             .args([

@@ -9,7 +9,6 @@
 //! lowest weighted error kept. ggml's own candidates (make_qx_quants) are
 //! among those the row chooses from, so this only adds.
 
-use super::model::roundf;
 use crate::quant::float::{fp16_to_fp32, fp32_to_fp16};
 
 const QK: usize = 32;
@@ -29,7 +28,11 @@ pub(super) fn err(x: &[f32], w: &[f64], q: &[i8; QK], d: f32) -> f64 {
 pub(super) fn round_codes(x: &[f32], d: f32, q: &mut [i8; QK]) {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     for i in 0..QK {
-        q[i] = roundf(x[i] * id).clamp(-8.0, 7.0) as i8;
+        // `roundf(v).clamp(-8, 7)`, branch-free: v + ±0.5 is exact in f64
+        // and the cast truncates (saturating; NaN to 0 as before).
+        let v = x[i] * id;
+        let r = (v as f64 + 0.5f64.copysign(v as f64)) as i32;
+        q[i] = r.clamp(-8, 7) as i8;
     }
 }
 
@@ -81,15 +84,11 @@ pub(super) fn starts(x: &[f32], w: &[f64], out: &mut [f32; 4]) -> usize {
         }
         let ia = 1.0 / a;
         for k in 0..8u32 {
+            // branch-free: an unconditional store, a conditional count
             let s = (k as f32 + 0.5) * ia;
-            if s <= s_lo {
-                lev0[i] = k + 1;
-            } else if s <= s_hi {
-                ev[m] = ((s.to_bits() as u64) << 8) | ((i as u64) << 3) | k as u64;
-                m += 1;
-            } else {
-                break;
-            }
+            lev0[i] += (s <= s_lo) as u32;
+            ev[m] = ((s.to_bits() as u64) << 8) | ((i as u64) << 3) | k as u64;
+            m += (s > s_lo && s <= s_hi) as usize;
         }
     }
     let ev = &mut ev[..m];
@@ -122,12 +121,13 @@ pub(super) fn starts(x: &[f32], w: &[f64], out: &mut [f32; 4]) -> usize {
         for &e in ev.iter() {
             let i = ((e >> 3) & 31) as usize;
             let k = (e & 7) as u32;
-            if k + 1 > cap(i) {
-                continue;
+            // a crossing past the cap changes nothing (branch-free)
+            let on = (k < cap(i)) as u32 as f64 * w[i];
+            num += on * x[i].abs() as f64;
+            den += on * (2 * k + 1) as f64;
+            if on > 0.0 {
+                offer((num, den), &mut best);
             }
-            num += w[i] * x[i].abs() as f64;
-            den += w[i] * (2 * k + 1) as f64;
-            offer((num, den), &mut best);
         }
         for (n, d) in best {
             if d > 0.0 && n > 0.0 {

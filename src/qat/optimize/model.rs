@@ -74,23 +74,6 @@ pub(super) fn round(x: f64) -> f64 {
     }
 }
 
-/// [`round`] for f32.
-#[inline(always)]
-pub(super) fn roundf(x: f32) -> f32 {
-    if !(x.abs() < 8_388_608.0) {
-        return x;
-    }
-    let t = x as i32 as f32;
-    let f = x - t;
-    if f >= 0.5 {
-        t + 1.0
-    } else if f <= -0.5 {
-        t - 1.0
-    } else {
-        t
-    }
-}
-
 /// The decoded parameters of one row.
 #[derive(Clone, Debug)]
 pub(super) struct Model {

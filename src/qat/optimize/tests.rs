@@ -100,7 +100,7 @@ fn bad_shapes_are_errors() {
 
 #[test]
 fn round_matches_std_bit_for_bit() {
-    use super::model::{round, roundf};
+    use super::model::round;
     let mut s = 5u64;
     let mut xs: Vec<f64> = vec![
         0.5,
@@ -130,11 +130,21 @@ fn round_matches_std_bit_for_bit() {
     for &x in &xs {
         // equal values (+0 and −0 compare equal; both convert alike)
         assert_eq!(round(x), x.round(), "{x}");
-        let xf = x as f32;
-        assert_eq!(roundf(xf), xf.round(), "{xf}");
     }
     assert!(round(f64::NAN).is_nan());
-    assert!(roundf(f32::NAN).is_nan());
+    // Q4_0's branch-free code rounding against the plain one
+    let mut q = [0i8; 32];
+    for c in xs.chunks_exact(32) {
+        let x: Vec<f32> = c.iter().map(|&v| v as f32).collect();
+        for d in [1.0f32, -1.0, 0.37, -3e-3, 1e-30, 0.0] {
+            super::legacy::round_codes(&x, d, &mut q);
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            for i in 0..32 {
+                let want = (x[i] * id).round().clamp(-8.0, 7.0) as i8;
+                assert_eq!(q[i], want, "{} / {d}", x[i]);
+            }
+        }
+    }
 }
 
 /// Q4_0's starting scales: re-rounding the codes at the best of them (no
@@ -161,7 +171,13 @@ fn q4_0_starts_contain_the_optimum() {
             })
             .collect();
         let w: Vec<f64> = (0..32)
-            .map(|i| if b % 2 == 0 { 1.0 } else { 0.1 + rng(&mut s) * (i % 3) as f64 })
+            .map(|i| {
+                if b % 2 == 0 {
+                    1.0
+                } else {
+                    0.1 + rng(&mut s) * (i % 3) as f64
+                }
+            })
             .collect();
         let mut ds = [0f32; 4];
         let k = starts(&x, &w, &mut ds);
@@ -185,7 +201,10 @@ fn q4_0_starts_contain_the_optimum() {
             grid = grid.min(e);
             // exact inside the sweep's window
             if (T_LO..=T_HI).contains(&lev) {
-                assert!(ours <= e * (1.0 + 1e-9), "block {b}: {ours} > {e} at d = {d}");
+                assert!(
+                    ours <= e * (1.0 + 1e-9),
+                    "block {b}: {ours} > {e} at d = {d}"
+                );
             }
         }
         total.0 += ours;
@@ -223,7 +242,10 @@ fn weighted_skips_only_when_nothing_can_change() {
         assert_eq!(choice.reference + choice.imatrix + choice.refined, rows);
         for r in 0..rows {
             let (wr, b) = (&w[r * n..(r + 1) * n], &bytes[r * rb..(r + 1) * rb]);
-            let (a, i) = (&reference[r * rb..(r + 1) * rb], &imat[r * rb..(r + 1) * rb]);
+            let (a, i) = (
+                &reference[r * rb..(r + 1) * rb],
+                &imat[r * rb..(r + 1) * rb],
+            );
             let e = |q: &[u8]| weighted_error(ty, q, wr, n, weights).unwrap();
             if ty == QuantType::Q4_0 {
                 assert!(e(b) < e(a).min(e(i)), "{ty:?} row {r}: no search");
