@@ -67,7 +67,8 @@ pub(super) const T_HI: f32 = 12.0;
 /// and the scale is their fit. Returns how many were filled.
 pub(super) fn starts(x: &[f32], w: &[f64], out: &mut [f32; 4]) -> usize {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-    if !(amax > 0.0) {
+    let any = amax > 0.0;
+    if !any {
         return 0;
     }
     let (s_lo, s_hi) = (T_LO / amax, T_HI / amax);
@@ -79,7 +80,8 @@ pub(super) fn starts(x: &[f32], w: &[f64], out: &mut [f32; 4]) -> usize {
     let mut lev0 = [0u32; QK];
     for i in 0..QK {
         let a = x[i].abs();
-        if !(a > 0.0) || !(w[i] > 0.0) {
+        let counts = a > 0.0 && w[i] > 0.0;
+        if !counts {
             continue;
         }
         let ia = 1.0 / a;

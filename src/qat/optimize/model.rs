@@ -60,7 +60,8 @@ pub(super) fn kind(ty: QuantType) -> Option<Kind> {
 #[inline(always)]
 pub(super) fn round(x: f64) -> f64 {
     // Beyond 2^52 (and for NaN, ±inf) x is its own rounding.
-    if !(x.abs() < 4_503_599_627_370_496.0) {
+    let fractional = x.abs() < 4_503_599_627_370_496.0;
+    if !fractional {
         return x;
     }
     let t = x as i64 as f64; // truncation, exact here
