@@ -36,17 +36,20 @@ pub(super) fn round_codes(x: &[f32], d: f32, q: &mut [i8; QK]) {
     }
 }
 
-/// The fp16 value of the weighted least-squares scale for codes `q`
-/// (`None` when the codes are all zero).
+/// The codes at scale `d` ([`round_codes`]) and their sums `Σ w x q`,
+/// `Σ w q²`, in one pass: the weighted error of the codes at a scale `s` is
+/// `Σ w x² − 2 s Σ w x q + s² Σ w q²`, and their least-squares scale is the
+/// ratio of the sums.
 #[inline]
-fn fit(x: &[f32], w: &[f64], q: &[i8; QK]) -> Option<f32> {
+fn codes_and_sums(x: &[f32], w: &[f64], d: f32, q: &mut [i8; QK]) -> (f64, f64) {
+    round_codes(x, d, q);
     let (mut num, mut den) = (0f64, 0f64);
     for i in 0..QK {
         let qi = q[i] as f64;
         num += w[i] * x[i] as f64 * qi;
         den += w[i] * qi * qi;
     }
-    (den > 0.0).then(|| fp16_to_fp32(fp32_to_fp16((num / den) as f32)))
+    (num, den)
 }
 
 /// The window of the sweep in [`starts`]: `1/|d|` from `T_LO/amax` to
@@ -166,21 +169,27 @@ pub(super) fn q4_0_row(x: &[f32], w: &[f64], out: &mut [u8]) {
             let k = starts(xb, wb, (&mut from[..4]).try_into().unwrap());
             // and ggml's own start: the extreme value on −8
             from[k] = max / -8.0;
+            let sxx: f64 = (0..QK).map(|i| wb[i] * xb[i] as f64 * xb[i] as f64).sum();
             for &d0 in &from[..=k] {
                 let mut d = fp16_to_fp32(fp32_to_fp16(d0));
                 // Alternate codes and scale to a fixed point.
                 for _ in 0..4 {
-                    round_codes(xb, d, &mut q);
-                    let e = err(xb, wb, &q, d);
+                    let (num, den) = codes_and_sums(xb, wb, d, &mut q);
+                    let df = d as f64;
+                    let e = sxx - 2.0 * df * num + df * df * den;
                     if e < best_e {
                         best_e = e;
                         best_d = d;
                         best_q = q;
                     }
-                    match fit(xb, wb, &q) {
-                        Some(nd) if nd != d => d = nd,
-                        _ => break,
+                    if den <= 0.0 {
+                        break;
                     }
+                    let nd = fp16_to_fp32(fp32_to_fp16((num / den) as f32));
+                    if nd == d {
+                        break;
+                    }
+                    d = nd;
                 }
             }
         }
