@@ -59,16 +59,16 @@ pub(super) const T_LO: f32 = 4.0;
 pub(super) const T_HI: f32 = 12.0;
 
 /// The scales worth starting the alternation from, for one block: per sign
-/// of `d`, the weighted least-squares scales of the two code vectors with
-/// the lowest continuous error `Σ w x² − (Σ w x q)² / Σ w q²`, among all
-/// the code vectors `q = clamp(round(x/d))` that the scales `d` of that
-/// sign in the window [`T_LO`, `T_HI`] produce. Those vectors change only
-/// where some `|x_i|/|d|` crosses a half-integer, so sweeping the crossings
-/// in order of `1/|d|` visits each once, with O(1) updates of both sums.
-/// When the best scale (before fp16 rounding) lies in the window, it is
-/// the fit of one of them: at the optimum the codes are the rounded ones
-/// and the scale is their fit. Returns how many were filled.
-pub(super) fn starts(x: &[f32], w: &[f64], out: &mut [f32; 4]) -> usize {
+/// of `d`, the weighted least-squares scale of the code vector with the
+/// lowest continuous error `Σ w x² − (Σ w x q)² / Σ w q²`, among all the
+/// code vectors `q = clamp(round(x/d))` that the scales `d` of that sign in
+/// the window [`T_LO`, `T_HI`] produce. Those vectors change only where
+/// some `|x_i|/|d|` crosses a half-integer, so sweeping the crossings in
+/// order of `1/|d|` visits each once, with O(1) updates of both sums. When
+/// the best scale (before fp16 rounding) lies in the window, it is one of
+/// these: at the optimum the codes are the rounded ones and the scale is
+/// their fit. Returns how many were filled (0 to 2).
+pub(super) fn starts(x: &[f32], w: &[f64], out: &mut [f32; 2]) -> usize {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let any = amax > 0.0;
     if !any {
@@ -109,20 +109,14 @@ pub(super) fn starts(x: &[f32], w: &[f64], out: &mut [f32; 4]) -> usize {
             num += w[i] * x[i].abs() as f64 * l;
             den += w[i] * l * l;
         }
-        // The two best (num, den) by num²/den, compared without dividing.
-        let mut best = [(0f64, 0f64); 2];
-        let better = |(n, d): (f64, f64), (bn, bd): (f64, f64)| n * n * bd > bn * bn * d;
-        let offer = |nd: (f64, f64), best: &mut [(f64, f64); 2]| {
-            if nd.1 > 0.0 && (best[1].1 == 0.0 || better(nd, best[1])) {
-                if best[0].1 == 0.0 || better(nd, best[0]) {
-                    best[1] = best[0];
-                    best[0] = nd;
-                } else {
-                    best[1] = nd;
-                }
+        // The best (num, den) by num²/den, compared without dividing.
+        let mut best = (0f64, 0f64);
+        let mut offer = |n: f64, d: f64| {
+            if d > 0.0 && (best.1 == 0.0 || n * n * best.1 > best.0 * best.0 * d) {
+                best = (n, d);
             }
         };
-        offer((num, den), &mut best);
+        offer(num, den);
         for &e in ev.iter() {
             let i = ((e >> 3) & 31) as usize;
             let k = (e & 7) as u32;
@@ -131,14 +125,13 @@ pub(super) fn starts(x: &[f32], w: &[f64], out: &mut [f32; 4]) -> usize {
             num += on * x[i].abs() as f64;
             den += on * (2 * k + 1) as f64;
             if on > 0.0 {
-                offer((num, den), &mut best);
+                offer(num, den);
             }
         }
-        for (n, d) in best {
-            if d > 0.0 && n > 0.0 {
-                out[filled] = ((if pos { n } else { -n }) / d) as f32;
-                filled += 1;
-            }
+        let (n, d) = best;
+        if d > 0.0 && n > 0.0 {
+            out[filled] = ((if pos { n } else { -n }) / d) as f32;
+            filled += 1;
         }
     }
     filled
@@ -165,8 +158,8 @@ pub(super) fn q4_0_row(x: &[f32], w: &[f64], out: &mut [u8]) {
         let mut best_e = err(xb, wb, &best_q, 0.0);
         if amax > 0.0 {
             let mut q = [0i8; QK];
-            let mut from = [0f32; 5];
-            let k = starts(xb, wb, (&mut from[..4]).try_into().unwrap());
+            let mut from = [0f32; 3];
+            let k = starts(xb, wb, (&mut from[..2]).try_into().unwrap());
             // and ggml's own start: the extreme value on −8
             from[k] = max / -8.0;
             let sxx: f64 = (0..QK).map(|i| wb[i] * xb[i] as f64 * xb[i] as f64).sum();
