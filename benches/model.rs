@@ -13,6 +13,8 @@
 //! GGML_QAT_BENCH_SKIP_LOOP=1 the chunk loop; GGML_QAT_BENCH_PRESETS picks the
 //! Gemma presets ("all": every block preset). Ours runs as a user runs it
 //! (defaults: the per-tensor error is measured), output on disk.
+//! On Gemma, ours also runs with `--optimize` (the data-free output-aware
+//! search; GGML_QAT_BENCH_OPTIMIZE=0 skips it), beside the plain conversion.
 //! Each figure: the best time of GGML_QAT_BENCH_REPEAT runs (default 3) and
 //! the largest peak RSS. Run: cargo bench --bench model
 
@@ -218,7 +220,7 @@ struct Row {
 
 fn print_row(r: &Row) {
     println!(
-        "{:<44} {:<26} {:>9.2} {:>11.1} {:>14}",
+        "{:<44} {:<30} {:>9.2} {:>11.1} {:>14}",
         r.what,
         r.tool,
         r.secs,
@@ -243,6 +245,7 @@ fn compare(
     work: &Path,
     rows: &mut Vec<Row>,
     llama: Option<&Path>,
+    optimize: bool,
 ) {
     let what = format!(
         "{} -> {preset}, {threads}t",
@@ -271,6 +274,29 @@ fn compare(
             size,
         },
     );
+    if optimize {
+        // The output-aware search, data-free (no calibration file), on the
+        // same input and threads.
+        let (secs, rss) = run(Command::new(QUANTIZE).args([
+            input.to_str().unwrap(),
+            out.to_str().unwrap(),
+            preset,
+            &t,
+            "--optimize",
+        ]));
+        let size = std::fs::metadata(&out).unwrap().len();
+        std::fs::remove_file(&out).unwrap();
+        push(
+            rows,
+            Row {
+                what: what.clone(),
+                tool: "ggml-qat-quantize --optimize",
+                secs,
+                rss,
+                size,
+            },
+        );
+    }
     let exe = std::env::current_exe().unwrap();
     if std::env::var_os("GGML_QAT_BENCH_SKIP_LOOP").is_none() {
         let (secs, rss) = run(Command::new(exe)
@@ -335,8 +361,8 @@ fn ratios(rows: &[Row]) {
             .map(|r| r.secs)
     };
     println!(
-        "\n{:<36} {:>12} {:>16} {:>16}",
-        "gemma preset", "ours 1t/2t", "llama/ours 1t", "llama/ours 2t"
+        "\n{:<36} {:>12} {:>16} {:>16} {:>16}",
+        "gemma preset", "ours 1t/2t", "llama/ours 1t", "llama/ours 2t", "optimize/ours 2t"
     );
     for p in presets() {
         let w = |t: usize| format!("gemma-3-270m-f16.gguf -> {p}, {t}t");
@@ -349,12 +375,14 @@ fn ratios(rows: &[Row]) {
             (Some(a), Some(b)) => format!("{:.2}x", a / b),
             _ => "-".into(),
         };
+        let opt2 = time(&w(2), "ggml-qat-quantize --optimize");
         println!(
-            "{:<36} {:>12} {:>16} {:>16}",
+            "{:<36} {:>12} {:>16} {:>16} {:>16}",
             p,
             f(o1, o2),
             f(l1, o1),
-            f(l2, o2)
+            f(l2, o2),
+            f(opt2, o2)
         );
     }
 }
@@ -374,9 +402,10 @@ fn main() {
     std::fs::create_dir_all(&work).unwrap();
     let llama = root().join(".deps/llama.cpp-build/bin/llama-quantize");
     let llama = llama.exists().then_some(llama);
+    let optimize = std::env::var("GGML_QAT_BENCH_OPTIMIZE").as_deref() != Ok("0");
     let mut rows = Vec::new();
     println!(
-        "{:<44} {:<26} {:>9} {:>11} {:>14}",
+        "{:<44} {:<30} {:>9} {:>11} {:>14}",
         "conversion", "tool", "time s", "peak MiB", "file bytes"
     );
     if std::env::var_os("GGML_QAT_BENCH_SKIP_GEMMA").is_none() {
@@ -393,7 +422,15 @@ fn main() {
             }
             for preset in presets() {
                 for threads in [1, 2] {
-                    compare(&f16, &preset, threads, &work, &mut rows, llama.as_deref());
+                    compare(
+                        &f16,
+                        &preset,
+                        threads,
+                        &work,
+                        &mut rows,
+                        llama.as_deref(),
+                        optimize,
+                    );
                 }
             }
             ratios(&rows);
@@ -406,7 +443,15 @@ fn main() {
         synth_model(&synth);
         // minutes per run for llama-quantize and the loop: once
         std::env::set_var("GGML_QAT_BENCH_REPEAT", "1");
-        compare(&synth, "Q4_K_M", 2, &work, &mut rows, llama.as_deref());
+        compare(
+            &synth,
+            "Q4_K_M",
+            2,
+            &work,
+            &mut rows,
+            llama.as_deref(),
+            false,
+        );
         // the dry run's sizes against the real run's
         let o = Command::new(QUANTIZE)
             .args([
@@ -427,7 +472,7 @@ fn main() {
         println!("dry run: {line}");
     }
     println!(
-        "{:<44} {:<26} {:>9} {:>11} {:>14}",
+        "{:<44} {:<30} {:>9} {:>11} {:>14}",
         "conversion", "tool", "time s", "peak MiB", "file bytes"
     );
     for r in &rows {

@@ -27,6 +27,7 @@ pub struct Searched {
 /// and the Gram matrix of the tensor's inputs, per row the best of ggml's
 /// bytes, the diagonal search's and the Gram quantizer's on the Gram
 /// objective ([`gram_chunk`]). Runs on the current rayon pool.
+#[allow(clippy::too_many_arguments)]
 pub fn quantize_chunk(
     to: QuantType,
     x: &[f32],
@@ -48,6 +49,15 @@ pub fn quantize_chunk(
     let opts = optimize::Options::default();
     let (bytes, _) = optimize::quantize_weighted(to, x, row_len, wrow, &opts)?;
     let ggml = optimize::weighted_error(to, dst, x, row_len, wrow)?;
+    if bytes == dst {
+        // The search kept ggml's bytes (e.g. Q8_0, whose quantizer ignores
+        // the weights): nothing to measure twice.
+        return Ok(Some(Searched {
+            ggml,
+            kept: ggml,
+            ..Searched::default()
+        }));
+    }
     let ours = optimize::weighted_error(to, &bytes, x, row_len, wrow)?;
     if ours > ggml {
         return Ok(Some(Searched {
@@ -92,14 +102,9 @@ fn gram_chunk(
     ];
     let row_bytes = dst.len() / errs[0].len().max(1);
     let mut s = Searched::default();
-    for r in 0..errs[0].len() {
-        let mut best = 0;
-        for c in 1..3 {
-            if errs[c][r] < errs[best][r] {
-                best = c;
-            }
-        }
-        s.ggml += errs[0][r];
+    for (r, &e0) in errs[0].iter().enumerate() {
+        let best = (1..3).fold(0, |b, c| if errs[c][r] < errs[b][r] { c } else { b });
+        s.ggml += e0;
         s.kept += errs[best][r];
         s.won[best] += 1;
         let span = r * row_bytes..(r + 1) * row_bytes;

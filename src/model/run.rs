@@ -98,13 +98,14 @@ fn check_paths(src: &Source, outputs: &[PathBuf], p: &Checked) -> Result<(), Mod
     sink::check_paths(&inputs, &outputs, p.report.json_path.as_deref())
 }
 
+/// What a run reads besides the model: the importance matrix, the
+/// calibration file's factors and Gram matrices.
+type Importance = (Option<Imatrix>, Option<FactorsUsed>, Option<Grams>);
+
 /// The importance matrix (`imatrix`, or the calibration file's diagonal),
 /// checked against the model, the calibration file's factors, and under
 /// `optimize` its Gram matrices.
-fn load_importance(
-    src: &Source,
-    w: &What,
-) -> Result<(Option<Imatrix>, Option<FactorsUsed>, Option<Grams>), ModelError> {
+fn load_importance(src: &Source, w: &What) -> Result<Importance, ModelError> {
     let (im, factors, grams) = match (&w.calibration, &w.imatrix) {
         (Some(path), _) => {
             let c = calibration::load(path, w.optimize)?;

@@ -4,7 +4,7 @@
 //! integer scale and min, every accepted move lowering the search metric.
 
 use super::gram::{dot, Metric};
-use super::model::{Model, Scales};
+use super::model::{round, Model, Scales};
 use crate::quant::kquants::{fp16_to_fp32, QK_K};
 
 /// A row being refined: the model, its values, `g = H(w − ŵ)` and `f = eᵀHe`.
@@ -160,12 +160,10 @@ impl<'a> State<'a> {
             let b0 = ms * cur_lm as f32;
             let mut num = 0.0;
             for k in 0..group {
-                let u = ((t[k] + b0 as f64) / a as f64 - lev0)
-                    .round()
-                    .clamp(0.0, top);
+                let u = round((t[k] + b0 as f64) / a as f64 - lev0).clamp(0.0, top);
                 num += h[k] * (a as f64 * (u + lev0) - t[k]);
             }
-            let lm0 = (num / sum_h / ms as f64).round();
+            let lm0 = round(num / sum_h / ms as f64);
             let lm0 = if lm0.is_finite() { lm0 as i32 } else { cur_lm };
             // lm0 saturates at i32::MIN/MAX for extreme inputs
             for lm in [lm0.saturating_sub(1), lm0, lm0.saturating_add(1), cur_lm] {
@@ -275,9 +273,7 @@ impl GroupTargets {
     fn score(&self, a: f32, b: f32) -> f64 {
         let mut e = 0.0;
         for k in 0..self.group {
-            let u = ((self.t[k] + b as f64) / a as f64 - self.lev0)
-                .round()
-                .clamp(0.0, self.top);
+            let u = round((self.t[k] + b as f64) / a as f64 - self.lev0).clamp(0.0, self.top);
             let v = a * (u + self.lev0) as f32 - b;
             let r = self.t[k] - v as f64;
             e += self.h[k] * r * r;

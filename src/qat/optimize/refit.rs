@@ -4,7 +4,7 @@
 //! ([`super_scale_candidates`]) and integer coordinate descent.
 
 use super::gram::dot;
-use super::model::{Model, Scales};
+use super::model::{round, Model, Scales};
 use super::refine::State;
 use crate::quant::kquants::{fp16_to_fp32, fp32_to_fp16, QK_K};
 
@@ -184,9 +184,7 @@ impl ScaleFit {
                 if ds == 0.0 {
                     0
                 } else {
-                    (v / ds as f64)
-                        .round()
-                        .clamp(self.lo as f64, self.hi as f64) as i32
+                    round(v / ds as f64).clamp(self.lo as f64, self.hi as f64) as i32
                 }
             })
             .collect()

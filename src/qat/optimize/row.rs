@@ -56,10 +56,22 @@ impl RowCtx<'_> {
         }
     }
 
+    /// Whether [`Self::row`] searches beyond ggml's two candidates.
+    pub(super) fn searches(&self) -> bool {
+        self.refine && (self.ty == QuantType::Q4_0 || kind(self.ty).is_some())
+    }
+
     /// Fill `dst` with the best candidate; returns 0 (reference), 1
     /// (imatrix) or 2 (refined).
     pub(super) fn row(&self, w: &[f32], rb: &[u8], ib: &[u8], dst: &mut [u8]) -> u8 {
         let n = self.n;
+        if rb == ib && !self.searches() {
+            // Nothing to choose between: ggml's two candidates are the same
+            // bytes (e.g. a format whose quantizer ignores the importance
+            // matrix, such as Q8_0) and no search would follow.
+            dst.copy_from_slice(rb);
+            return 0;
+        }
         let mut e = vec![0f64; n];
         let mut g = vec![0f64; n];
         let f_ref = self.error_of(w, rb, &mut e, &mut g);
