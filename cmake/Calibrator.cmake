@@ -53,7 +53,7 @@ function(ggml_qat_find_llama)
         elseif(GGML_OPENMP_ENABLED)
             set(system_libs gomp)
         endif()
-        set(where "the llama target of this tree (${llama_type})")
+        set(where "the llama target of this tree (${llama_type}) and its ggml")
     else()
         # Not the ggml of the calling scope: llama-config.cmake calls
         # find_package(ggml), which may well return the ggml of libggml-qat;
@@ -84,13 +84,13 @@ function(ggml_qat_find_llama)
                 set(system_libs "")   # calibrate/build.rs sees OpenMP in a static ggml-cpu
                 set(depends "")
                 set(install_rpath "")   # the package's own lib/ (absolute, from cargo)
-                set(where "llama.cpp ${LLAMA_VERSION} from ${llama_DIR}")
+                set(where "the installed llama.cpp ${LLAMA_VERSION} (${llama_DIR}) and the ggml beside it")
             endif()
         endif()
     endif()
     if(NOT mode)
         set(mode registry)
-        set(where "llama.cpp of the llama-cpp-python 0.3.36 sdist (PyPI), built into "
+        set(where "the registry package: llama.cpp of the llama-cpp-python 0.3.36 sdist (PyPI), built into "
             "${PROJECT_SOURCE_DIR}/.deps/llama.cpp-build by scripts/build-llama-tools.sh")
         string(JOIN "" where ${where})
         if(NOT EXISTS "${PROJECT_SOURCE_DIR}/.deps/llama.cpp-build/src/libllama.a")
@@ -117,7 +117,7 @@ else()
     else()
         ggml_qat_find_llama()
         set(GGML_QAT_CALIBRATOR_MODE ${llama_mode})
-        message(STATUS "ggml-qat: the calibrator ggml-qat-calibrate links libllama of ${llama_where}")
+        message(STATUS "ggml-qat: the calibrator ggml-qat-calibrate links libllama from ${llama_where}")
     endif()
 endif()
 
