@@ -4,7 +4,8 @@
 # llama.cpp tree of the llama-cpp-python sdist (scripts/fetch-llama-cpp.sh),
 # runs the calibrator from the build, installs the tree and checks the
 # installed calibrator (RUNPATH $ORIGIN/../lib; found by the installed
-# library through dladdr: calibrator-install-test.cmake).
+# library through dladdr: calibrator-install-test.cmake); then builds this
+# project alone against that installed llama.cpp (find_package(llama)).
 # Usage: cmake -DSOURCE_DIR=<ggml-qat> -DWORK_DIR=<dir> [-DJOBS=2] -P fork-llama-test.cmake
 if(NOT JOBS)
     set(JOBS 2)
@@ -60,4 +61,23 @@ run(ldd "${exe}")
 if(NOT last_output MATCHES "libllama\\.so[^ ]* => ${WORK_DIR}/installed/prefix/bin/\\.\\./lib/libllama")
     message(FATAL_ERROR "the installed calibrator does not load the installed libllama:\n${last_output}")
 endif()
+# An installed llama.cpp (the prefix above, shared libraries): this project
+# alone with find_package(llama) (-Dllama_DIR) and the ggml installed with it
+# (-Dggml_DIR); the calibrator finds libllama through an rpath to lib/.
+set(prefix "${WORK_DIR}/installed/prefix")
+set(user "${WORK_DIR}/user")
+run("${CMAKE_COMMAND}" -S "${SOURCE_DIR}" -B "${user}" -DCMAKE_BUILD_TYPE=Release
+    "-Dggml_DIR=${prefix}/lib/cmake/ggml" "-Dllama_DIR=${prefix}/lib/cmake/llama"
+    -DGGML_QAT_BUILD_TESTS=OFF "-DGGML_QAT_CARGO_TARGET_DIR=${WORK_DIR}/user-cargo-target"
+    "-DGGML_QAT_CALIBRATOR_TARGET_DIR=${WORK_DIR}/calibrate-target")
+if(NOT last_output MATCHES "calibrator ggml-qat-calibrate links libllama from the installed llama.cpp")
+    message(FATAL_ERROR "find_package(llama) was not taken:\n${last_output}")
+endif()
+run("${CMAKE_COMMAND}" --build "${user}" -j "${JOBS}")
+run("${user}/bin/ggml-qat-calibrate" --help)
+run(ldd "${user}/bin/ggml-qat-calibrate")
+if(NOT last_output MATCHES "libllama\\.so[^ ]* => ${prefix}/lib/libllama")
+    message(FATAL_ERROR "the calibrator does not load the installed libllama:\n${last_output}")
+endif()
+message(STATUS "find_package(llama): the calibrator links the installed libllama")
 message(STATUS "fork-llama test: passed")
