@@ -7,8 +7,9 @@
 //! - `GGML_QAT_LLAMA_LIBS`: the library files, `:`-separated, libllama first
 //!   then its ggml (`libggml`, `libggml-cpu`, `libggml-base`), each static
 //!   (`.a`) or shared (`.so`, found at run time through an rpath to its
-//!   folder), with `GGML_QAT_LLAMA_INCLUDE_DIRS` (`:`-separated folders
-//!   holding `llama.h` and ggml's headers) and optionally
+//!   folder, DT_RPATH so that it serves their own dependencies too), with
+//!   `GGML_QAT_LLAMA_INCLUDE_DIRS` (`:`-separated folders holding `llama.h`
+//!   and ggml's headers) and optionally
 //!   `GGML_QAT_LLAMA_SYSTEM_LIBS` (`:`-separated, e.g. `gomp` for a static
 //!   ggml-cpu built with OpenMP; a static archive calling `GOMP_*` gets it
 //!   anyway). CMake passes these (cmake/Calibrator.cmake:
@@ -97,6 +98,7 @@ fn link_files(libs: &[PathBuf]) {
     let mut dirs: Vec<PathBuf> = Vec::new();
     let mut any_static = false;
     let mut openmp = false;
+    let mut rpath: Vec<PathBuf> = Vec::new();
     for file in libs {
         if !file.is_file() {
             fail(&format!(
@@ -124,10 +126,11 @@ fn link_files(libs: &[PathBuf]) {
         let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
         if !dirs.contains(&dir) {
             println!("cargo:rustc-link-search=native={}", dir.display());
-            if kind == "dylib" {
-                println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
-            }
-            dirs.push(dir);
+            dirs.push(dir.clone());
+        }
+        if kind == "dylib" && !rpath.contains(&dir) {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+            rpath.push(dir);
         }
         if kind == "dylib" && !name.ends_with(".so") {
             // A versioned file (libllama.so.0): linked by its full name.
@@ -145,6 +148,12 @@ fn link_files(libs: &[PathBuf]) {
     }
     if any_static {
         println!("cargo:rustc-link-lib=dylib=stdc++");
+    }
+    if !rpath.is_empty() {
+        // DT_RPATH, not DT_RUNPATH: it also serves the libraries' own
+        // dependencies (an installed libllama.so has no rpath of its own
+        // and needs libggml.so.0, which --as-needed left out of ours).
+        println!("cargo:rustc-link-arg=-Wl,--disable-new-dtags");
     }
 }
 

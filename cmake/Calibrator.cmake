@@ -185,9 +185,9 @@ if(NOT GGML_QAT_CALIBRATOR_MODE STREQUAL "off")
         install(CODE "set(ggml_qat_calib_rpath \"${llama_install_rpath}\")")
         install(CODE [[
             set(exe "$ENV{DESTDIR}${CMAKE_INSTALL_PREFIX}/${ggml_qat_calib}")
-            file(READ_ELF "${exe}" RUNPATH old)
+            file(READ_ELF "${exe}" RPATH old)   # calibrate/build.rs: DT_RPATH
             if(NOT old)
-                file(READ_ELF "${exe}" RPATH old)
+                file(READ_ELF "${exe}" RUNPATH old)
             endif()
             file(RPATH_CHANGE FILE "${exe}" OLD_RPATH "${old}" NEW_RPATH "${ggml_qat_calib_rpath}")
         ]])
