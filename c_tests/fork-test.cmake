@@ -6,16 +6,21 @@
 #            the fork's programs, which link only ggml, and programs linking
 #            ggml-qat::ggml-qat; one libggml-base for all: the tree's.
 #  prefix/   `cmake --install sub`: the tree's ggml and ggml-qat side by side
-#            (libggml-qat.so finds ggml through $ORIGIN).
+#            (libggml-qat.so finds ggml through $ORIGIN), bin/ggml-qat-calibrate.
 #  package/  c_tests/fork again, building ggml in-tree, with
 #            find_package(ggml-qat) of prefix/ beside the tree's ggml::ggml.
 #  user/     this project alone against the installed ggml of prefix/
-#            (-Dggml_DIR: a user's own ggml), and the consumer of its package.
+#            (-Dggml_DIR: a user's own ggml), and the consumer of its package
+#            (GGML_QAT_CALIBRATOR=OFF: the library without the calibrator).
 #  fetchcontent/, static/  configured only: the swap through FetchContent
 #            (the same targets), and a static ggml refused with a message.
-# Usage: cmake -DSOURCE_DIR=<ggml-qat> -DWORK_DIR=<dir> [-DJOBS=2] -P fork-test.cmake
+# Usage: cmake -DSOURCE_DIR=<ggml-qat> -DWORK_DIR=<dir> [-DJOBS=2] [-DCALIBRATOR_PROFILE=release]
+#        -P fork-test.cmake
 if(NOT JOBS)
     set(JOBS 2)
+endif()
+if(NOT CALIBRATOR_PROFILE)
+    set(CALIBRATOR_PROFILE release)
 endif()
 set(tests "${SOURCE_DIR}/c_tests")
 
@@ -66,9 +71,15 @@ endif()
 message(STATUS "llama.cpp tree: ${tree}")
 set(common -DCMAKE_BUILD_TYPE=Release "-DLLAMA_CPP_DIR=${tree}" "-DGGML_QAT_DIR=${SOURCE_DIR}")
 
-# 2. The fork with this project added by add_subdirectory.
+# 2. The fork with this project added by add_subdirectory. A ggml-only tree
+#    defines no `llama` target: the calibrator takes the registry libllama
+#    (.deps/llama.cpp-build, static: its own process holds that ggml alone).
 set(sub "${WORK_DIR}/sub")
-run("${CMAKE_COMMAND}" -S "${tests}/fork" -B "${sub}" ${common} -DFORK_QAT=subdirectory)
+run("${CMAKE_COMMAND}" -S "${tests}/fork" -B "${sub}" ${common} -DFORK_QAT=subdirectory
+    "-DGGML_QAT_CALIBRATOR_PROFILE=${CALIBRATOR_PROFILE}")
+if(NOT last_output MATCHES "calibrator ggml-qat-calibrate links libllama from the registry package")
+    message(FATAL_ERROR "the calibrator in a ggml-only tree should take the registry libllama:\n${last_output}")
+endif()
 run("${CMAKE_COMMAND}" --build "${sub}" -j "${JOBS}")
 foreach(exe test-qat-framework qat-demo fork-cxx qat-target-c qat-target-cxx)
     run("${sub}/bin/${exe}")
@@ -87,7 +98,7 @@ one_ggml("${tree_base}" "${programs}" "${qat_lib}" ${programs})
 set(prefix "${WORK_DIR}/prefix")
 file(REMOVE_RECURSE "${prefix}")
 run("${CMAKE_COMMAND}" --install "${sub}" --prefix "${prefix}")
-foreach(f lib/libggml-qat.so.0 lib/libggml-base.so.0 include/ggml-qat.h include/ggml.h
+foreach(f lib/libggml-qat.so.0 lib/libggml-base.so.0 include/ggml-qat.h include/ggml.h bin/ggml-qat-calibrate
         lib/cmake/ggml-qat/ggml-qat-config.cmake lib/cmake/ggml/ggml-config.cmake)
     if(NOT EXISTS "${prefix}/${f}")
         message(FATAL_ERROR "fork install lacks ${f}")
@@ -98,6 +109,8 @@ if(NOT last_output MATCHES "RUNPATH[^\n]*\\[\\$ORIGIN\\]")
     message(FATAL_ERROR "installed libggml-qat.so should find ggml through $ORIGIN:\n${last_output}")
 endif()
 one_ggml("${prefix}/lib/libggml-base.so.0" "" "${prefix}/lib/libggml-qat.so.0")
+run("${prefix}/bin/ggml-qat-calibrate" --help)
+message(STATUS "prefix/bin/ggml-qat-calibrate --help runs")
 # A plain consumer of that installed tree: the package finds the ggml
 # installed beside it.
 run("${CMAKE_COMMAND}" -S "${tests}/consumer" -B "${WORK_DIR}/prefix-consumer" -DCMAKE_BUILD_TYPE=Release
@@ -131,7 +144,10 @@ one_ggml("${pkg}/bin/libggml-base.so.0" "${programs}" ${programs})
 set(user "${WORK_DIR}/user")
 run("${CMAKE_COMMAND}" -S "${SOURCE_DIR}" -B "${user}/build" -DCMAKE_BUILD_TYPE=Release
     "-Dggml_DIR=${prefix}/lib/cmake/ggml" -DGGML_QAT_BUILD_TESTS=OFF
-    "-DGGML_QAT_CARGO_TARGET_DIR=${user}/cargo-target")
+    "-DGGML_QAT_CARGO_TARGET_DIR=${user}/cargo-target" -DGGML_QAT_CALIBRATOR=OFF)
+if(NOT last_output MATCHES "calibrator ggml-qat-calibrate is not built \\(GGML_QAT_CALIBRATOR=OFF\\)")
+    message(FATAL_ERROR "GGML_QAT_CALIBRATOR=OFF should say the calibrator is not built:\n${last_output}")
+endif()
 run("${CMAKE_COMMAND}" --build "${user}/build" -j "${JOBS}")
 run("${CMAKE_COMMAND}" "-DBUILD_DIR=${user}/build" "-DCONSUMER_SOURCE=${tests}/consumer"
     "-DWORK_DIR=${user}/consumer" -DKIND=shared "-DEXPECT_GGML_BASE=${prefix}/lib/libggml-base.so.0"

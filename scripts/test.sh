@@ -2,8 +2,8 @@
 # Runs every test: the Rust suite (unit, differential against ggml, protocol,
 # header drift, the C API running the calibrator), the calibrator's
 # (calibrate/, against llama-imatrix) and the C suite through CMake and ctest
-# (C tests, ABI checks, exported symbols, the demo, and consumers of the
-# installed package).
+# (C tests, ABI checks, exported symbols, the demo, consumers of the
+# installed package, the installed calibrator).
 # Installs cmake and ggml first when the machine lacks them.
 set -eu
 . "$(dirname "$0")/env.sh"
@@ -26,7 +26,10 @@ GGML_QAT_NO_AVX512=1 cargo test -j "$jobs" --test quant_vs_ggml_k
 # The calibrator's own tests (against llama-imatrix, its options, signals).
 (cd calibrate && cargo test -j "$jobs")
 # The fork test (ctest fork-ggml-tree) builds a real ggml with as many jobs.
+# The CMake build's calibrator is the one built above (profile dev, in
+# calibrate/target: cargo finds it fresh), installed and found by the
+# installed library in ctest calibrator-installed.
 export GGML_QAT_JOBS="$jobs"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DGGML_QAT_CALIBRATOR_PROFILE=dev
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure
