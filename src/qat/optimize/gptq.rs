@@ -32,27 +32,85 @@ pub(super) fn gptq_factor(h: &[f64], n: usize, damp: f64) -> Option<Vec<f64>> {
     if !cholesky_lower(&mut l, n) {
         return None;
     }
-    // Columns of L⁻¹ (lower), in parallel.
-    let cols: Vec<Vec<f64>> = (0..n)
+    // L⁻¹ by strips of columns, in parallel; U = J L⁻¹ J.
+    let strips: Vec<(usize, Vec<f64>)> = (0..n)
+        .step_by(CHOL_BLOCK)
+        .collect::<Vec<_>>()
         .into_par_iter()
-        .map(|j| {
-            let mut x = vec![0f64; n];
-            x[j] = 1.0 / l[j * n + j];
-            for i in j + 1..n {
-                let row = &l[i * n + j..i * n + i];
-                x[i] = -dot(row, &x[j..i]) / l[i * n + i];
-            }
-            x
-        })
+        .map(|k0| (k0, inverse_strip(&l, n, k0)))
         .collect();
     let mut u = vec![0f64; n * n];
-    for (j, col) in cols.iter().enumerate() {
-        for i in j..n {
-            // Li[i][j] → U[n-1-i][n-1-j].
-            u[(n - 1 - i) * n + (n - 1 - j)] = col[i];
+    for (k0, strip) in strips {
+        let kb = CHOL_BLOCK.min(n - k0);
+        for (a, row) in strip.chunks_exact(kb).enumerate() {
+            let i = k0 + a;
+            for (c, &x) in row.iter().enumerate().take((a + 1).min(kb)) {
+                // Li[i][j] → U[n-1-i][n-1-j].
+                u[(n - 1 - i) * n + (n - 1 - (k0 + c))] = x;
+            }
         }
     }
     Some(u)
+}
+
+/// Columns `k0..k0 + kb` of `L⁻¹` (`L` lower, `n × n`), rows `k0..n`, as
+/// a row-major strip of `kb` columns: block row by block row, each the
+/// product of the rows of `L` left of its diagonal block with the strip
+/// above (dgemm), then solved against that diagonal block.
+fn inverse_strip(l: &[f64], n: usize, k0: usize) -> Vec<f64> {
+    let kb = CHOL_BLOCK.min(n - k0);
+    let m = n - k0;
+    let mut x = vec![0f64; m * kb];
+    let mut p = vec![0f64; CHOL_BLOCK * kb];
+    for r in (0..m).step_by(CHOL_BLOCK) {
+        let bi = CHOL_BLOCK.min(m - r);
+        let i0 = k0 + r;
+        // P = L[i0.., k0..i0] · X[..r] (the diagonal block: P = −I).
+        let p = &mut p[..bi * kb];
+        if r == 0 {
+            p.fill(0.0);
+            for a in 0..bi.min(kb) {
+                p[a * kb + a] = -1.0;
+            }
+        } else {
+            // SAFETY: rows i0..i0+bi, columns k0..i0 of l (row stride n)
+            // are bi × r; x's first r rows are r × kb (stride kb); p is
+            // bi × kb; all in bounds.
+            unsafe {
+                matrixmultiply::dgemm(
+                    bi,
+                    r,
+                    kb,
+                    1.0,
+                    l.as_ptr().add(i0 * n + k0),
+                    n as isize,
+                    1,
+                    x.as_ptr(),
+                    kb as isize,
+                    1,
+                    0.0,
+                    p.as_mut_ptr(),
+                    kb as isize,
+                    1,
+                );
+            }
+        }
+        // X[r + a] = (−P[a] − Σ_{b<a} L[i0+a][i0+b] X[r + b]) / L[i0+a][i0+a].
+        let rows = &mut x[r * kb..];
+        for a in 0..bi {
+            let (prev, cur) = rows.split_at_mut(a * kb);
+            let cur = &mut cur[..kb];
+            let li = &l[(i0 + a) * n + i0..(i0 + a) * n + i0 + a];
+            for c in 0..kb {
+                let mut v = -p[a * kb + c];
+                for (b, &lb) in li.iter().enumerate() {
+                    v -= lb * prev[b * kb + c];
+                }
+                cur[c] = v / l[(i0 + a) * n + i0 + a];
+            }
+        }
+    }
+    x
 }
 
 /// Columns per block of [`cholesky_lower`].

@@ -48,28 +48,31 @@ fn models_round_trip_ggml_bytes() {
 
 #[test]
 fn gptq_factor_inverts() {
-    let (n, s) = (24, 40);
-    let mut seed = 3u64;
-    let x: Vec<f32> = (0..n * s).map(|_| normal(&mut seed)).collect();
-    let h = Gram::new(Some(&x), n, s, Some(0.0)).h.unwrap();
-    let u = gptq_factor(&h, n, 0.01).unwrap();
-    let lam = 0.01 * (0..n).map(|i| h[i * n + i]).sum::<f64>() / n as f64;
-    // (UᵀU)(H + λI) = I.
-    for i in 0..n {
-        for j in 0..n {
-            let mut s = 0.0;
+    // One block of the factorisation, and several with a partial one.
+    for (n, s) in [(24, 40), (150, 400)] {
+        let mut seed = 3u64;
+        let x: Vec<f32> = (0..n * s).map(|_| normal(&mut seed)).collect();
+        let h = Gram::new(Some(&x), n, s, Some(0.0)).h.unwrap();
+        let u = gptq_factor(&h, n, 0.01).unwrap();
+        let lam = 0.01 * (0..n).map(|i| h[i * n + i]).sum::<f64>() / n as f64;
+        let mut utu = vec![0f64; n * n];
+        for i in 0..n {
             for k in 0..n {
-                let mut utu = 0.0;
-                for t in 0..n {
-                    utu += u[t * n + i] * u[t * n + k];
-                }
-                s += utu * (h[k * n + j] + if k == j { lam } else { 0.0 });
+                utu[i * n + k] = (0..n).map(|t| u[t * n + i] * u[t * n + k]).sum();
             }
-            let want = if i == j { 1.0 } else { 0.0 };
-            assert!((s - want).abs() < 1e-8, "{i},{j}: {s}");
         }
-        for j in 0..i {
-            assert_eq!(u[i * n + j], 0.0);
+        // (UᵀU)(H + λI) = I, U upper triangular.
+        for i in 0..n {
+            for j in 0..n {
+                let s: f64 = (0..n)
+                    .map(|k| utu[i * n + k] * (h[k * n + j] + if k == j { lam } else { 0.0 }))
+                    .sum();
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((s - want).abs() < 1e-8, "n {n} {i},{j}: {s}");
+            }
+            for j in 0..i {
+                assert_eq!(u[i * n + j], 0.0);
+            }
         }
     }
 }
