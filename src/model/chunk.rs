@@ -43,11 +43,15 @@ pub fn quantize_chunk(
     if !optimize || to.format().block_size <= 1 {
         return Ok(None);
     }
+    // ggml's bytes are already those of the search's weights when the
+    // imatrix is them: not computed twice.
+    let same = imrow.is_some() && imrow == wrow;
     if let Some(g) = gram {
-        return gram_chunk(to, x, row_len, dst, wrow, g).map(Some);
+        return gram_chunk(to, x, row_len, dst, wrow, same, g).map(Some);
     }
     let opts = optimize::Options::default();
-    let (bytes, _) = optimize::quantize_weighted(to, x, row_len, wrow, &opts)?;
+    let given = same.then_some(&*dst);
+    let (bytes, _) = optimize::quantize_weighted_with(to, x, row_len, wrow, &opts, given)?;
     let ggml = optimize::weighted_error(to, dst, x, row_len, wrow)?;
     if bytes == dst {
         // The search kept ggml's bytes (e.g. Q8_0, whose quantizer ignores
@@ -81,19 +85,21 @@ pub fn quantize_chunk(
     }))
 }
 
-/// The Gram path of [`quantize_chunk`]: `dst` holds ggml's bytes; each row
-/// becomes the best of those, the diagonal search's (weights `wrow`) and
-/// the Gram quantizer's, on `eᵀGe`.
+/// The Gram path of [`quantize_chunk`]: `dst` holds ggml's bytes (with the
+/// weights `wrow` when `same`); each row becomes the best of those, the
+/// diagonal search's (weights `wrow`) and the Gram quantizer's, on `eᵀGe`.
 fn gram_chunk(
     to: QuantType,
     x: &[f32],
     row_len: usize,
     dst: &mut [u8],
     wrow: Option<&[f32]>,
+    same: bool,
     g: &GramFactor,
 ) -> Result<Searched, Error> {
     let opts = optimize::Options::default();
-    let (diag, _) = optimize::quantize_weighted(to, x, row_len, wrow, &opts)?;
+    let given = same.then_some(&*dst);
+    let (diag, _) = optimize::quantize_weighted_with(to, x, row_len, wrow, &opts, given)?;
     let gptq = optimize::quantize_gram(to, x, g)?;
     let errs = [
         optimize::gram_errors(to, dst, x, g)?,

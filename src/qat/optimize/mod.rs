@@ -330,7 +330,27 @@ pub fn quantize_weighted(
     weights: Option<&[f32]>,
     opts: &Options,
 ) -> Result<(Vec<u8>, Choice), Error> {
+    quantize_weighted_with(ty, w, n, weights, opts, None)
+}
+
+/// [`quantize_weighted`] given ggml's importance-matrix bytes of `w` with
+/// `weights` (`ggml_weighted`, when the caller has them already: they are
+/// not computed again). The result is the same.
+pub fn quantize_weighted_with(
+    ty: QuantType,
+    w: &[f32],
+    n: usize,
+    weights: Option<&[f32]>,
+    opts: &Options,
+    ggml_weighted: Option<&[u8]>,
+) -> Result<(Vec<u8>, Choice), Error> {
     let (rows, row_bytes) = check_args(ty, w, n, None, 0)?;
+    if ggml_weighted.is_some_and(|b| b.len() != rows * row_bytes || weights.is_none()) {
+        return Err(Error::invalid(
+            "ggml_weighted",
+            "not the bytes of these rows with these weights",
+        ));
+    }
     if let Some(d) = weights {
         if d.len() != n {
             return Err(Error::invalid(
@@ -359,8 +379,14 @@ pub fn quantize_weighted(
             &ones
         }
     };
-    let mut with_imatrix = vec![0u8; rows * row_bytes];
-    quantize_rows(ty, w, n, &mut with_imatrix, Some(d))?;
+    let with_imatrix = match ggml_weighted {
+        Some(b) => b.to_vec(),
+        None => {
+            let mut b = vec![0u8; rows * row_bytes];
+            quantize_rows(ty, w, n, &mut b, Some(d))?;
+            b
+        }
+    };
     let gram = Gram::diagonal(d);
     let finite = gram.is_finite();
     let ctx = RowCtx {
