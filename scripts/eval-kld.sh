@@ -44,10 +44,12 @@
 #   leaves out the plans at Q4_0's size.
 # - The calibrator (EVAL_CALIB=1): ggml-qat-calibrate on the F16 model with
 #   its defaults (10240 self-generated tokens, no text: data-free; made once,
-#   target/eval-kld/calib-self.gguf), then ggml-qat-quantize --optimize
-#   --calibration for each of EVAL_OPT_TYPES; and ggml-qat-calibrate on the
-#   calibration text (IMATRIX_CHUNKS chunks, as llama-imatrix above) read by
-#   llama-quantize --imatrix for Q4_0. The planner's ranking with a
+#   target/eval-kld/calib-self.gguf) and ggml-qat-calibrate on the
+#   calibration text (IMATRIX_CHUNKS chunks, as llama-imatrix above), then
+#   ggml-qat-quantize --optimize --calibration with each (its Gram matrices:
+#   the Gram quantizer) for each of EVAL_CALIB_TYPES ("Q4_0 Q3_K_M
+#   IQ4_XS"); and the calibration-text file read by llama-quantize
+#   --imatrix for Q4_0. The planner's ranking with a
 #   calibration file's factors: scripts/eval-planner.sh.
 # Prints one table: file size, bits per weight, mean KLD, same-top-token %,
 # PPL(Q)/PPL(F16); bits per weight = 8 x tensor data bytes / weights. Work
@@ -71,6 +73,7 @@ plan_sizes=${PLAN_SIZES-200000000}
 plan_factors=${PLAN_FACTORS-measured uniform}
 plan_at_q4_0=${PLAN_AT_Q4_0:-1}
 calib_rows=${EVAL_CALIB:-1}
+calib_types=${EVAL_CALIB_TYPES-Q4_0 Q3_K_M IQ4_XS}
 bin=$(scripts/build-llama-tools.sh)
 tree=$(scripts/fetch-llama-cpp.sh)
 cargo build -j "$jobs" --release --bin ggml-qat-quantize >&2
@@ -215,10 +218,14 @@ if [ "$calib_rows" = 1 ]; then
     ctext="$work/calib-text-$ctx-$im_chunks.gguf"
     [ -f "$ctext" ] || "$cal" "$f16" -q -t "$threads" -f "$calib" --tokens $((ctx * im_chunks)) \
         -c "$ctx" --no-sensitivity -o "$ctext"
-    for t in $opt_types; do
+    for t in $calib_types; do
         ours="$work/$t-calib-self-opt.ggml-qat.gguf"
         "$tool" -q --optimize --calibration "$self" "$f16" "$ours" "$t" "$threads" > /dev/null
         kld "ggml-qat-quantize --optimize $t --calibration (self-generated: no text)" "$ours"
+        rm -f "$ours"
+        ours="$work/$t-calib-text-opt.ggml-qat.gguf"
+        "$tool" -q --optimize --calibration "$ctext" "$f16" "$ours" "$t" "$threads" > /dev/null
+        kld "ggml-qat-quantize --optimize $t --calibration (the calibration text)" "$ours"
         rm -f "$ours"
     done
     theirs="$work/Q4_0-ourcalib.llama.gguf"
