@@ -187,7 +187,10 @@ typedef struct {
   // matrix (the same bytes as imatrix_path with that file), and the role
   // and depth factors it measured on the model, when it has them, are
   // the size planner's (the default ones otherwise; the JSON report says
-  // which). Not together with imatrix_path or plan_factors_path.
+  // which). With optimize, its Gram matrices (XᵀX/n of each weight's
+  // inputs) drive the Gram quantizer: per row the best of ggml's bytes,
+  // the diagonal search and GPTQ in the block format on the output
+  // error. Not together with imatrix_path or plan_factors_path.
   const char *calibration_path;
 } ggml_qat_model_params_t;
 
