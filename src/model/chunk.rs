@@ -24,7 +24,7 @@ pub struct Searched {
 /// quantizer (with the imatrix row `imrow` when given); with `optimize`,
 /// then the output-aware search under the column weights `wrow`, whose
 /// bytes replace ggml's when their objective is not higher; with `optimize`
-/// and the Gram matrix of the tensor's inputs, per row the best of ggml's
+/// and the Gram matrix of the tensor's inputs (a type with a grid), per row the best of ggml's
 /// bytes, the diagonal search's and the Gram quantizer's on the Gram
 /// objective ([`gram_chunk`]). Runs on the current rayon pool.
 #[allow(clippy::too_many_arguments)]
@@ -46,7 +46,7 @@ pub fn quantize_chunk(
     // ggml's bytes are already those of the search's weights when the
     // imatrix is them: not computed twice.
     let same = imrow.is_some() && imrow == wrow;
-    if let Some(g) = gram {
+    if let Some(g) = gram.filter(|_| optimize::gram_supported(to)) {
         return gram_chunk(to, x, row_len, dst, wrow, same, g).map(Some);
     }
     let opts = optimize::Options::default();

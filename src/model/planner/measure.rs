@@ -6,7 +6,7 @@ use crate::model::chunk;
 use crate::model::source::{Source, TensorRef};
 use crate::model::weights::ColumnWeights;
 use crate::model::ModelError;
-use crate::qat::optimize::{self, gram_errors, gram_norms, weighted_error, GramFactor};
+use crate::qat::optimize::{gram_errors, gram_norms, weighted_error, GramFactor};
 use crate::quant::QuantType;
 
 /// Quantizes an evenly spaced sample of `r`'s rows to each of `tys`;
@@ -69,14 +69,14 @@ pub fn measure(
             let xs = &x[first * row_len..(first + count) * row_len];
             let mut dst = vec![0u8; count * dst_row];
             let (im, search) = (w.imatrix_row(row), w.search_row(row));
-            let g = gram.filter(|_| optimize::gram_supported(ty));
             let searched =
-                chunk::quantize_chunk(ty, xs, row_len, &mut dst, im, search, optimize, g)
+                chunk::quantize_chunk(ty, xs, row_len, &mut dst, im, search, optimize, gram)
                     .map_err(in_tensor)?;
             // The search measured what it kept on its own weights; when
-            // they are the metric's, that figure is the error.
+            // they are the metric's (the Gram path: rows won), that figure
+            // is the error.
             err += match (searched, gram) {
-                (Some(s), Some(_)) if g.is_some() => s.kept,
+                (Some(s), Some(_)) if s.won.iter().sum::<u64>() > 0 => s.kept,
                 (_, Some(g)) => gram_errors(ty, &dst, xs, g)
                     .map_err(in_tensor)?
                     .iter()

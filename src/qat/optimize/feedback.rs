@@ -224,10 +224,7 @@ pub fn gram_norms(v: &[f32], f: &GramFactor) -> Result<Vec<f64>, Error> {
             format!("{} values for rows of {n}", v.len()),
         ));
     }
-    let tiles: Vec<Vec<f64>> = v
-        .par_chunks(TILE * n)
-        .map(|t| quadratic(t.to_vec(), f))
-        .collect();
+    let tiles: Vec<Vec<f64>> = v.par_chunks(TILE * n).map(|t| quadratic(t, f)).collect();
     Ok(tiles.concat())
 }
 
@@ -247,11 +244,11 @@ fn tile_errors(ty: QuantType, q: &[u8], w: &[f32], f: &GramFactor) -> Vec<f64> {
             *x = a - *x;
         }
     }
-    quadratic(e, f)
+    quadratic(&e, f)
 }
 
 /// `eᵀ G e` of each row of the tile `e` (one sgemm, sums in f64).
-fn quadratic(e: Vec<f32>, f: &GramFactor) -> Vec<f64> {
+fn quadratic(e: &[f32], f: &GramFactor) -> Vec<f64> {
     let n = f.n;
     let rows = e.len() / n;
     let mut p = vec![0f32; rows * n];

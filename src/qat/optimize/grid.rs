@@ -24,6 +24,11 @@ pub(super) enum Grid {
     K(Model),
 }
 
+/// Whether `ty` has a grid (every block format; not the float types).
+pub(super) fn supports(ty: QuantType) -> bool {
+    kind(ty).is_some() || Layout::of(ty).is_some()
+}
+
 impl Grid {
     /// A grid for rows of `n` of `ty`; `None` for types without one (floats).
     pub(super) fn new(ty: QuantType, n: usize) -> Option<Grid> {

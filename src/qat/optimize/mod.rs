@@ -153,11 +153,8 @@ pub struct Choice {
 /// Whether [`quantize_gram`] can write `ty` (every implemented block
 /// format; not the float types).
 pub fn gram_supported(ty: QuantType) -> bool {
-    is_implemented(ty) && grid::Grid::new(ty, format(ty).block_size.max(QK_K_ROW)).is_some()
+    is_implemented(ty) && grid::supports(ty)
 }
-
-/// A row length every block format divides.
-const QK_K_ROW: usize = 256;
 
 /// Per-column importance of the inputs: the mean of `x²` over samples (f64
 /// accumulation), i.e. `diag(XᵀX)/s`. This is the importance matrix that
