@@ -376,10 +376,10 @@ fn convert_span(
         job.weights.imatrix_row(sp.row),
         job.weights.search_row(sp.row),
     );
-    // The Gram matrix of a 2-D weight, when the calibration file has one.
+    // The Gram matrix of the weight, when the calibration file has one.
     let gram = match set.grams {
-        Some(g) if set.optimize && t.ne[2] == 1 && optimize::gram_supported(to) => {
-            set.pool.install(|| g.factor(&t.name))?
+        Some(g) if set.optimize && optimize::gram_supported(to) => {
+            set.pool.install(|| g.factor_of(t))?
         }
         _ => None,
     };

@@ -14,7 +14,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::gguf::{self, Header};
+use super::gguf::{self, Header, TensorInfo};
 use super::source::Source;
 use super::ModelError;
 use crate::qat::optimize::GramFactor;
@@ -120,6 +120,15 @@ impl Grams {
     /// The weights that have a Gram matrix.
     pub fn weights(&self) -> impl Iterator<Item = &str> {
         self.of.keys().map(String::as_str)
+    }
+
+    /// The factored Gram matrix of the 2-D weight `t` (an expert tensor has
+    /// none: its experts read other inputs); see [`Grams::factor`].
+    pub fn factor_of(&self, t: &TensorInfo) -> Result<Option<Arc<GramFactor>>, ModelError> {
+        if t.ne[2] != 1 {
+            return Ok(None);
+        }
+        self.factor(&t.name)
     }
 
     /// The factored Gram matrix of `weight` (read and factored on first use,

@@ -399,7 +399,7 @@ fn measure_one(
     }
     let w = ColumnWeights::load(src, it.r, inp.imatrix, inp.optimize && inp.norm_importance)?;
     let gram = match inp.grams {
-        Some(g) if inp.optimize && t.ne[2] == 1 => inp.pool.install(|| g.factor(&t.name))?,
+        Some(g) if inp.optimize => inp.pool.install(|| g.factor_of(t))?,
         _ => None,
     };
     let (rows, errors) = inp
