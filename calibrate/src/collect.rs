@@ -6,6 +6,11 @@
 //! at most `gram_max` long, also the Gram matrix XᵀX of the input, computed
 //! once per distinct input: within one graph evaluation the weights that
 //! read the same input tensor (q/k/v, gate/up) share one entry.
+//!
+//! The output head (`output.weight`, or `token_embd.weight` when the model
+//! ties it to the embedding) always gets its Gram matrix: it is the weight
+//! the logits feel most. Its squared sums go to the imatrix part only under
+//! `process_output`, and only as `output.weight`, as llama-imatrix does.
 
 use crate::ffi::{self, Node, OP_MUL_MAT, OP_MUL_MAT_ID};
 use crate::gram;
@@ -30,6 +35,9 @@ pub struct WeightStats {
     pub counts: Vec<u64>,
     /// The Gram entry this weight reads, if any.
     pub gram: Option<usize>,
+    /// Written in the imatrix part (false for an output head collected
+    /// for its Gram matrix only).
+    pub imatrix: bool,
 }
 
 /// One distinct input's Gram sums.
@@ -78,6 +86,11 @@ impl Collector {
         }
     }
 
+    /// Weights whose sums go to the imatrix part.
+    pub fn imatrix_weights(&self) -> usize {
+        self.weights.values().filter(|w| w.imatrix).count()
+    }
+
     /// Marks the start of a graph evaluation (one micro-batch).
     pub fn begin_eval(&mut self) {
         self.eval += 1;
@@ -85,11 +98,19 @@ impl Collector {
 
     /// Whether a node is wanted (the scheduler's "ask" call).
     fn wants(&self, n: &Node, name: &str) -> bool {
+        let head = is_head(name)
+            && (self.in_imatrix(name)
+                || (n.op == OP_MUL_MAT && n.ne[0] as usize <= self.opts.gram_max));
         self.active
             && self.error.is_none()
             && n.weight
             && n.f32_rows
-            && (name.starts_with("blk.") || (self.opts.process_output && name == "output.weight"))
+            && (name.starts_with("blk.") || head)
+    }
+
+    /// Whether `name`'s sums go to the imatrix part (llama-imatrix's rule).
+    fn in_imatrix(&self, name: &str) -> bool {
+        name.starts_with("blk.") || (self.opts.process_output && name == "output.weight")
     }
 
     /// The node's input as contiguous f32 rows in `self.rows`.
@@ -133,7 +154,9 @@ impl Collector {
         }
         let d = n.ne[0] as usize;
         let n_mat = (n.w_ne[2] * n.w_ne[3]).max(1) as usize;
+        let imatrix = self.in_imatrix(name);
         let e = entry(&mut self.weights, name, d, n_mat)?;
+        e.imatrix = imatrix;
         let per = n.ne[1] as usize * n.ne[2] as usize;
         for (r, row) in self.rows.chunks_exact(d).enumerate() {
             // Rows of (i2, i3) read matrix (i2 % w2, i3 % w3), as in llama-imatrix.
@@ -266,6 +289,7 @@ fn entry<'a>(
         sums: vec![0.0; d * n_mat],
         counts: vec![0; n_mat],
         gram: None,
+        imatrix: true,
     });
     if e.ne0 != d || e.counts.len() != n_mat {
         return Err(format!(
@@ -275,6 +299,12 @@ fn entry<'a>(
         ));
     }
     Ok(e)
+}
+
+/// The output head: `output.weight`, or the tied embedding (the only
+/// product that reads `token_embd.weight`; its lookup is GET_ROWS).
+fn is_head(name: &str) -> bool {
+    name == "output.weight" || name == "token_embd.weight"
 }
 
 fn add_squares(acc: &mut [f64], row: &[f32]) {

@@ -121,7 +121,7 @@ fn run(args: &cli::Args) -> Result<()> {
         0.0
     };
     let secs = eval_secs + gen_secs;
-    if collector.weights.is_empty() {
+    if collector.imatrix_weights() == 0 {
         return Err(Error::Statistics(
             "no matrix product read a model weight named blk.* in the graphs llama.cpp ran: \
              this architecture's weights could not be matched"
@@ -173,7 +173,7 @@ fn run(args: &cli::Args) -> Result<()> {
         chunks: meta.chunk_count as usize,
         chunk_size: ctx,
         seed: args.seed,
-        weights: collector.weights.len(),
+        weights: collector.imatrix_weights(),
         grams: collector.grams.len(),
         gram_bytes: gram_floats as u64 * 4,
         sensitivity: meta.sensitivity.as_ref().map(|s| report::Sensitivity {
@@ -213,7 +213,7 @@ fn run(args: &cli::Args) -> Result<()> {
         stream.len(),
         text_chunks * ctx,
         generated.len(),
-        collector.weights.len(),
+        collector.imatrix_weights(),
         collector.grams.len(),
         gram_floats as f64 * 4.0 / (1 << 20) as f64,
         t0.elapsed().as_secs_f64(),

@@ -184,8 +184,9 @@ enum Tensor<'a> {
 fn tensors(c: &Collector) -> impl Iterator<Item = Tensor<'_>> {
     let per_weight = c
         .weights
-        .keys()
-        .flat_map(|n| [Tensor::Sums(n), Tensor::Counts(n)]);
+        .iter()
+        .filter(|(_, w)| w.imatrix)
+        .flat_map(|(n, _)| [Tensor::Sums(n), Tensor::Counts(n)]);
     per_weight.chain((0..c.grams.len()).map(Tensor::Gram))
 }
 

@@ -44,7 +44,10 @@ def fail(msg):
     sys.exit(1)
 
 
-def layout(path):
+HEADS = ("output.weight", "token_embd.weight")
+
+
+def layout(path, want_head=False):
     t, f = load(path)
     if f.get("general.type") != "imatrix":
         fail("general.type is not imatrix")
@@ -57,18 +60,29 @@ def layout(path):
     users, grams = f.get("ggml_qat.gram.weights", []), f.get("ggml_qat.gram.tensors", [])
     if len(users) != len(grams):
         fail("gram weights and tensors differ in length")
-    worst = 0.0
+    worst, heads = 0.0, []
     for w, g in zip(users, grams):
         G = t[g]
         if not np.allclose(G, G.T, rtol=0, atol=0):
             fail(f"{g} is not symmetric")
+        if w + ".in_sum2" not in t:
+            # the output head: a Gram matrix only, unless --process-output
+            if w not in HEADS:
+                fail(f"{w} has a Gram matrix but no in_sum2")
+            if np.min(np.diag(G)) < 0 or np.max(np.diag(G)) <= 0:
+                fail(f"{g}: diagonal negative or all zero")
+            heads.append(w)
+            continue
         diag = t[w + ".in_sum2"].reshape(-1) / t[w + ".counts"].reshape(-1)[0]
         err = np.max(np.abs(np.diag(G) - diag)) / max(np.max(np.abs(diag)), 1e-30)
         worst = max(worst, err)
         if err > 1e-5:
             fail(f"{g} diagonal differs from {w} in_sum2/counts by {err:.3g}")
+    if want_head and not any(h in users for h in HEADS):
+        fail("no Gram matrix for the output head")
     print(f"check_calib: layout ok: {len(names)} weights, {len(set(grams))} Gram matrices "
-          f"shared by {len(users)} weights, Gram diagonal vs in_sum2/counts max rel err {worst:.2e}")
+          f"shared by {len(users)} weights (output head: {heads or 'in the imatrix part' if any(h in users for h in HEADS) else 'none'}), "
+          f"Gram diagonal vs in_sum2/counts max rel err {worst:.2e}")
 
 
 def imatrix(ours, theirs, tol):
@@ -77,6 +91,9 @@ def imatrix(ours, theirs, tol):
     names = [n[: -len(".in_sum2")] for n in b if n.endswith(".in_sum2")]
     if not names:
         fail("llama-imatrix's file holds no entries")
+    extra = sorted(n[: -len(".in_sum2")] for n in a if n.endswith(".in_sum2") and n[: -len(".in_sum2")] not in names)
+    if extra:
+        fail(f"ours has entries llama-imatrix does not write: {extra}")
     worst = 0.0
     for n in names:
         if n + ".in_sum2" not in a:
@@ -118,7 +135,7 @@ def factors(path, lo, hi):
 
 if __name__ == "__main__":
     if sys.argv[1] == "layout":
-        layout(sys.argv[2])
+        layout(sys.argv[2], want_head=sys.argv[3:] == ["head"])
     elif sys.argv[1] == "factors":
         factors(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]))
     else:

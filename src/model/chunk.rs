@@ -100,13 +100,18 @@ fn gram_chunk(
     let opts = optimize::Options::default();
     let given = same.then_some(&*dst);
     let (diag, _) = optimize::quantize_weighted_with(to, x, row_len, wrow, &opts, given)?;
-    let gptq = optimize::quantize_gram(to, x, g)?;
-    let errs = [
-        optimize::gram_errors(to, dst, x, g)?,
-        optimize::gram_errors(to, &diag, x, g)?,
-        optimize::gram_errors(to, &gptq, x, g)?,
-    ];
+    let (gptq, mut gptq_errs) = optimize::quantize_gram_errors(to, x, g)?;
+    let mut errs = optimize::gram_errors_each(to, &[dst, &diag], x, g)?;
     let row_bytes = dst.len() / errs[0].len().max(1);
+    // GPTQ's errors come from its own sums: a row it wrote as ggml did
+    // takes ggml's figure, so a tie is not counted as a win.
+    for (r, e) in gptq_errs.iter_mut().enumerate() {
+        let span = r * row_bytes..(r + 1) * row_bytes;
+        if gptq[span.clone()] == dst[span] {
+            *e = errs[0][r];
+        }
+    }
+    errs.push(gptq_errs);
     let mut s = Searched::default();
     for (r, &e0) in errs[0].iter().enumerate() {
         let best = (1..3).fold(0, |b, c| if errs[c][r] < errs[b][r] { c } else { b });

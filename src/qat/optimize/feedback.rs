@@ -35,6 +35,8 @@ pub struct GramFactor {
     u: Vec<f32>,
     /// The damping used, relative to the mean of `diag G`.
     pub damp: f64,
+    /// The damping added to the diagonal (`damp` × the mean of `diag G`).
+    lambda: f64,
 }
 
 impl GramFactor {
@@ -58,12 +60,14 @@ impl GramFactor {
         let mut damp = damp.max(1e-6);
         for _ in 0..4 {
             if let Some(u) = gptq_factor(&h, n, damp) {
+                let mean = diag.iter().map(|&d| d as f64).sum::<f64>() / n as f64;
                 return Ok(GramFactor {
                     n,
                     g,
                     diag,
                     u: u.iter().map(|&v| v as f32).collect(),
                     damp,
+                    lambda: damp * mean,
                 });
             }
             damp *= 10.0;
@@ -88,6 +92,19 @@ impl GramFactor {
 /// blocks (see the module doc). Rows run in tiles of [`TILE`], in parallel
 /// on the current rayon pool; the bytes do not depend on the thread count.
 pub fn quantize_gram(ty: QuantType, w: &[f32], f: &GramFactor) -> Result<Vec<u8>, Error> {
+    quantize_gram_errors(ty, w, f).map(|(q, _)| q)
+}
+
+/// [`quantize_gram`] and the Gram error `eᵀGe` of each row it wrote, from
+/// GPTQ's own sums rather than a product with `G`: with `(G + λI)⁻¹ = UᵀU`
+/// the fed-forward errors `ε` satisfy `w − ŵ = Uᵀε`, so
+/// `eᵀ(G + λI)e = Σ ε²` and `eᵀGe = Σ ε² − λ Σ e²` (exact up to f32
+/// rounding in the updates; never below 0).
+pub fn quantize_gram_errors(
+    ty: QuantType,
+    w: &[f32],
+    f: &GramFactor,
+) -> Result<(Vec<u8>, Vec<f64>), Error> {
     let n = f.n;
     let fmt = format(ty);
     let row_bytes = fmt
@@ -100,11 +117,14 @@ pub fn quantize_gram(ty: QuantType, w: &[f32], f: &GramFactor) -> Result<Vec<u8>
     if n % probe.block() != 0 {
         return Err(Error::invalid("w", format!("rows of {n} cannot be {ty:?}")));
     }
-    let mut out = vec![0u8; w.len() / n * row_bytes];
+    let rows = w.len() / n;
+    let mut out = vec![0u8; rows * row_bytes];
+    let mut errs = vec![0f64; rows];
     out.par_chunks_mut(TILE * row_bytes)
         .zip(w.par_chunks(TILE * n))
-        .for_each(|(dst, rows)| gptq_tile(ty, rows, f, dst));
-    Ok(out)
+        .zip(errs.par_chunks_mut(TILE))
+        .for_each(|((dst, rows), e)| gptq_tile(ty, rows, f, dst, e));
+    Ok((out, errs))
 }
 
 /// Columns coded between two updates of the rest of the row (GPTQ's lazy
@@ -123,8 +143,9 @@ const LAZY: usize = 128;
 /// A tile of rows through GPTQ: inside each lazy batch of columns, each
 /// row's codes are chosen in order with the feedback limited to the batch;
 /// then the batch's scaled errors update the rest of every row of the tile
-/// at once (`W[:, rest] −= E · U[batch, rest]`, one sgemm).
-fn gptq_tile(ty: QuantType, w: &[f32], f: &GramFactor, dst: &mut [u8]) {
+/// at once (`W[:, rest] −= E · U[batch, rest]`, one sgemm). `obj` gets
+/// each row's `eᵀGe` (see [`quantize_gram_errors`]).
+fn gptq_tile(ty: QuantType, w: &[f32], f: &GramFactor, dst: &mut [u8], obj: &mut [f64]) {
     let n = f.n;
     let rows = w.len() / n;
     let fmt = format(ty);
@@ -137,10 +158,13 @@ fn gptq_tile(ty: QuantType, w: &[f32], f: &GramFactor, dst: &mut [u8]) {
     let mut wq = w.to_vec();
     let mut errs = vec![0f32; rows * lb];
     let mut blk = vec![0u8; bb];
+    // Per row: Σ ε² and Σ e² (in f64).
+    let mut sums = vec![(0f64, 0f64); rows];
     for s0 in (0..n).step_by(lb) {
         for (r, grid) in grids.iter_mut().enumerate() {
             let row = &mut wq[r * n..(r + 1) * n];
             let e = &mut errs[r * lb..(r + 1) * lb];
+            let (w0, sum) = (&w[r * n..(r + 1) * n], &mut sums[r]);
             for b0 in (s0..s0 + lb).step_by(bs) {
                 (fmt.quantize_row)(&row[b0..b0 + bs], &mut blk, Some(&f.diag[b0..b0 + bs]));
                 grid.set_block(b0 / bs, &blk);
@@ -152,6 +176,8 @@ fn gptq_tile(ty: QuantType, w: &[f32], f: &GramFactor, dst: &mut [u8]) {
                         err = 0.0;
                     }
                     e[i - s0] = err;
+                    let d = (w0[i] - v) as f64;
+                    *sum = (sum.0 + err as f64 * err as f64, sum.1 + d * d);
                     if err != 0.0 {
                         for (x, &c) in row[i + 1..s0 + lb].iter_mut().zip(&u[i + 1..]) {
                             *x -= err * c;
@@ -189,28 +215,58 @@ fn gptq_tile(ty: QuantType, w: &[f32], f: &GramFactor, dst: &mut [u8]) {
     for (grid, d) in grids.iter().zip(dst.chunks_exact_mut(row_bytes)) {
         grid.encode(d);
     }
+    for (o, &(e2, d2)) in obj.iter_mut().zip(&sums) {
+        let v = e2 - f.lambda * d2;
+        *o = if v.is_finite() {
+            v.max(0.0)
+        } else {
+            f64::INFINITY
+        };
+    }
 }
 
 /// The output error of each row of `q` (bytes of `ty`) against `w` (rows
 /// of `f.n()`): `eᵀ G e` with `e = w − ŵ`, `ŵ` as ggml decodes it, in
 /// f64. A row with a non-finite error gets infinity.
 pub fn gram_errors(ty: QuantType, q: &[u8], w: &[f32], f: &GramFactor) -> Result<Vec<f64>, Error> {
+    let mut all = gram_errors_each(ty, &[q], w, f)?;
+    Ok(all.pop().unwrap_or_default())
+}
+
+/// [`gram_errors`] of several candidate encodings of the same rows, in one
+/// matrix product per tile (`G` packed once for all of them); a row whose
+/// bytes equal an earlier candidate's is not computed again.
+pub fn gram_errors_each(
+    ty: QuantType,
+    cands: &[&[u8]],
+    w: &[f32],
+    f: &GramFactor,
+) -> Result<Vec<Vec<f64>>, Error> {
     let n = f.n;
-    let fmt = format(ty);
-    let row_bytes = fmt.row_bytes(n).unwrap_or(0);
+    let row_bytes = format(ty).row_bytes(n).unwrap_or(0);
     let rows = w.len() / n;
-    if w.len() % n != 0 || row_bytes == 0 || q.len() != rows * row_bytes {
-        return Err(Error::invalid(
-            "q",
-            format!("{} bytes for {rows} rows of {n} in {ty:?}", q.len()),
-        ));
+    for q in cands {
+        if w.len() % n != 0 || row_bytes == 0 || q.len() != rows * row_bytes {
+            return Err(Error::invalid(
+                "q",
+                format!("{} bytes for {rows} rows of {n} in {ty:?}", q.len()),
+            ));
+        }
     }
-    let tiles: Vec<Vec<f64>> = q
-        .par_chunks(TILE * row_bytes)
-        .zip(w.par_chunks(TILE * n))
-        .map(|(qt, wt)| tile_errors(ty, qt, wt, f))
+    let tiles: Vec<Vec<Vec<f64>>> = (0..rows.div_ceil(TILE))
+        .into_par_iter()
+        .map(|t| {
+            let r = t * TILE..((t + 1) * TILE).min(rows);
+            let qs: Vec<&[u8]> = cands
+                .iter()
+                .map(|q| &q[r.start * row_bytes..r.end * row_bytes])
+                .collect();
+            tile_errors(ty, &qs, &w[r.start * n..r.end * n], f)
+        })
         .collect();
-    Ok(tiles.concat())
+    Ok((0..cands.len())
+        .map(|k| tiles.iter().flat_map(|t| t[k].iter().copied()).collect())
+        .collect())
 }
 
 /// `vᵀ G v` of each row of `v` (rows of `f.n()`), in f64: the Gram
@@ -228,59 +284,91 @@ pub fn gram_norms(v: &[f32], f: &GramFactor) -> Result<Vec<f64>, Error> {
     Ok(tiles.concat())
 }
 
-/// [`gram_errors`] of one tile of rows.
-fn tile_errors(ty: QuantType, q: &[u8], w: &[f32], f: &GramFactor) -> Vec<f64> {
+/// [`gram_errors_each`] of one tile of rows: the distinct rows of every
+/// candidate stacked into one product.
+fn tile_errors(ty: QuantType, qs: &[&[u8]], w: &[f32], f: &GramFactor) -> Vec<Vec<f64>> {
     let n = f.n;
     let fmt = format(ty);
     let rows = w.len() / n;
-    let mut e = vec![0f32; rows * n];
-    for ((er, qr), wr) in e
-        .chunks_exact_mut(n)
-        .zip(q.chunks_exact(q.len() / rows))
-        .zip(w.chunks_exact(n))
-    {
-        (fmt.dequantize_row)(qr, er);
-        for (x, &a) in er.iter_mut().zip(wr) {
+    let rb = qs[0].len() / rows.max(1);
+    let row = |k: usize, r: usize| &qs[k][r * rb..(r + 1) * rb];
+    // (candidate, row) computed, and for the others the earlier candidate
+    // with the same bytes.
+    let mut slots = Vec::with_capacity(rows * qs.len());
+    let mut alias = vec![vec![None; rows]; qs.len()];
+    for r in 0..rows {
+        for k in 0..qs.len() {
+            match (0..k).find(|&j| row(j, r) == row(k, r)) {
+                Some(j) => alias[k][r] = Some(j),
+                None => slots.push((k, r)),
+            }
+        }
+    }
+    let mut e = vec![0f32; slots.len() * n];
+    for (&(k, r), er) in slots.iter().zip(e.chunks_exact_mut(n)) {
+        (fmt.dequantize_row)(row(k, r), er);
+        for (x, &a) in er.iter_mut().zip(&w[r * n..(r + 1) * n]) {
             *x = a - *x;
         }
     }
-    quadratic(&e, f)
+    let mut out = vec![vec![0f64; rows]; qs.len()];
+    for (&(k, r), v) in slots.iter().zip(quadratic(&e, f)) {
+        out[k][r] = v;
+    }
+    for k in 0..qs.len() {
+        for r in 0..rows {
+            if let Some(j) = alias[k][r] {
+                out[k][r] = out[j][r];
+            }
+        }
+    }
+    out
 }
 
-/// `eᵀ G e` of each row of the tile `e` (one sgemm, sums in f64).
+/// Columns per strip of [`quadratic`].
+const STRIP: usize = 128;
+
+/// `eᵀ G e` of each row of the tile `e`, sums in f64. `G` is symmetric, so
+/// only its upper triangle is read: strip by strip of columns `I`,
+/// `P = E_I · G[I, I..]` (one sgemm) and `eᵀGe = Σ_I e_I·P_I,I + 2 e_J·P_I,J`
+/// over the later columns `J`: half the products of a full `E·G`.
 fn quadratic(e: &[f32], f: &GramFactor) -> Vec<f64> {
     let n = f.n;
     let rows = e.len() / n;
     let mut p = vec![0f32; rows * n];
-    // SAFETY: e is rows × n, g is n × n, p is rows × n, all row-major with
-    // the strides given; the slices outlive the call.
-    unsafe {
-        matrixmultiply::sgemm(
-            rows,
-            n,
-            n,
-            1.0,
-            e.as_ptr(),
-            n as isize,
-            1,
-            f.g.as_ptr(),
-            n as isize,
-            1,
-            0.0,
-            p.as_mut_ptr(),
-            n as isize,
-            1,
-        );
+    let mut s = vec![0f64; rows];
+    for i0 in (0..n).step_by(STRIP) {
+        let (kb, width) = (STRIP.min(n - i0), n - i0);
+        // SAFETY: E's columns i0..i0+kb are rows × kb (row stride n), G's
+        // rows i0..i0+kb from column i0 are kb × width (row stride n), p
+        // holds rows × width (row stride width); all in bounds.
+        unsafe {
+            matrixmultiply::sgemm(
+                rows,
+                kb,
+                width,
+                1.0,
+                e.as_ptr().add(i0),
+                n as isize,
+                1,
+                f.g.as_ptr().add(i0 * n + i0),
+                n as isize,
+                1,
+                0.0,
+                p.as_mut_ptr(),
+                width as isize,
+                1,
+            );
+        }
+        for (r, acc) in s.iter_mut().enumerate() {
+            let (er, pr) = (&e[r * n + i0..(r + 1) * n], &p[r * width..(r + 1) * width]);
+            let dot = |a: &[f32], b: &[f32]| -> f64 {
+                a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
+            };
+            *acc += dot(&er[..kb], &pr[..kb]) + 2.0 * dot(&er[kb..], &pr[kb..]);
+        }
     }
-    e.chunks_exact(n)
-        .zip(p.chunks_exact(n))
-        .map(|(er, pr)| {
-            let s: f64 = er.iter().zip(pr).map(|(&a, &b)| a as f64 * b as f64).sum();
-            if s.is_finite() {
-                s
-            } else {
-                f64::INFINITY
-            }
-        })
+    s.into_iter()
+        .map(|v| if v.is_finite() { v } else { f64::INFINITY })
         .collect()
 }
