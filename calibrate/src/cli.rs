@@ -24,7 +24,8 @@ pub struct Args {
     #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
     pub ctx_size: usize,
     /// Tokens per evaluation step (-ub; at most the chunk): a chunk is
-    /// evaluated in steps of this many, which bounds the logits kept.
+    /// evaluated in steps of this many, which bounds the logits kept. An
+    /// embedding model reads each chunk in one step.
     #[arg(long = "ubatch-size", default_value_t = 128)]
     pub ubatch_size: usize,
     /// Threads (default: all cores).
@@ -42,6 +43,11 @@ pub struct Args {
     /// Also write the evaluated text to FILE.
     #[arg(long = "save-text")]
     pub save_text: Option<PathBuf>,
+    /// Embedding models: also write the reference pooled embeddings of the
+    /// sequences the sensitivities are scored on to FILE (f32, little-endian,
+    /// one row of the model's embedding size per sequence).
+    #[arg(long = "save-embeddings", value_name = "FILE")]
+    pub save_embeddings: Option<PathBuf>,
     /// Sequences generated together in one batch (-np).
     #[arg(short = 'b', long = "parallel", default_value_t = 32)]
     pub parallel: usize,
@@ -133,6 +139,9 @@ impl Args {
         }
         if self.top_k < 0 {
             return bad("--top-k must be >= 0");
+        }
+        if self.save_embeddings.is_some() && self.no_sensitivity {
+            return bad("--save-embeddings needs the sensitivities (not --no-sensitivity)");
         }
         if self.report.as_ref() == Some(&self.output) {
             return bad("--report must not be the output file");

@@ -119,6 +119,18 @@ fn run(args: &cli::Args) -> Result<()> {
         let text = model.vocab().detokenize(&stream);
         std::fs::write(path, text).map_err(|e| Error::Io(path.clone(), e))?;
     }
+    if let Some(path) = &args.save_embeddings {
+        match &pass.scoring {
+            Some(Scoring::Pooled(p)) => p.save(path)?,
+            _ => {
+                return Err(Error::Usage(
+                    "--save-embeddings: this model has a language-model head; its \
+                     sensitivities compare next-token distributions, not embeddings"
+                        .into(),
+                ))
+            }
+        }
+    }
     let sensitivity = match (probe_type, pass.scoring.as_mut()) {
         (Some(t), Some(s)) => Some(measure_sensitivity(args, &model, &shape, t, s)?),
         _ => None,
