@@ -71,7 +71,12 @@ impl Pooled {
 
     /// Writes the reference embeddings to `path` (f32 rows, little-endian).
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
-        let bytes: Vec<u8> = self.refs.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes: Vec<u8> = self
+            .refs
+            .iter()
+            .flatten()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         std::fs::write(path, bytes).map_err(|e| Error::Io(path.into(), e))
     }
 

@@ -7,7 +7,13 @@ pooling type) and the tensors it needs (token, type and position
 embeddings, their norm, per block q/k/v/output with biases, the two layer
 norms, the feed-forward up/down with biases).
 
-Usage: python3 tiny_bert.py OUT.gguf [--pooling mean|cls|none] [--seed S]
+With --round-trip ROLE, every block's ROLE weight (attn_v, ffn_up, …) is
+written as its round trip through Q4_0 (gguf-py's reference quantizer and
+dequantizer), F32: the model the calibrator's probe of that role makes in
+memory, for an independent check of its figure.
+
+Usage: python3 tiny_bert.py OUT.gguf [--pooling mean|cls|none|rank] [--seed S]
+       [--round-trip ROLE]
 (needs the gguf and numpy packages: scripts/fetch-gguf-py.sh)."""
 
 import argparse
@@ -21,7 +27,7 @@ WORDS = ["the", "a", "of", "and", "to", "in", "is", "model", "weight", "token",
          "values", "matrix"]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 POOLING = {"none": gguf.PoolingType.NONE, "mean": gguf.PoolingType.MEAN,
-           "cls": gguf.PoolingType.CLS}
+           "cls": gguf.PoolingType.CLS, "rank": gguf.PoolingType.RANK}
 
 
 def vocab():
@@ -47,6 +53,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--pooling", choices=sorted(POOLING), default="mean")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--round-trip", default=None)
     a = ap.parse_args()
     rng = np.random.default_rng(a.seed)
     tokens, types = vocab()
@@ -73,7 +80,11 @@ def main():
 
     def t(name, *shape, scale=None):
         scale = scale if scale is not None else 1.0 / np.sqrt(shape[-1])
-        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+        x = (rng.standard_normal(shape) * scale).astype(np.float32)
+        if a.round_trip and name.startswith("blk.") and name.endswith(f".{a.round_trip}.weight"):
+            q4 = gguf.GGMLQuantizationType.Q4_0
+            x = gguf.quants.dequantize(gguf.quants.quantize(x, q4), q4).astype(np.float32)
+        w.add_tensor(name, x)
 
     def norm(name):
         w.add_tensor(name + ".weight", (1 + 0.1 * rng.standard_normal(EMBD)).astype(np.float32))
