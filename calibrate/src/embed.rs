@@ -245,7 +245,7 @@ pub fn one_minus_cos(a: &[f32], b: &[f32]) -> f64 {
     }
     match (aa > 0.0, bb > 0.0) {
         (false, false) => 0.0,
-        (true, true) => (1.0 - ab / (aa.sqrt() * bb.sqrt())).max(0.0),
+        (true, true) => (1.0 - ab / (aa * bb).sqrt()).max(0.0),
         _ => 1.0,
     }
 }
@@ -304,7 +304,8 @@ mod tests {
 
     #[test]
     fn cosine_distance() {
-        assert_eq!(one_minus_cos(&[1.0, 2.0], &[2.0, 4.0]), 0.0);
+        assert!(one_minus_cos(&[1.0, 2.0], &[2.0, 4.0]) < 1e-15);
+        assert!(one_minus_cos(&[1.0, 2.0], &[1.0, 2.0]) < 1e-15);
         assert!((one_minus_cos(&[1.0, 0.0], &[0.0, 3.0]) - 1.0).abs() < 1e-12);
         assert!((one_minus_cos(&[1.0, 0.0], &[-1.0, 0.0]) - 2.0).abs() < 1e-12);
         let s = std::f64::consts::FRAC_1_SQRT_2;
