@@ -43,9 +43,12 @@ pub struct Args {
     /// Also write the evaluated text to FILE.
     #[arg(long = "save-text")]
     pub save_text: Option<PathBuf>,
-    /// Embedding models: also write the reference pooled embeddings of the
-    /// sequences the sensitivities are scored on to FILE (f32, little-endian,
-    /// one row of the model's embedding size per sequence).
+    /// Embedding models: also write the pooled embeddings of the first
+    /// sequences (those the sensitivities are scored on: up to
+    /// --sensitivity-tokens tokens, whole chunks; the same with
+    /// --no-sensitivity) to FILE (f32, little-endian, one row of the model's
+    /// embedding size per sequence), as the model now is: the reference of
+    /// the sensitivities, or a quantized model's vectors to compare.
     #[arg(long = "save-embeddings", value_name = "FILE")]
     pub save_embeddings: Option<PathBuf>,
     /// Sequences generated together in one batch (-np).
@@ -139,9 +142,6 @@ impl Args {
         }
         if self.top_k < 0 {
             return bad("--top-k must be >= 0");
-        }
-        if self.save_embeddings.is_some() && self.no_sensitivity {
-            return bad("--save-embeddings needs the sensitivities (not --no-sensitivity)");
         }
         if self.report.as_ref() == Some(&self.output) {
             return bad("--report must not be the output file");

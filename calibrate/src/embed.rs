@@ -43,7 +43,7 @@ impl Pooled {
         if pooling == ffi::POOLING_RANK {
             return Err(Error::Usage(
                 "this model pools by rank (a reranker): its output is a score, not an \
-                 embedding to compare; pass --no-sensitivity"
+                 embedding to compare; pass --no-sensitivity (without --save-embeddings)"
                     .into(),
             ));
         }

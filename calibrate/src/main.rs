@@ -240,7 +240,7 @@ fn embedding_pass(
         .collect();
     let drawn = embed::draw(vocab, plan.chunks - text_chunks, ctx, args.seed)?;
     seqs.extend(drawn.iter().cloned());
-    let mut reference = match probe {
+    let mut reference = match probe || args.save_embeddings.is_some() {
         true => Some(embed::Pooled::new(
             args.sensitivity_tokens,
             model.n_embd_out(),

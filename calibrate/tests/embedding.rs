@@ -151,10 +151,11 @@ fn sensitivity_is_one_minus_cosine_of_pooled_embeddings() {
         &d.join("q4.gguf"),
         &[&"-f", &txt, &"--save-embeddings", &a],
     );
+    // Its vectors only (--no-sensitivity: the model mapped, not probed).
     run(
         &quantized,
         &d.join("v.gguf"),
-        &[&"-f", &txt, &"--save-embeddings", &b],
+        &[&"-f", &txt, &"--no-sensitivity", &"--save-embeddings", &b],
     );
     assert!(summary.contains("sensitivities (1-cosine)"), "{summary}");
     assert_eq!(r["sensitivity"]["measure"], "1-cosine");
