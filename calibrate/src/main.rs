@@ -89,6 +89,13 @@ fn run(args: &cli::Args) -> Result<()> {
             model.n_ctx_train()
         )));
     }
+    if args.save_embeddings.is_some() && !kind.is_embedding() {
+        return Err(Error::Usage(
+            "--save-embeddings: this model has a language-model head; its \
+             sensitivities compare next-token distributions, not embeddings"
+                .into(),
+        ));
+    }
     let plan = corpus::Plan::new(model.vocab(), &args.files, args.tokens, ctx)?;
     let mut collector = collect::Collector::new(collect::Options {
         gram_max: args.gram_max,
@@ -119,17 +126,8 @@ fn run(args: &cli::Args) -> Result<()> {
         let text = model.vocab().detokenize(&stream);
         std::fs::write(path, text).map_err(|e| Error::Io(path.clone(), e))?;
     }
-    if let Some(path) = &args.save_embeddings {
-        match &pass.scoring {
-            Some(Scoring::Pooled(p)) => p.save(path)?,
-            _ => {
-                return Err(Error::Usage(
-                    "--save-embeddings: this model has a language-model head; its \
-                     sensitivities compare next-token distributions, not embeddings"
-                        .into(),
-                ))
-            }
-        }
+    if let (Some(path), Some(Scoring::Pooled(p))) = (&args.save_embeddings, &pass.scoring) {
+        p.save(path)?;
     }
     let sensitivity = match (probe_type, pass.scoring.as_mut()) {
         (Some(t), Some(s)) => Some(measure_sensitivity(args, &model, &shape, t, s)?),
