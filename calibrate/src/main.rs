@@ -81,21 +81,7 @@ fn run(args: &cli::Args) -> Result<()> {
     let kind = model.kind()?;
     let ctx = args.ctx_size;
     let threads = args.threads();
-    if kind.is_embedding() && ctx > model.n_ctx_train() {
-        return Err(Error::Usage(format!(
-            "--ctx-size {ctx}: this embedding model reads at most {} positions; \
-             give -c {} or less",
-            model.n_ctx_train(),
-            model.n_ctx_train()
-        )));
-    }
-    if args.save_embeddings.is_some() && !kind.is_embedding() {
-        return Err(Error::Usage(
-            "--save-embeddings: this model has a language-model head; its \
-             sensitivities compare next-token distributions, not embeddings"
-                .into(),
-        ));
-    }
+    check_kind(args, &model, kind)?;
     let plan = corpus::Plan::new(model.vocab(), &args.files, args.tokens, ctx)?;
     let mut collector = collect::Collector::new(collect::Options {
         gram_max: args.gram_max,
@@ -142,6 +128,26 @@ fn run(args: &cli::Args) -> Result<()> {
         sensitivity,
         &mut collector,
     )
+}
+
+/// Refuses what an embedding model (or one with an LM head) cannot do.
+fn check_kind(args: &cli::Args, model: &llama::Model, kind: llama::Kind) -> Result<()> {
+    let n_pos = model.n_ctx_train();
+    if kind.is_embedding() && n_pos > 0 && args.ctx_size > n_pos {
+        return Err(Error::Usage(format!(
+            "--ctx-size {}: this embedding model reads at most {} positions; \
+             give -c {} or less",
+            args.ctx_size, n_pos, n_pos
+        )));
+    }
+    if args.save_embeddings.is_some() && !kind.is_embedding() {
+        return Err(Error::Usage(
+            "--save-embeddings: this model has a language-model head; its \
+             sensitivities compare next-token distributions, not embeddings"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// What the statistics pass did: text chunks evaluated, the sequences
