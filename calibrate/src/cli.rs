@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 /// Makes a calibration file (activation statistics in llama-imatrix's GGUF
 /// layout, plus Gram matrices) by running MODEL through llama.cpp on text it
-/// samples itself (from BOS alone) or on the given text files.
+/// samples itself (from BOS alone) or on the given text files. An embedding
+/// model (no language-model head) cannot sample: data-free, it reads tokens
+/// drawn uniformly from its vocabulary, and its sensitivities are 1 − cosine
+/// of its pooled embeddings.
 #[derive(Parser, Debug)]
 #[command(name = "ggml-qat-calibrate", version)]
 pub struct Args {
@@ -16,8 +19,9 @@ pub struct Args {
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
     /// Calibration tokens (rounded up to whole chunks). Default 10000; with
-    /// --file, default all of the text, and self-generated text fills up to
-    /// N when the text is shorter.
+    /// --file, default all of the text, and self-generated text (for an
+    /// embedding model, tokens drawn from the vocabulary) fills up to N
+    /// when the text is shorter.
     #[arg(long)]
     pub tokens: Option<usize>,
     /// Chunk (context) size: tokens evaluated together, as llama-imatrix's -c.
@@ -34,7 +38,8 @@ pub struct Args {
     /// Layers to offload to a GPU (-ngl); used only when the linked llama.cpp has one.
     #[arg(long = "n-gpu-layers", default_value_t = 0)]
     pub n_gpu_layers: i32,
-    /// Seed of the self-generated text (each sequence's sampler derives its own).
+    /// Seed of the self-generated text (each sequence's sampler derives its
+    /// own), or of the tokens drawn for an embedding model.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// A text file to calibrate on (repeatable).

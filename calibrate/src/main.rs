@@ -1,7 +1,8 @@
 //! `ggml-qat-calibrate MODEL.gguf -o CALIB.gguf`: runs a model through
-//! llama.cpp's libllama (self-generated or given text, evaluated in chunks)
-//! and writes activation statistics: llama-imatrix's per-column sums of
-//! squares, and Gram matrices of the inputs of the dense weights.
+//! llama.cpp's libllama (self-generated or given text, evaluated in chunks;
+//! for an embedding model, `embed.rs`) and writes activation statistics:
+//! llama-imatrix's per-column sums of squares, Gram matrices of the inputs
+//! of the dense weights, and the model's sensitivities.
 //!
 //! Its own executable, linking the ggml of its llama.cpp tree: that ggml
 //! never meets the one libggml-qat links; the two meet only in the file.
