@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 /// Makes a calibration file (activation statistics in llama-imatrix's GGUF
 /// layout, plus Gram matrices) by running MODEL through llama.cpp on text it
-/// samples itself (from BOS alone) or on the given text files.
+/// samples itself (from BOS alone) or on the given text files. An embedding
+/// model (no language-model head) cannot sample: data-free, it reads tokens
+/// drawn uniformly from its vocabulary, and its sensitivities are 1 − cosine
+/// of its pooled embeddings.
 #[derive(Parser, Debug)]
 #[command(name = "ggml-qat-calibrate", version)]
 pub struct Args {
@@ -16,15 +19,17 @@ pub struct Args {
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
     /// Calibration tokens (rounded up to whole chunks). Default 10000; with
-    /// --file, default all of the text, and self-generated text fills up to
-    /// N when the text is shorter.
+    /// --file, default all of the text, and self-generated text (for an
+    /// embedding model, tokens drawn from the vocabulary) fills up to N
+    /// when the text is shorter.
     #[arg(long)]
     pub tokens: Option<usize>,
     /// Chunk (context) size: tokens evaluated together, as llama-imatrix's -c.
     #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
     pub ctx_size: usize,
     /// Tokens per evaluation step (-ub; at most the chunk): a chunk is
-    /// evaluated in steps of this many, which bounds the logits kept.
+    /// evaluated in steps of this many, which bounds the logits kept. An
+    /// embedding model reads each chunk in one step.
     #[arg(long = "ubatch-size", default_value_t = 128)]
     pub ubatch_size: usize,
     /// Threads (default: all cores).
@@ -33,7 +38,8 @@ pub struct Args {
     /// Layers to offload to a GPU (-ngl); used only when the linked llama.cpp has one.
     #[arg(long = "n-gpu-layers", default_value_t = 0)]
     pub n_gpu_layers: i32,
-    /// Seed of the self-generated text (each sequence's sampler derives its own).
+    /// Seed of the self-generated text (each sequence's sampler derives its
+    /// own), or of the tokens drawn for an embedding model.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// A text file to calibrate on (repeatable).
@@ -42,6 +48,14 @@ pub struct Args {
     /// Also write the evaluated text to FILE.
     #[arg(long = "save-text")]
     pub save_text: Option<PathBuf>,
+    /// Embedding models: also write the pooled embeddings of the first
+    /// sequences (those the sensitivities are scored on: up to
+    /// --sensitivity-tokens tokens, whole chunks; the same with
+    /// --no-sensitivity) to FILE (f32, little-endian, one row of the model's
+    /// embedding size per sequence), as the model now is: the reference of
+    /// the sensitivities, or a quantized model's vectors to compare.
+    #[arg(long = "save-embeddings", value_name = "FILE")]
+    pub save_embeddings: Option<PathBuf>,
     /// Sequences generated together in one batch (-np).
     #[arg(short = 'b', long = "parallel", default_value_t = 32)]
     pub parallel: usize,

@@ -32,6 +32,7 @@ pub fn evaluate(
 ) -> Result<usize> {
     let (ctx_size, step) = (shape.ctx, shape.ubatch.clamp(1, shape.ctx));
     let cp = ContextParams {
+        embeddings: false,
         n_ctx: ctx_size as u32,
         n_batch: step as u32,
         n_seq: 1,
@@ -96,6 +97,7 @@ pub fn decode(
 pub fn weights_read(model: &Model) -> Result<std::collections::BTreeMap<String, usize>> {
     let mut found = std::collections::BTreeMap::<String, usize>::new();
     let cp = ContextParams {
+        embeddings: false,
         n_ctx: 8,
         n_batch: 2,
         n_seq: 1,

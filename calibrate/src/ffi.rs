@@ -49,6 +49,16 @@ pub type Token = i32;
 pub type EvalCallback =
     unsafe extern "C" fn(t: *mut GgmlTensor, ask: bool, data: *mut c_void) -> bool;
 
+/// `llama_token_attr` bits: a token text may be made of.
+pub const TOKEN_ATTR_NORMAL: i32 = 1 << 2;
+/// `llama_token_attr` bits that exclude a token from drawn text (unknown,
+/// unused, control, byte).
+pub const TOKEN_ATTR_SPECIAL: i32 = 1 | (1 << 1) | (1 << 3) | (1 << 5);
+
+/// `llama_pooling_type`.
+pub const POOLING_NONE: i32 = 0;
+pub const POOLING_RANK: i32 = 4;
+
 /// `GGUF_TYPE_FLOAT32`.
 pub const GGUF_TYPE_FLOAT32: i32 = 6;
 /// `GGML_MAX_SRC`.
@@ -88,9 +98,11 @@ extern "C" {
         n_batch: u32,
         n_seq: u32,
         n_threads: i32,
+        embeddings: bool,
         cb: Option<EvalCallback>,
         cb_data: *mut c_void,
     ) -> *mut LlamaContext;
+    pub fn qc_model_kind(model: *mut LlamaModel, causal: *mut bool, pooling: *mut i32) -> bool;
     pub fn qc_batch_new(cap: i32) -> *mut Batch;
     pub fn qc_batch_free(b: *mut Batch);
     pub fn qc_batch_clear(b: *mut Batch);
@@ -142,6 +154,15 @@ extern "C" {
     pub fn llama_memory_clear(mem: *mut LlamaMemory, data: bool);
     pub fn llama_memory_seq_rm(mem: *mut LlamaMemory, seq: i32, p0: i32, p1: i32) -> bool;
     pub fn llama_vocab_bos(vocab: *const LlamaVocab) -> Token;
+    pub fn llama_vocab_eos(vocab: *const LlamaVocab) -> Token;
+    pub fn llama_vocab_sep(vocab: *const LlamaVocab) -> Token;
+    pub fn llama_vocab_get_add_eos(vocab: *const LlamaVocab) -> bool;
+    pub fn llama_vocab_get_add_sep(vocab: *const LlamaVocab) -> bool;
+    pub fn llama_vocab_get_attr(vocab: *const LlamaVocab, token: Token) -> i32;
+    pub fn llama_model_n_ctx_train(model: *const LlamaModel) -> i32;
+    pub fn llama_model_n_embd_out(model: *const LlamaModel) -> i32;
+    pub fn llama_get_embeddings_ith(ctx: *mut LlamaContext, i: i32) -> *mut f32;
+    pub fn llama_get_embeddings_seq(ctx: *mut LlamaContext, seq: i32) -> *mut f32;
     pub fn llama_vocab_n_tokens(vocab: *const LlamaVocab) -> i32;
     pub fn llama_get_logits_ith(ctx: *mut LlamaContext, i: i32) -> *mut f32;
     pub fn llama_split_path(

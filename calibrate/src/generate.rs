@@ -63,6 +63,7 @@ pub fn generate(
     }
     let vocab = model.vocab();
     let cp = ContextParams {
+        embeddings: false,
         n_ctx: u32::try_from(p.seq_len * p.parallel)
             .map_err(|_| Error::Usage("context too large".into()))?,
         n_batch: p.parallel as u32,

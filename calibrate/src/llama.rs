@@ -70,6 +70,26 @@ impl Model {
             .ok_or_else(|| Error::ModelLoad(path.into(), last_log()))
     }
 
+    /// How the model runs: its attention and pooling, as a context with
+    /// llama.cpp's defaults sees them.
+    pub fn kind(&self) -> Result<Kind> {
+        let (mut causal, mut pooling) = (true, 0i32);
+        if !unsafe { ffi::qc_model_kind(self.0.as_ptr(), &mut causal, &mut pooling) } {
+            return Err(Error::Context("n_ctx 8, embeddings".into(), last_log()));
+        }
+        Ok(Kind { causal, pooling })
+    }
+
+    /// Length of an output embedding (pooled or per token).
+    pub fn n_embd_out(&self) -> usize {
+        unsafe { ffi::llama_model_n_embd_out(self.0.as_ptr()) }.max(0) as usize
+    }
+
+    /// Positions the model was trained on (an encoder's position table).
+    pub fn n_ctx_train(&self) -> usize {
+        unsafe { ffi::llama_model_n_ctx_train(self.0.as_ptr()) }.max(0) as usize
+    }
+
     pub fn vocab(&self) -> Vocab<'_> {
         Vocab {
             ptr: unsafe { ffi::llama_model_get_vocab(self.0.as_ptr()) },
@@ -84,6 +104,22 @@ impl Drop for Model {
     }
 }
 
+/// A model's attention and pooling (`llama_pooling_type`).
+#[derive(Clone, Copy, Debug)]
+pub struct Kind {
+    pub causal: bool,
+    pub pooling: i32,
+}
+
+impl Kind {
+    /// An embedding model: bidirectional attention (an encoder, whose
+    /// outputs are no next-token distributions), or a pooling type of its
+    /// own (the model is meant to be read as a pooled vector).
+    pub fn is_embedding(&self) -> bool {
+        !self.causal || self.pooling != ffi::POOLING_NONE
+    }
+}
+
 /// A model's vocabulary.
 #[derive(Clone, Copy)]
 pub struct Vocab<'m> {
@@ -94,6 +130,24 @@ pub struct Vocab<'m> {
 impl Vocab<'_> {
     pub fn bos(&self) -> Token {
         unsafe { ffi::llama_vocab_bos(self.ptr) }
+    }
+    pub fn eos(&self) -> Token {
+        unsafe { ffi::llama_vocab_eos(self.ptr) }
+    }
+    pub fn sep(&self) -> Token {
+        unsafe { ffi::llama_vocab_sep(self.ptr) }
+    }
+    pub fn add_eos(&self) -> bool {
+        unsafe { ffi::llama_vocab_get_add_eos(self.ptr) }
+    }
+    pub fn add_sep(&self) -> bool {
+        unsafe { ffi::llama_vocab_get_add_sep(self.ptr) }
+    }
+    /// Whether `t` is a normal text token (not control, byte, unknown or
+    /// unused).
+    pub fn is_normal(&self, t: Token) -> bool {
+        let a = unsafe { ffi::llama_vocab_get_attr(self.ptr, t) };
+        a & ffi::TOKEN_ATTR_NORMAL != 0 && a & ffi::TOKEN_ATTR_SPECIAL == 0
     }
     pub fn is_eog(&self, t: Token) -> bool {
         unsafe { ffi::llama_vocab_is_eog(self.ptr, t) }
@@ -165,6 +219,9 @@ impl Vocab<'_> {
 /// Shape of a context: every batch is one micro-batch of at most `n_batch`
 /// tokens; `n_seq` sequences share a unified KV cache of `n_ctx` cells.
 pub struct ContextParams {
+    /// Outputs embeddings (every token of a batch an output; pooled as the
+    /// model's pooling type says) rather than logits only.
+    pub embeddings: bool,
     pub n_ctx: u32,
     pub n_batch: u32,
     pub n_seq: u32,
@@ -195,6 +252,7 @@ impl<'m> Context<'m> {
                 p.n_batch,
                 p.n_seq,
                 p.threads,
+                p.embeddings,
                 f,
                 data,
             )
@@ -227,6 +285,24 @@ impl<'m> Context<'m> {
         }
         // SAFETY: llama.cpp keeps n_vocab logits per output row until the next decode.
         Ok(unsafe { std::slice::from_raw_parts(p, n_vocab) })
+    }
+
+    /// The pooled embedding of sequence `seq` (`n` floats), or `None` when
+    /// the context does not pool.
+    pub fn pooled(&mut self, seq: i32, n: usize) -> Option<&[f32]> {
+        let p = unsafe { ffi::llama_get_embeddings_seq(self.ptr.as_ptr(), seq) };
+        // SAFETY: llama.cpp keeps n_embd_out floats per sequence until the next decode.
+        (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts(p, n) })
+    }
+
+    /// The embedding of batch row `i` (`n` floats).
+    pub fn embedding(&mut self, i: usize, n: usize) -> Result<&[f32]> {
+        let p = unsafe { ffi::llama_get_embeddings_ith(self.ptr.as_ptr(), i as i32) };
+        if p.is_null() {
+            return Err(Error::Statistics(format!("no embedding for batch row {i}")));
+        }
+        // SAFETY: as for `pooled`, per output row.
+        Ok(unsafe { std::slice::from_raw_parts(p, n) })
     }
 
     /// Forgets every sequence.

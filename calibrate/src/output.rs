@@ -37,6 +37,9 @@ pub struct Meta {
 /// group's raw figures).
 pub struct Sensitivity {
     pub probe_type: String,
+    /// `ggml_qat.factors.measure`: "kl-divergence", or "1-cosine" (the
+    /// pooled embeddings of an embedding model).
+    pub measure: &'static str,
     pub tokens: usize,
     pub positions: usize,
     /// Bytes of the reference distributions held.
@@ -360,7 +363,7 @@ impl Gguf {
             self.set_f32s("ggml_qat.factors.depth", &d);
         }
         self.set_str("ggml_qat.factors.probe_type", &s.probe_type);
-        self.set_str("ggml_qat.factors.measure", "kl-divergence");
+        self.set_str("ggml_qat.factors.measure", s.measure);
         self.set_u32("ggml_qat.factors.tokens", clamp_u32(s.tokens));
         self.set_u32("ggml_qat.sensitivity.positions", clamp_u32(s.positions));
         self.set_f32s("ggml_qat.sensitivity.floor", &[s.floor as f32]);

@@ -15,7 +15,10 @@ pub struct Report {
     pub tokens: usize,
     pub text_tokens: usize,
     pub generated_tokens: usize,
-    /// Self-generated sequences.
+    /// True when the added tokens were drawn from the vocabulary (an
+    /// embedding model) rather than sampled from the model.
+    pub drawn_tokens: bool,
+    /// Self-generated (or drawn) sequences.
     pub sequences: usize,
     /// `imatrix.chunk_count`: text chunks plus generated sequences.
     pub chunks: usize,
@@ -37,7 +40,11 @@ pub struct Report {
 #[derive(Serialize, Default)]
 pub struct Sensitivity {
     pub probe_type: String,
+    /// "kl-divergence", or "1-cosine" (an embedding model's pooled
+    /// embeddings); each group's `kld` is that measure.
+    pub measure: String,
     pub tokens: usize,
+    /// Positions scored (sequences, for 1-cosine).
     pub positions: usize,
     pub floor: f64,
     pub groups: Vec<Group>,

@@ -3,6 +3,9 @@
 //! quantized to the probe type, against the full-precision distributions
 //! of the same calibration tokens (what `scripts/measure-roles.sh` measures
 //! with llama-perplexity, here in process through the same libllama).
+//! An embedding model is scored by `embed.rs` instead (1 − cosine of the
+//! pooled embeddings); the groups and the probe loop are shared
+//! ([`Scorer`]).
 //!
 //! The reference log-probabilities are taken while the statistics are
 //! collected (every position's logits are computed then anyway) at every
@@ -191,7 +194,9 @@ pub struct Group {
     pub name: String,
     /// Mean over its tensors of the relative squared error at the probe type.
     pub nsr: f64,
-    /// Mean KL divergence with the group alone at the probe type.
+    /// The measure with the group alone at the probe type: the mean KL
+    /// divergence, or for an embedding model the mean 1 − cosine
+    /// ([`Measure`]; the name is the file's key, `ggml_qat.sensitivity.kld`).
     pub kld: f64,
 }
 
@@ -216,39 +221,83 @@ pub fn groups(w: &Weights) -> Vec<(String, Vec<usize>)> {
     out
 }
 
-/// How the probes run.
-pub struct Probe<'a> {
-    pub model: &'a Model,
-    pub step: usize,
-    pub threads: i32,
-    pub probe_type: i32,
+/// What a probe's figure is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Measure {
+    /// Mean KL divergence of the next-token distributions (a model with a
+    /// language-model head).
+    Kld,
+    /// Mean 1 − cosine of the pooled embeddings (an embedding model).
+    OneMinusCos,
 }
 
-/// Measures every group (quantize it, score, restore), then the model as
-/// restored: that last figure is the measure's floor (f16 reference
-/// rounding, batch shapes), near zero unless a restore failed.
+impl Measure {
+    /// The name the file (`ggml_qat.factors.measure`), the report and the
+    /// summary give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Measure::Kld => "kl-divergence",
+            Measure::OneMinusCos => "1-cosine",
+        }
+    }
+}
+
+/// Scores the model as it now is against its full-precision reference.
+pub trait Scorer {
+    fn score(&mut self) -> Result<f64>;
+}
+
+/// The KL divergence scorer: a context of the longest unit, the kept
+/// distributions.
+pub struct Kld<'m, 'r> {
+    ctx: Context<'m>,
+    n_vocab: usize,
+    step: usize,
+    r: &'r mut Reference,
+}
+
+impl<'m, 'r> Kld<'m, 'r> {
+    pub fn new(model: &'m Model, step: usize, threads: i32, r: &'r mut Reference) -> Result<Self> {
+        let longest = r.units.iter().map(|u| u.tokens.len()).max().unwrap_or(1);
+        let cp = ContextParams {
+            embeddings: false,
+            n_ctx: longest.max(2) as u32,
+            n_batch: step as u32,
+            n_seq: 1,
+            threads,
+        };
+        Ok(Kld {
+            ctx: Context::new(model, &cp, None)?,
+            n_vocab: model.vocab().n_tokens(),
+            step,
+            r,
+        })
+    }
+}
+
+impl Scorer for Kld<'_, '_> {
+    fn score(&mut self) -> Result<f64> {
+        score(&mut self.ctx, self.n_vocab, self.step, self.r)
+    }
+}
+
+/// Measures every group (quantize it to `probe_type`, score, restore),
+/// then the model as restored: that last figure is the measure's floor
+/// (f16 reference rounding, batch shapes), near zero unless a restore
+/// failed.
 pub fn measure(
-    p: &Probe,
     w: &Weights,
-    r: &mut Reference,
+    probe_type: i32,
+    scorer: &mut dyn Scorer,
     progress: &mut dyn FnMut(usize),
 ) -> Result<(Vec<Group>, f64)> {
-    let longest = r.units.iter().map(|u| u.tokens.len()).max().unwrap_or(1);
-    let cp = ContextParams {
-        n_ctx: longest.max(2) as u32,
-        n_batch: p.step as u32,
-        n_seq: 1,
-        threads: p.threads,
-    };
-    let mut ctx = Context::new(p.model, &cp, None)?;
-    let n_vocab = p.model.vocab().n_tokens();
     let mut out = Vec::new();
     for (done, (name, members)) in groups(w).into_iter().enumerate() {
         let mut nsr = 0f64;
         for &i in &members {
-            nsr += w.quantize(i, p.probe_type)?;
+            nsr += w.quantize(i, probe_type)?;
         }
-        let kld = score(&mut ctx, n_vocab, p.step, r);
+        let kld = scorer.score();
         for &i in &members {
             w.restore(i)?;
         }
@@ -259,6 +308,6 @@ pub fn measure(
         });
         progress(done + 1);
     }
-    let floor = score(&mut ctx, n_vocab, p.step, r)?;
+    let floor = scorer.score()?;
     Ok((out, floor))
 }

@@ -121,10 +121,13 @@ struct llama_model * qc_model_load(const char * path, int32_t n_gpu_layers, bool
 
 /* A context whose batches are single micro-batches (n_ubatch = n_batch),
  * with a unified KV cache so several sequences can share one batch. */
+/* `embeddings`: the context outputs embeddings (pooled as the model says,
+ * llama.cpp's default pooling), every token of a batch an output. */
 struct llama_context * qc_context_new(struct llama_model * model, uint32_t n_ctx, uint32_t n_batch,
-                                      uint32_t n_seq, int32_t n_threads,
+                                      uint32_t n_seq, int32_t n_threads, bool embeddings,
                                       ggml_backend_sched_eval_callback cb, void * cb_data) {
     struct llama_context_params p = llama_context_default_params();
+    p.embeddings = embeddings;
     p.n_ctx = n_ctx;
     p.n_batch = n_batch;
     p.n_ubatch = n_batch;
@@ -136,6 +139,20 @@ struct llama_context * qc_context_new(struct llama_model * model, uint32_t n_ctx
     p.kv_unified = true;
     p.no_perf = true;
     return llama_init_from_model(model, p);
+}
+
+/* How a model runs, as a context made with llama.cpp's defaults sees it:
+ * whether its attention is causal, and its pooling type (the model's own,
+ * NONE when it names none). False when no context could be made. */
+bool qc_model_kind(struct llama_model * model, bool * causal, int32_t * pooling) {
+    struct llama_context * ctx = qc_context_new(model, 8, 8, 1, 1, true, NULL, NULL);
+    if (!ctx) {
+        return false;
+    }
+    *causal = llama_get_causal_attn(ctx);
+    *pooling = (int32_t) llama_pooling_type(ctx);
+    llama_free(ctx);
+    return true;
 }
 
 /* ---- batches ---- */
@@ -434,3 +451,8 @@ bool qc_add_f32(struct gguf_context * gguf, struct ggml_context * ctx, const cha
 
 _Static_assert(GGML_MAX_SRC == 10, "ffi.rs MAX_SRC");
 _Static_assert(GGUF_TYPE_FLOAT32 == 6, "ffi.rs GGUF_TYPE_FLOAT32");
+_Static_assert(LLAMA_TOKEN_ATTR_NORMAL == 1 << 2, "ffi.rs TOKEN_ATTR_NORMAL");
+_Static_assert((LLAMA_TOKEN_ATTR_UNKNOWN | LLAMA_TOKEN_ATTR_UNUSED | LLAMA_TOKEN_ATTR_CONTROL | LLAMA_TOKEN_ATTR_BYTE) ==
+                   (1 | (1 << 1) | (1 << 3) | (1 << 5)),
+               "ffi.rs TOKEN_ATTR_SPECIAL");
+_Static_assert(LLAMA_POOLING_TYPE_NONE == 0 && LLAMA_POOLING_TYPE_RANK == 4, "ffi.rs POOLING_*");
