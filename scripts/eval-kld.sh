@@ -48,8 +48,10 @@
 #   calibration text (IMATRIX_CHUNKS chunks, as llama-imatrix above), then
 #   ggml-qat-quantize --optimize --calibration with each (its Gram matrices:
 #   the Gram quantizer) for each of EVAL_CALIB_TYPES ("Q4_0 Q3_K_M
-#   IQ4_XS"); and the calibration-text file read by llama-quantize
-#   --imatrix for Q4_0. The planner's ranking with a
+#   IQ4_XS"); the size planner with the data-free file and --optimize at
+#   each size of CALIB_PLAN_SIZES ("170000000": -69% of the F16 file; the
+#   planner rows' types); and the calibration-text file read by
+#   llama-quantize --imatrix for Q4_0. The planner's ranking with a
 #   calibration file's factors: scripts/eval-planner.sh.
 # Prints one table: file size, bits per weight, mean KLD, same-top-token %,
 # PPL(Q)/PPL(F16); bits per weight = 8 x tensor data bytes / weights. Work
@@ -74,6 +76,7 @@ plan_factors=${PLAN_FACTORS-measured uniform}
 plan_at_q4_0=${PLAN_AT_Q4_0:-1}
 calib_rows=${EVAL_CALIB:-1}
 calib_types=${EVAL_CALIB_TYPES-Q4_0 Q3_K_M IQ4_XS}
+calib_plan_sizes=${CALIB_PLAN_SIZES-170000000}
 bin=$(scripts/build-llama-tools.sh)
 tree=$(scripts/fetch-llama-cpp.sh)
 cargo build -j "$jobs" --release --bin ggml-qat-quantize >&2
@@ -226,6 +229,14 @@ if [ "$calib_rows" = 1 ]; then
         ours="$work/$t-calib-text-opt.ggml-qat.gguf"
         "$tool" -q --optimize --calibration "$ctext" "$f16" "$ours" "$t" "$threads" > /dev/null
         kld "ggml-qat-quantize --optimize $t --calibration (the calibration text)" "$ours"
+        rm -f "$ours"
+    done
+    for tsize in $calib_plan_sizes; do
+        ours="$work/plan-$tsize-calib-self.ggml-qat.gguf"
+        "$tool" -q --optimize --calibration "$self" --target-size "$tsize" \
+            --plan-types "token_embd=$plan_embd_types" --plan-types "$plan_types" \
+            "$f16" "$ours" Q4_0 "$threads" > /dev/null
+        kld "ggml-qat-quantize --target-size $tsize Q4_0 --optimize --calibration (self-generated: no text)" "$ours"
         rm -f "$ours"
     done
     theirs="$work/Q4_0-ourcalib.llama.gguf"

@@ -452,66 +452,19 @@ pub fn calibrate(
         .clone()
         .or_else(|| ours.as_ref().map(|t| t.0.clone()))
         .unwrap_or_default();
-    // The progress pipe: close-on-exec here, inherited by the child only.
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 fills two descriptors, owned below.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(CalibratorError::Io(format!(
-            "cannot create a pipe: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: fresh descriptors from pipe2, owned once each.
-    let (read_end, write_end) =
-        unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let wfd = write_end.as_raw_fd();
+    let (read_end, write_end) = progress_pipe()?;
     let mut cmd = Command::new(&exe);
     let mut report_arg = OsString::from("--report=");
     report_arg.push(&report_path);
-    cmd.arg(format!("--progress-fd={wfd}"))
+    cmd.arg(format!("--progress-fd={}", write_end.as_raw_fd()))
         .arg(report_arg)
-        .args(opts.args(model, output))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: fcntl is async-signal-safe; it lets the pipe's write end
-    // survive the exec in the child only.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(wfd, libc::F_SETFD, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = Running(Some(
-        cmd.spawn()
-            .map_err(|e| CalibratorError::Spawn(exe.clone(), e))?,
-    ));
-    drop(write_end);
+        .args(opts.args(model, output));
+    let mut child = spawn(cmd, &exe, write_end)?;
     let pid = child.child().id();
     let stderr = child.child().stderr.take();
     let echo = opts.verbose;
     let tail = std::thread::spawn(move || stderr.map(|s| read_tail(s, echo)).unwrap_or_default());
-    let mut cancelled = false;
-    let mut lines = BufReader::new(read_end);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match lines.read_line(&mut line) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-        if let Some(p) = Progress::parse(&line) {
-            if !progress(&p) {
-                cancelled = true;
-                break;
-            }
-        }
-    }
-    drop(lines);
+    let cancelled = relay(read_end, progress);
     let status = child
         .finish(cancelled)
         .map_err(|e| CalibratorError::Io(format!("waiting for the calibrator: {e}")))?;
@@ -538,18 +491,76 @@ pub fn calibrate(
             describe(status)
         )));
     }
-    let text = std::fs::read(&report_path).map_err(|e| {
-        CalibratorError::Io(format!(
-            "the calibrator's report {}: {e}",
-            report_path.display()
-        ))
-    })?;
-    serde_json::from_slice(&text).map_err(|e| {
-        CalibratorError::Io(format!(
-            "the calibrator's report {}: {e}",
-            report_path.display()
-        ))
-    })
+    read_report(&report_path)
+}
+
+/// The progress pipe, both ends close-on-exec (the write end is made
+/// inheritable in the child only, by [`spawn`]).
+fn progress_pipe() -> Result<(File, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills two descriptors, owned below.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(CalibratorError::Io(format!(
+            "cannot create a pipe: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: fresh descriptors from pipe2, owned once each.
+    Ok(unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Starts `cmd` (no stdin or stdout, stderr piped) with `write_end` kept
+/// open across the exec in the child, and closes it here.
+fn spawn(mut cmd: Command, exe: &Path, write_end: OwnedFd) -> Result<Running> {
+    let wfd = write_end.as_raw_fd();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: fcntl is async-signal-safe; it lets the pipe's write end
+    // survive the exec in the child only.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(wfd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| CalibratorError::Spawn(exe.to_path_buf(), e))?;
+    drop(write_end);
+    Ok(Running(Some(child)))
+}
+
+/// Hands each progress line to `progress` until the pipe closes; true when
+/// `progress` asked to cancel.
+fn relay(read_end: File, progress: &mut dyn FnMut(&Progress) -> bool) -> bool {
+    let mut lines = BufReader::new(read_end);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match lines.read_line(&mut line) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+        if let Some(p) = Progress::parse(&line) {
+            if !progress(&p) {
+                return true;
+            }
+        }
+    }
+}
+
+/// The calibrator's JSON report.
+fn read_report(path: &Path) -> Result<Report> {
+    let fail = |e: &dyn std::fmt::Display| {
+        CalibratorError::Io(format!("the calibrator's report {}: {e}", path.display()))
+    };
+    let text = std::fs::read(path).map_err(|e| fail(&e))?;
+    serde_json::from_slice(&text).map_err(|e| fail(&e))
 }
 
 #[cfg(test)]
