@@ -87,7 +87,9 @@ pub fn quantize_chunk(
 
 /// The Gram path of [`quantize_chunk`]: `dst` holds ggml's bytes (with the
 /// weights `wrow` when `same`); each row becomes the best of those, the
-/// diagonal search's (weights `wrow`) and the Gram quantizer's, on `eᵀGe`.
+/// Gram quantizer's and the diagonal search's (weights `wrow`), on `eᵀGe`.
+/// The diagonal search, the costly one (it optimises another objective),
+/// runs only on the rows where GPTQ did not beat ggml's bytes.
 fn gram_chunk(
     to: QuantType,
     x: &[f32],
@@ -97,37 +99,104 @@ fn gram_chunk(
     same: bool,
     g: &GramFactor,
 ) -> Result<Searched, Error> {
-    let opts = optimize::Options::default();
-    let given = same.then_some(&*dst);
-    let (diag, _) = optimize::quantize_weighted_with(to, x, row_len, wrow, &opts, given)?;
+    let rows = x.len() / row_len;
+    let row_bytes = dst.len() / rows.max(1);
+    let span = |r: usize| r * row_bytes..(r + 1) * row_bytes;
     let (gptq, mut gptq_errs) = optimize::quantize_gram_errors(to, x, g)?;
-    let mut errs = optimize::gram_errors_each(to, &[dst, &diag], x, g)?;
-    let row_bytes = dst.len() / errs[0].len().max(1);
+    let ggml_errs = optimize::gram_errors(to, dst, x, g)?;
     // GPTQ's errors come from its own sums: a row it wrote as ggml did
     // takes ggml's figure, so a tie is not counted as a win.
     for (r, e) in gptq_errs.iter_mut().enumerate() {
-        let span = r * row_bytes..(r + 1) * row_bytes;
-        if gptq[span.clone()] == dst[span] {
-            *e = errs[0][r];
+        if gptq[span(r)] == dst[span(r)] {
+            *e = ggml_errs[r];
         }
     }
-    errs.push(gptq_errs);
+    let open: Vec<usize> = (0..rows)
+        .filter(|&r| gptq_errs[r] >= ggml_errs[r])
+        .collect();
+    let diag_errs = diagonal_rows(to, x, row_len, dst, wrow, same, g, &open)?;
     let mut s = Searched::default();
-    for (r, &e0) in errs[0].iter().enumerate() {
-        let best = (1..3).fold(0, |b, c| if errs[c][r] < errs[b][r] { c } else { b });
-        s.ggml += e0;
-        s.kept += errs[best][r];
+    for r in 0..rows {
+        let mut cands = [
+            (ggml_errs[r], None),
+            (f64::INFINITY, None),
+            (gptq_errs[r], Some(&gptq[span(r)])),
+        ];
+        if let Some((e, bytes)) = &diag_errs[r] {
+            cands[1] = (*e, Some(bytes.as_slice()));
+        }
+        let best = (1..3).fold(0, |b, c| if cands[c].0 < cands[b].0 { c } else { b });
+        s.ggml += ggml_errs[r];
+        s.kept += cands[best].0;
         s.won[best] += 1;
-        let span = r * row_bytes..(r + 1) * row_bytes;
-        let from = match best {
-            0 => continue,
-            1 => &diag[span.clone()],
-            _ => &gptq[span.clone()],
-        };
-        if dst[span.clone()] != *from {
-            s.rows_changed += 1;
-            dst[span].copy_from_slice(from);
+        if let Some(from) = cands[best].1 {
+            if dst[span(r)] != *from {
+                s.rows_changed += 1;
+                dst[span(r)].copy_from_slice(from);
+            }
         }
     }
     Ok(s)
+}
+
+/// A row's error `eᵀGe` and its bytes.
+type Candidate = (f64, Vec<u8>);
+
+/// The diagonal search on the rows `open` of the chunk: per row, its bytes
+/// and `eᵀGe` where they differ from ggml's (`dst`), else `None`.
+#[allow(clippy::too_many_arguments)]
+fn diagonal_rows(
+    to: QuantType,
+    x: &[f32],
+    row_len: usize,
+    dst: &[u8],
+    wrow: Option<&[f32]>,
+    same: bool,
+    g: &GramFactor,
+    open: &[usize],
+) -> Result<Vec<Option<Candidate>>, Error> {
+    let rows = x.len() / row_len;
+    let row_bytes = dst.len() / rows.max(1);
+    let mut out = vec![None; rows];
+    if open.is_empty() {
+        return Ok(out);
+    }
+    let xs: Vec<f32> = open
+        .iter()
+        .flat_map(|&r| x[r * row_len..(r + 1) * row_len].iter().copied())
+        .collect();
+    let given: Vec<u8> = open
+        .iter()
+        .flat_map(|&r| dst[r * row_bytes..(r + 1) * row_bytes].iter().copied())
+        .collect();
+    let opts = optimize::Options::default();
+    let (diag, _) = optimize::quantize_weighted_with(
+        to,
+        &xs,
+        row_len,
+        wrow,
+        &opts,
+        same.then_some(&given[..]),
+    )?;
+    let changed: Vec<usize> = (0..open.len())
+        .filter(|&k| {
+            diag[k * row_bytes..(k + 1) * row_bytes] != given[k * row_bytes..(k + 1) * row_bytes]
+        })
+        .collect();
+    let cx: Vec<f32> = changed
+        .iter()
+        .flat_map(|&k| xs[k * row_len..(k + 1) * row_len].iter().copied())
+        .collect();
+    let cq: Vec<u8> = changed
+        .iter()
+        .flat_map(|&k| diag[k * row_bytes..(k + 1) * row_bytes].iter().copied())
+        .collect();
+    let errs = optimize::gram_errors(to, &cq, &cx, g)?;
+    for (&k, (e, q)) in changed
+        .iter()
+        .zip(errs.into_iter().zip(cq.chunks_exact(row_bytes)))
+    {
+        out[open[k]] = Some((e, q.to_vec()));
+    }
+    Ok(out)
 }
