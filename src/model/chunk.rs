@@ -139,6 +139,14 @@ fn gram_chunk(
     Ok(s)
 }
 
+/// Rows `which` (of `width` values each) of `v`, one after another.
+fn gather<T: Copy>(v: &[T], width: usize, which: &[usize]) -> Vec<T> {
+    which
+        .iter()
+        .flat_map(|&r| v[r * width..(r + 1) * width].iter().copied())
+        .collect()
+}
+
 /// A row's error `eᵀGe` and its bytes.
 type Candidate = (f64, Vec<u8>);
 
@@ -161,14 +169,7 @@ fn diagonal_rows(
     if open.is_empty() {
         return Ok(out);
     }
-    let xs: Vec<f32> = open
-        .iter()
-        .flat_map(|&r| x[r * row_len..(r + 1) * row_len].iter().copied())
-        .collect();
-    let given: Vec<u8> = open
-        .iter()
-        .flat_map(|&r| dst[r * row_bytes..(r + 1) * row_bytes].iter().copied())
-        .collect();
+    let (xs, given) = (gather(x, row_len, open), gather(dst, row_bytes, open));
     let opts = optimize::Options::default();
     let (diag, _) = optimize::quantize_weighted_with(
         to,
@@ -183,14 +184,10 @@ fn diagonal_rows(
             diag[k * row_bytes..(k + 1) * row_bytes] != given[k * row_bytes..(k + 1) * row_bytes]
         })
         .collect();
-    let cx: Vec<f32> = changed
-        .iter()
-        .flat_map(|&k| xs[k * row_len..(k + 1) * row_len].iter().copied())
-        .collect();
-    let cq: Vec<u8> = changed
-        .iter()
-        .flat_map(|&k| diag[k * row_bytes..(k + 1) * row_bytes].iter().copied())
-        .collect();
+    let (cx, cq) = (
+        gather(&xs, row_len, &changed),
+        gather(&diag, row_bytes, &changed),
+    );
     let errs = optimize::gram_errors(to, &cq, &cx, g)?;
     for (&k, (e, q)) in changed
         .iter()

@@ -229,44 +229,21 @@ fn gptq_tile(ty: QuantType, w: &[f32], f: &GramFactor, dst: &mut [u8], obj: &mut
 /// of `f.n()`): `eᵀ G e` with `e = w − ŵ`, `ŵ` as ggml decodes it, in
 /// f64. A row with a non-finite error gets infinity.
 pub fn gram_errors(ty: QuantType, q: &[u8], w: &[f32], f: &GramFactor) -> Result<Vec<f64>, Error> {
-    let mut all = gram_errors_each(ty, &[q], w, f)?;
-    Ok(all.pop().unwrap_or_default())
-}
-
-/// [`gram_errors`] of several candidate encodings of the same rows, in one
-/// matrix product per tile (`G` packed once for all of them); a row whose
-/// bytes equal an earlier candidate's is not computed again.
-pub fn gram_errors_each(
-    ty: QuantType,
-    cands: &[&[u8]],
-    w: &[f32],
-    f: &GramFactor,
-) -> Result<Vec<Vec<f64>>, Error> {
     let n = f.n;
     let row_bytes = format(ty).row_bytes(n).unwrap_or(0);
     let rows = w.len() / n;
-    for q in cands {
-        if w.len() % n != 0 || row_bytes == 0 || q.len() != rows * row_bytes {
-            return Err(Error::invalid(
-                "q",
-                format!("{} bytes for {rows} rows of {n} in {ty:?}", q.len()),
-            ));
-        }
+    if w.len() % n != 0 || row_bytes == 0 || q.len() != rows * row_bytes {
+        return Err(Error::invalid(
+            "q",
+            format!("{} bytes for {rows} rows of {n} in {ty:?}", q.len()),
+        ));
     }
-    let tiles: Vec<Vec<Vec<f64>>> = (0..rows.div_ceil(TILE))
-        .into_par_iter()
-        .map(|t| {
-            let r = t * TILE..((t + 1) * TILE).min(rows);
-            let qs: Vec<&[u8]> = cands
-                .iter()
-                .map(|q| &q[r.start * row_bytes..r.end * row_bytes])
-                .collect();
-            tile_errors(ty, &qs, &w[r.start * n..r.end * n], f)
-        })
+    let tiles: Vec<Vec<f64>> = q
+        .par_chunks(TILE * row_bytes)
+        .zip(w.par_chunks(TILE * n))
+        .map(|(qt, wt)| tile_errors(ty, qt, wt, f))
         .collect();
-    Ok((0..cands.len())
-        .map(|k| tiles.iter().flat_map(|t| t[k].iter().copied()).collect())
-        .collect())
+    Ok(tiles.concat())
 }
 
 /// `vᵀ G v` of each row of `v` (rows of `f.n()`), in f64: the Gram
@@ -284,45 +261,23 @@ pub fn gram_norms(v: &[f32], f: &GramFactor) -> Result<Vec<f64>, Error> {
     Ok(tiles.concat())
 }
 
-/// [`gram_errors_each`] of one tile of rows: the distinct rows of every
-/// candidate stacked into one product.
-fn tile_errors(ty: QuantType, qs: &[&[u8]], w: &[f32], f: &GramFactor) -> Vec<Vec<f64>> {
+/// [`gram_errors`] of one tile of rows.
+fn tile_errors(ty: QuantType, q: &[u8], w: &[f32], f: &GramFactor) -> Vec<f64> {
     let n = f.n;
     let fmt = format(ty);
     let rows = w.len() / n;
-    let rb = qs[0].len() / rows.max(1);
-    let row = |k: usize, r: usize| &qs[k][r * rb..(r + 1) * rb];
-    // (candidate, row) computed, and for the others the earlier candidate
-    // with the same bytes.
-    let mut slots = Vec::with_capacity(rows * qs.len());
-    let mut alias = vec![vec![None; rows]; qs.len()];
-    for r in 0..rows {
-        for k in 0..qs.len() {
-            match (0..k).find(|&j| row(j, r) == row(k, r)) {
-                Some(j) => alias[k][r] = Some(j),
-                None => slots.push((k, r)),
-            }
-        }
-    }
-    let mut e = vec![0f32; slots.len() * n];
-    for (&(k, r), er) in slots.iter().zip(e.chunks_exact_mut(n)) {
-        (fmt.dequantize_row)(row(k, r), er);
-        for (x, &a) in er.iter_mut().zip(&w[r * n..(r + 1) * n]) {
+    let mut e = vec![0f32; rows * n];
+    for ((er, qr), wr) in e
+        .chunks_exact_mut(n)
+        .zip(q.chunks_exact(q.len() / rows))
+        .zip(w.chunks_exact(n))
+    {
+        (fmt.dequantize_row)(qr, er);
+        for (x, &a) in er.iter_mut().zip(wr) {
             *x = a - *x;
         }
     }
-    let mut out = vec![vec![0f64; rows]; qs.len()];
-    for (&(k, r), v) in slots.iter().zip(quadratic(&e, f)) {
-        out[k][r] = v;
-    }
-    for k in 0..qs.len() {
-        for r in 0..rows {
-            if let Some(j) = alias[k][r] {
-                out[k][r] = out[j][r];
-            }
-        }
-    }
-    out
+    quadratic(&e, f)
 }
 
 /// Columns per strip of [`quadratic`].

@@ -90,9 +90,7 @@ use rayon::prelude::*;
 use crate::error::Error;
 use crate::quant::{format, is_implemented, quantize_rows, QuantError, QuantType};
 
-pub use feedback::{
-    gram_errors, gram_errors_each, gram_norms, quantize_gram, quantize_gram_errors, GramFactor,
-};
+pub use feedback::{gram_errors, gram_norms, quantize_gram, quantize_gram_errors, GramFactor};
 use gptq::gptq_factor;
 use gram::Gram;
 use model::kind;
