@@ -9,39 +9,16 @@
 //! `scripts/fetch-gguf-py.sh` (the gguf Python package); `scripts/test.sh`
 //! runs both first.
 
+mod common;
+
+use common::{calibrate, ok, python, root, text};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn python(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let pypath = std::env::var_os("GGML_QAT_PYTHONPATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".deps/python"));
-    let mut c = Command::new("python3");
-    c.env("PYTHONPATH", pypath);
-    for a in args {
-        c.arg(a);
-    }
-    c.output().expect("python3 runs")
-}
-
-fn ok(out: Output, what: &str) -> String {
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{what} failed:\n{text}");
-    text
-}
-
-/// A fresh folder for one test.
+/// A fresh folder for one test (apart from calibrate.rs's).
 fn dir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("embed-{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::dir(&format!("embed-{name}"))
 }
 
 /// A tiny BERT model; `extra`: tiny_bert.py's options.
@@ -54,36 +31,6 @@ fn tiny_bert(d: &Path, name: &str, extra: &[&str]) -> PathBuf {
     }
     ok(python(&args), "tiny_bert.py");
     m
-}
-
-/// Deterministic English-like text of about `words` words (in the tiny
-/// vocabulary).
-fn text(d: &Path, words: usize) -> PathBuf {
-    let vocab = [
-        "the", "model", "weight", "of", "a", "token", "and", "quant", "layer", "is", "text", "to",
-        "run", "data", "bit", "in", "small", "random", "values", "matrix",
-    ];
-    let mut s = String::new();
-    let mut x: u64 = 12345;
-    for i in 0..words {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        s.push_str(vocab[(x >> 33) as usize % vocab.len()]);
-        s.push_str(if i % 13 == 12 { ".\n" } else { " " });
-    }
-    let p = d.join("text.txt");
-    std::fs::write(&p, s).unwrap();
-    p
-}
-
-fn calibrate(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ggml-qat-calibrate"));
-    c.args(["-t", "2", "-q"]);
-    for a in args {
-        c.arg(a);
-    }
-    c.output().expect("the calibrator runs")
 }
 
 /// Runs the calibrator on `model` with `-c 64 --report`, and `extra`;
