@@ -254,48 +254,30 @@ fn compare(
     let out = work.join("out.gguf");
     let report = work.join("report.json");
     let t = threads.to_string();
-    let (secs, rss) = run(Command::new(QUANTIZE).args([
-        input.to_str().unwrap(),
-        out.to_str().unwrap(),
-        preset,
-        &t,
-        "--report",
-        report.to_str().unwrap(),
-    ]));
-    let size = std::fs::metadata(&out).unwrap().len();
-    std::fs::remove_file(&out).unwrap();
-    push(
-        rows,
-        Row {
-            what: what.clone(),
-            tool: "ggml-qat-quantize",
-            secs,
-            rss,
-            size,
-        },
-    );
-    if optimize {
-        // The output-aware search, data-free (no calibration file), on the
-        // same input and threads.
-        let (secs, rss) = run(Command::new(QUANTIZE).args([
-            input.to_str().unwrap(),
-            out.to_str().unwrap(),
-            preset,
-            &t,
-            "--optimize",
-        ]));
+    // Our tool on the same input and threads with `extra` options: a row.
+    let mut ours = |tool: &'static str, extra: &[&str]| {
+        let mut cmd = Command::new(QUANTIZE);
+        cmd.args([input.to_str().unwrap(), out.to_str().unwrap(), preset, &t])
+            .args(extra);
+        let (secs, rss) = run(&mut cmd);
         let size = std::fs::metadata(&out).unwrap().len();
         std::fs::remove_file(&out).unwrap();
+        let what = what.clone();
         push(
             rows,
             Row {
-                what: what.clone(),
-                tool: "ggml-qat-quantize --optimize",
+                what,
+                tool,
                 secs,
                 rss,
                 size,
             },
         );
+    };
+    ours("ggml-qat-quantize", &["--report", report.to_str().unwrap()]);
+    if optimize {
+        // The output-aware search, data-free (no calibration file).
+        ours("ggml-qat-quantize --optimize", &["--optimize"]);
     }
     let exe = std::env::current_exe().unwrap();
     if std::env::var_os("GGML_QAT_BENCH_SKIP_LOOP").is_none() {
